@@ -1,0 +1,86 @@
+"""On-disk datasets a source step produces, and iteration over their samples."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .synthetic import SyntheticParams
+
+META_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset holds: modalities (name -> per-sample shape), classes, split sizes."""
+
+    modalities: dict[str, list[int]]
+    num_classes: int
+    splits: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled multimodal sample."""
+
+    key: str
+    features: dict[str, np.ndarray]
+    label: int
+
+
+def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Draw train/test splits: x_m = signal_m[y] * mean_m[y] + noise_m * N(0, I), with unit-norm means."""
+    gen = torch.Generator().manual_seed(seed)
+    means = {}
+    for m in params.modalities:
+        directions = torch.randn(params.num_classes, m.dim, generator=gen)
+        strength = torch.as_tensor(m.signal, dtype=torch.float32).expand(params.num_classes)
+        means[m.name] = directions / directions.norm(dim=1, keepdim=True) * strength[:, None]
+    splits = {}
+    for split, size in (("train", params.train_size), ("test", params.test_size)):
+        labels = torch.randint(params.num_classes, (size,), generator=gen)
+        data = {"label": labels}
+        for m in params.modalities:
+            noise = torch.randn(size, m.dim, generator=gen) * m.noise
+            data[m.name] = means[m.name][labels] + noise
+        splits[split] = data
+    return splits
+
+
+def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], num_classes: int) -> None:
+    """Write splits as `<split>.pt` tensor dicts plus `dataset.json`."""
+    out.mkdir(parents=True)
+    first = next(iter(splits.values()))
+    info = {
+        "format": "tensors",
+        "num_classes": num_classes,
+        "modalities": {k: list(v.shape[1:]) for k, v in first.items() if k != "label"},
+        "splits": {name: int(data["label"].shape[0]) for name, data in splits.items()},
+    }
+    for name, data in splits.items():
+        torch.save(data, out / f"{name}.pt")
+    (out / META_FILE).write_text(json.dumps(info, indent=2))
+
+
+def read_info(path: Path) -> DatasetInfo:
+    """Read a dataset's description."""
+    meta = json.loads((path / META_FILE).read_text())
+    return DatasetInfo(meta["modalities"], meta["num_classes"], meta["splits"])
+
+
+def iter_samples(path: Path, split: str) -> Iterator[Sample]:
+    """Yield the samples of one split in stored order."""
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("format") != "tensors":
+        raise ValueError(f"{path / META_FILE}: unsupported dataset format {meta.get('format')!r}")
+    data = torch.load(path / f"{split}.pt", weights_only=True)
+    labels = data.pop("label")
+    arrays = {name: tensor.numpy() for name, tensor in data.items()}
+    for i in range(labels.shape[0]):
+        yield Sample(f"{split}-{i:08d}", {name: a[i] for name, a in arrays.items()}, int(labels[i]))

@@ -1,0 +1,1 @@
+"""Encoders, fusions and the multimodal classifier with its structured output."""

@@ -1,0 +1,1 @@
+"""Tasks: training and evaluation components."""

@@ -1,0 +1,64 @@
+"""`train.classifier` and `eval.classifier`: multimodal classification on sharded data."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Literal
+
+from pydantic import Field
+
+from mmflow.engine import Params, StepContext, component
+
+
+class TrainClassifierParams(Params):
+    """Model, optimizer and schedule of a multimodal classifier."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training shards")
+    batch_size: int = Field(64, ge=1, description="samples per batch on each worker")
+    hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
+    embedding_dim: int = Field(64, ge=1, description="each modality's embedding size (fusion input)")
+    fusion: Literal["concat"] = Field("concat", description="how embeddings are fused")
+    optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
+    lr: float = Field(0.05, gt=0, description="learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay")
+    lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
+    lr_step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step schedule)")
+    shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
+    uneven_shards: Literal["pad", "drop"] = Field(
+        "pad", description="when shards don't split evenly over workers: repeat samples or drop them"
+    )
+
+
+@component("train.classifier", params=TrainClassifierParams, inputs={"train": "shards"},
+           outputs={"model": "model"}, distributed=True)
+def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
+    """Train a multimodal classifier (one encoder per modality, fusion, cross-entropy) on Ray Train workers."""
+    from .classifier_training import train_worker
+
+    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve())}
+    result = ctx.train(train_worker, config)
+    if result.checkpoint is None or not result.history:
+        raise RuntimeError("training reported no checkpoint")
+    shutil.copytree(result.checkpoint, ctx.output("model"))
+    final = result.history[-1]
+    return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
+            "history": result.history}
+
+
+class EvalClassifierParams(Params):
+    """Evaluation settings."""
+
+    batch_size: int = Field(512, ge=1, description="samples per inference batch")
+
+
+@component("eval.classifier", params=EvalClassifierParams,
+           inputs={"model": "model", "train": "shards", "test": "shards"})
+def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
+    """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""
+    from .classifier_training import evaluate
+
+    metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size)
+    ctx.log(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("accuracy")))
+    return metrics

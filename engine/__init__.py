@@ -1,0 +1,26 @@
+"""mmflow.engine: generic workflow engine (spec, registry, graph, runner, Ray executor).
+
+Public API for component authors: `component`, `Params`, `StepContext`, `TrainSession`.
+"""
+
+from .context import StepContext
+from .distributed import TrainResult, TrainSession
+from .errors import Problem, StepFailed, UsageError, WorkflowError
+from .registry import REGISTRY, ComponentSpec, Params, component
+from .spec import Workflow, load_workflow
+
+__all__ = [
+    "REGISTRY",
+    "ComponentSpec",
+    "Params",
+    "Problem",
+    "StepContext",
+    "StepFailed",
+    "TrainResult",
+    "TrainSession",
+    "UsageError",
+    "Workflow",
+    "WorkflowError",
+    "component",
+    "load_workflow",
+]

@@ -1,0 +1,218 @@
+"""`mmflow` command line: run, validate, graph, schema, components.
+
+User mistakes print one line per problem and exit 2; a failing step exits 1. `validate`,
+`schema`, `graph` and `components` never import torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import StepFailed, UsageError, WorkflowError
+from .registry import REGISTRY
+from .spec import Workflow, load_workflow
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mmflow` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (WorkflowError, UsageError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except StepFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def workflow_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+        p.add_argument("workflow", nargs="?" if optional else None, help="workflow YAML file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a value, e.g. --set steps.train.params.lr=0.01 (repeatable)")
+
+    run = add("run", _cmd_run, "run a workflow")
+    workflow_args(run, optional=True)
+    run.add_argument("--run-dir", type=Path, help="run directory (default runs/<workflow>/<run-id>)")
+    run.add_argument("--runs-root", type=Path, default=Path("runs"),
+                     help="where runs live and cached steps are looked up (default ./runs)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish a failed run in RUN_DIR")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and cached steps; run nothing")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+
+    validate = add("validate", _cmd_validate, "check a workflow file and report every problem")
+    workflow_args(validate)
+
+    graph = add("graph", _cmd_graph, "print the step graph")
+    workflow_args(graph)
+    graph.add_argument("--format", choices=["text", "mermaid"], default="text")
+
+    schema = add("schema", _cmd_schema, "print the JSON Schema of workflow files (for editors)")
+    schema.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+
+    components = add("components", _cmd_components, "list registered components and their params")
+    components.add_argument("name", nargs="?", help="show one component")
+    components.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    wf = load_workflow(args.workflow, args.overrides)
+    print(f"{args.workflow}: ok ({len(wf.steps)} steps: {' -> '.join(wf.order)})")
+    return 0
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    wf = load_workflow(args.workflow, args.overrides)
+    print(render_graph(wf, args.format))
+    return 0
+
+
+def render_graph(wf: Workflow, fmt: str) -> str:
+    """The workflow's steps and wiring as indented text or a mermaid flowchart."""
+    if fmt == "mermaid":
+        lines = ["flowchart LR"]
+        for name in wf.order:
+            lines.append(f'    {name}["{name}<br/><small>{wf.steps[name].component.name}</small>"]')
+        for name in wf.order:
+            for input_name, edge in wf.steps[name].inputs.items():
+                label = edge.output if edge.output == input_name else f"{edge.output} → {input_name}"
+                lines.append(f"    {edge.step} -->|{label}| {name}")
+        return "\n".join(lines)
+    lines = [f"{wf.name}  (executor {wf.spec.executor}, {wf.spec.resources.workers} worker(s))"]
+    for name in wf.order:
+        step = wf.steps[name]
+        lines.append(f"  {name}  [{step.component.name}]")
+        for input_name, edge in step.inputs.items():
+            lines.append(f"      {input_name} <- {edge.step}.{edge.output}")
+    return "\n".join(lines)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import workflow_schema
+
+    text = json.dumps(workflow_schema(), indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_components(args: argparse.Namespace) -> int:
+    names = REGISTRY.names()
+    if args.name:
+        if args.name not in names:
+            raise UsageError(f"unknown component '{args.name}'{REGISTRY.suggest(args.name)}")
+        names = [args.name]
+    described = [_describe(name) for name in names]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for comp in described:
+        ins = ", ".join(f"{k}: {v}" for k, v in comp["inputs"].items()) or "-"
+        outs = ", ".join(f"{k}: {v}" for k, v in comp["outputs"].items()) or "-"
+        print(f"{comp['name']}  (v{comp['version']})  {comp['description']}")
+        print(f"    inputs: {ins}    outputs: {outs}")
+        for p in comp["params"]:
+            default = "required" if p["required"] else f"default {p['default']}"
+            print(f"    {p['name']}: {p['type']} ({default}){'  ' + p['description'] if p['description'] else ''}")
+    return 0
+
+
+def _describe(name: str) -> dict[str, Any]:
+    comp = REGISTRY.get(name)
+    assert comp is not None
+    params = []
+    for field_name, info in comp.params.model_fields.items():
+        params.append({
+            "name": field_name,
+            "type": _type_name(info.annotation),
+            "required": info.is_required(),
+            "default": None if info.is_required() else _jsonable(info.get_default(call_default_factory=True)),
+            "description": info.description or "",
+        })
+    return {"name": comp.name, "version": comp.version, "description": comp.description,
+            "inputs": comp.inputs, "outputs": comp.outputs, "params": params}
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .runner import Runner, new_run_dir, resume_workflow
+
+    if args.resume:
+        if args.run_dir:
+            raise UsageError("--resume RUN_DIR already names the run directory; drop --run-dir")
+        wf = resume_workflow(args.resume, args.overrides)
+        run_dir = args.resume
+    elif args.workflow:
+        wf = load_workflow(args.workflow, args.overrides)
+        run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
+    else:
+        raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
+    distributed.configure_ray(args.address)
+    runner = Runner(wf, run_dir, args.runs_root)
+    if args.dry_run:
+        print(f"plan for {wf.name} in {run_dir}:")
+        for entry in runner.plan():
+            detail = f"  ({entry.source})" if entry.source else ""
+            print(f"  {entry.action:6s} {entry.name}{detail}")
+        return 0
+    print(f"run {wf.name} -> {run_dir}", file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        outcomes = runner.run()
+    except StepFailed:
+        print(f"resume with: mmflow run --resume {run_dir}", file=sys.stderr)
+        raise
+    print(_summary(outcomes, time.perf_counter() - started, run_dir))
+    return 0
+
+
+def _summary(outcomes: list, seconds: float, run_dir: Path) -> str:
+    rows = [("step", "status", "time", "metrics")]
+    for o in outcomes:
+        headline = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in list((k, v) for k, v in o.metrics.items() if isinstance(v, (int, float)))[:4]
+        )
+        rows.append((o.name, o.state, f"{o.seconds:.1f}s", headline))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    lines.append(f"finished in {seconds:.1f}s; run directory: {run_dir}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What a running step sees: its inputs, where to write outputs, resources, and how to train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .registry import ComponentSpec
+
+if TYPE_CHECKING:
+    from .distributed import TrainFunction, TrainResult
+    from .spec import Resources
+
+
+@dataclass
+class StepContext:
+    """Handed to a component's run function."""
+
+    step: str
+    component: ComponentSpec
+    seed: int
+    inputs: dict[str, Path]
+    outputs_dir: Path
+    work_dir: Path
+    resources: Resources
+    executor: str
+    log: Callable[[str], None]
+
+    def output(self, name: str) -> Path:
+        """Path where declared output `name` must be written (a file or a folder)."""
+        if name not in self.component.outputs:
+            raise KeyError(f"component '{self.component.name}' declares no output '{name}'")
+        return self.outputs_dir / name
+
+    def train(self, fn: TrainFunction, config: dict[str, Any]) -> TrainResult:
+        """Run `fn(session, config)` on the workflow's executor: Ray Train workers or inline."""
+        from .distributed import run_training
+
+        return run_training(fn, config, executor=self.executor, resources=self.resources,
+                            storage=self.work_dir / "train", seed=self.seed, log=self.log)

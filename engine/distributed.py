@@ -1,0 +1,262 @@
+"""The one place that talks to Ray: per-worker training sessions, TorchTrainer, local Ray start.
+
+A training component writes one function `fn(session, config)`. The `ray` executor runs it
+on `resources.workers` Ray Train workers; the `inline` executor calls the very same function
+in-process as rank 0 of a world of size 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import torch
+
+    from .spec import Resources
+
+HISTORY_FILE = "mmflow_history.json"
+
+RAY_ENV = {
+    # The Train controller takes one report per poll and a worker's next report waits for it;
+    # the 2 s default poll caps short epochs at one every 2 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    # Train re-routes print() through logging, which prints progress lines twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
+
+
+class TrainSession:
+    """What the per-worker function sees: rank, device, reporting and collectives."""
+
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+
+    def __init__(self, log: Callable[[str], None] = print) -> None:
+        self.history: list[dict[str, Any]] = []
+        self._log = log
+
+    @property
+    def device(self) -> torch.device:
+        """The device this worker trains on."""
+        raise NotImplementedError
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move to the device and wrap for data-parallel training where world size > 1."""
+        raise NotImplementedError
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over all workers (in place) and return it."""
+        return tensor
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None = None) -> None:
+        """Report an epoch's metrics; rank 0 may attach a checkpoint folder.
+
+        Every worker must call this the same number of times. The metrics history so far is
+        written into the checkpoint, so the final checkpoint carries the whole history.
+        """
+        self.history.append(dict(metrics))
+        if checkpoint_dir is not None:
+            (Path(checkpoint_dir) / HISTORY_FILE).write_text(json.dumps(self.history))
+        self._report(metrics, checkpoint_dir)
+
+    def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
+        raise NotImplementedError
+
+    def log(self, message: str) -> None:
+        """Print progress once (rank 0)."""
+        if self.rank == 0:
+            self._log(message)
+
+
+TrainFunction = Callable[[TrainSession, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch metrics reported by rank 0 and a local copy of the last checkpoint."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+class InlineSession(TrainSession):
+    """World of size 1 in this process; checkpoints are copied under `storage`."""
+
+    def __init__(self, storage: Path, seed: int, gpus: float, log: Callable[[str], None]) -> None:
+        super().__init__(log)
+        import torch
+
+        self.seed = seed
+        self._storage = storage
+        self.checkpoint: Path | None = None
+        if gpus > 0 and not torch.cuda.is_available():
+            raise RuntimeError("resources.gpus_per_worker > 0 but no CUDA device is visible to torch")
+        self._device = torch.device("cuda" if gpus > 0 else "cpu")
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self._device)
+
+    def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
+        if checkpoint_dir is None:
+            return
+        target = self._storage / "checkpoint"
+        staging = self._storage / ".checkpoint.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        self.checkpoint = target
+
+
+class RaySession(TrainSession):
+    """A Ray Train worker: rank and device from the Train context, DDP over gloo or NCCL."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(lambda message: print(message, flush=True))
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.seed = seed
+
+    @property
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _ray_worker_entry(config: dict[str, Any]) -> None:
+    """`train_loop_per_worker` for TorchTrainer: build the session and call the component's fn."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    # Ray 2.60 logs every report at INFO through a logger named by file path, which escapes
+    # RunConfig's LoggingConfig; those lines drown the progress output.
+    train_context.logger.setLevel(logging.WARNING)
+    config["fn"](RaySession(config["seed"]), config["config"])
+
+
+def run_training(
+    fn: TrainFunction,
+    config: dict[str, Any],
+    *,
+    executor: str,
+    resources: Resources,
+    storage: Path,
+    seed: int,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """Run `fn` on the chosen executor and return its history and final checkpoint."""
+    storage.mkdir(parents=True, exist_ok=True)
+    if executor == "inline":
+        session = InlineSession(storage, seed, resources.gpus_per_worker, log)
+        fn(session, config)
+        return TrainResult(session.history, session.checkpoint)
+    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log)
+
+
+def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path,
+                seed: int, log: Callable[[str], None]) -> TrainResult:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray(resources.workers * resources.cpus_per_worker)
+    use_gpu = resources.gpus_per_worker > 0
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
+    trainer = TorchTrainer(
+        _ray_worker_entry,
+        train_loop_config={"fn": fn, "config": config, "seed": seed},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name="run",
+            storage_path=str(storage),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        return TrainResult()
+    local = storage / "final_checkpoint"
+    shutil.rmtree(local, ignore_errors=True)
+    result.checkpoint.to_directory(str(local))
+    history_file = local / HISTORY_FILE
+    history = json.loads(history_file.read_text()) if history_file.exists() else []
+    return TrainResult(history, local)
+
+
+_STARTED_RAY = False
+_RAY_ADDRESS: str | None = None
+
+
+def configure_ray(address: str | None) -> None:
+    """Remember the cluster to use (`--address`); None starts a local Ray on first use."""
+    global _RAY_ADDRESS
+    _RAY_ADDRESS = address
+
+
+def ensure_ray(min_cpus: float = 1) -> None:
+    """Connect to the configured cluster, or start a local Ray sized to this machine."""
+    global _STARTED_RAY
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": RAY_ENV}}
+    if _RAY_ADDRESS:
+        ray.init(address=_RAY_ADDRESS, **options)
+    else:
+        # A laptop may have fewer cores than the workflow asks for: oversubscribe, don't hang.
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
+    _STARTED_RAY = True
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray this process started (a cluster we only connected to keeps running)."""
+    global _STARTED_RAY
+    if _STARTED_RAY:
+        import ray
+
+        ray.shutdown()
+        _STARTED_RAY = False

@@ -1,0 +1,49 @@
+"""Typed errors: user mistakes (exit 2, one line each) versus step failures (exit 1)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow, located by file, line and YAML path."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class WorkflowError(Exception):
+    """A workflow the user wrote is invalid; carries every problem found at once, in file order."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line is None, p.line or 0))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class StepFailed(Exception):
+    """A step raised while running; the run directory keeps its error log."""
+
+    def __init__(self, step: str, message: str, log_path: str | None = None):
+        self.step = step
+        self.log_path = log_path
+        tail = f" (traceback in {log_path})" if log_path else ""
+        super().__init__(f"step '{step}' failed: {message}{tail}")
+
+
+class UsageError(Exception):
+    """A command-line mistake that is not about the workflow's content."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest candidate, or ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

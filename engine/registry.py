@@ -1,0 +1,142 @@
+"""Component registry: short names -> (params model, named inputs/outputs, run function).
+
+Components register with `@component(...)`. Built-in and third-party packages are found the
+same way, through the entry-point group `mmflow.components`; loading a component module must
+stay cheap (pydantic only), so heavy libraries are imported inside the run function.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import UsageError, did_you_mean
+
+if TYPE_CHECKING:
+    from .context import StepContext
+
+ENTRY_POINT_GROUP = "mmflow.components"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_IO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Params(BaseModel):
+    """Base class for component parameters: unknown keys are errors, defaults are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+RunFunction = Callable[["StepContext", Any], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """Everything the engine knows about one registered component."""
+
+    name: str
+    run: RunFunction
+    params: type[BaseModel]
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    version: str
+    distributed: bool
+    description: str
+    source: str = field(compare=False)
+
+
+class Registry:
+    """A name -> ComponentSpec table filled by decorators and entry points."""
+
+    def __init__(self) -> None:
+        self._components: dict[str, ComponentSpec] = {}
+        self._plugins_loaded = False
+
+    def add(self, spec: ComponentSpec) -> None:
+        """Register `spec`; a second component with the same name is a packaging error."""
+        existing = self._components.get(spec.name)
+        if existing is not None and existing.source != spec.source:
+            raise UsageError(
+                f"component '{spec.name}' is registered twice: by {existing.source} and by {spec.source}"
+            )
+        self._components[spec.name] = spec
+
+    def get(self, name: str) -> ComponentSpec | None:
+        """The component called `name`, or None."""
+        self.load_plugins()
+        return self._components.get(name)
+
+    def names(self) -> list[str]:
+        """All registered component names, sorted."""
+        self.load_plugins()
+        return sorted(self._components)
+
+    def suggest(self, name: str) -> str:
+        """A '(did you mean ...)' hint for an unknown component name."""
+        return did_you_mean(name, self.names())
+
+    def load_plugins(self) -> None:
+        """Import every module advertised under the `mmflow.components` entry-point group."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as exc:  # a broken plugin must name itself, not crash the CLI
+                raise UsageError(
+                    f"cannot load mmflow component plugin '{entry.name}' ({entry.value}): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+
+REGISTRY = Registry()
+
+
+def component(
+    name: str,
+    *,
+    params: type[BaseModel] = Params,
+    inputs: dict[str, str] | None = None,
+    outputs: dict[str, str] | None = None,
+    version: str = "1",
+    distributed: bool = False,
+) -> Callable[[RunFunction], RunFunction]:
+    """Register `fn(ctx, params) -> metrics` as component `name`.
+
+    `inputs`/`outputs` map names to artifact kinds (e.g. `{"train": "shards"}`); wiring an
+    output into an input of another kind is a validation error. Bump `version` when the
+    component's results change, so cached runs are not reused. `distributed=True` marks a
+    step that trains on workers, so resources and executor become part of its cache key.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"component name '{name}' must look like 'area.name' (lowercase, dotted)")
+    for io in (inputs or {}, outputs or {}):
+        for io_name in io:
+            if not _IO_NAME.match(io_name):
+                raise ValueError(f"component '{name}': input/output name '{io_name}' must be snake_case")
+    if params.model_config.get("extra") != "forbid":
+        raise TypeError(f"component '{name}': params model must forbid extra keys (subclass mmflow.engine.Params)")
+
+    def register(fn: RunFunction) -> RunFunction:
+        doc = inspect.getdoc(fn) or ""
+        REGISTRY.add(
+            ComponentSpec(
+                name=name,
+                run=fn,
+                params=params,
+                inputs=dict(inputs or {}),
+                outputs=dict(outputs or {}),
+                version=version,
+                distributed=distributed,
+                description=doc.splitlines()[0] if doc else "",
+                source=f"{fn.__module__}.{fn.__qualname__}",
+            )
+        )
+        return fn
+
+    return register

@@ -1,0 +1,295 @@
+"""Execute a validated workflow: one folder per step, atomic outputs, caching and resume.
+
+Run layout::
+
+    <run_dir>/workflow.yaml     the file as written
+    <run_dir>/run.json          name, overrides, order, state
+    <run_dir>/<step>/params.json, metrics.json, status.json, outputs/<name>, error.log, work/
+
+A step's outputs are written under `<step>/.outputs.tmp/` and renamed to `outputs/` only
+when the step succeeds, so a crash never leaves half-written outputs behind. `status.json`
+is written last and carries the cache key and a digest of every output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .context import StepContext
+from .errors import StepFailed, UsageError
+from .spec import Step, Workflow, load_workflow
+
+STATUS = "status.json"
+
+
+@dataclass
+class StepOutcome:
+    """How one step ended in this run."""
+
+    name: str
+    state: str  # ran | reused | kept | failed | pending
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reused_from: str | None = None
+
+
+@dataclass
+class PlanEntry:
+    """What a dry run predicts for one step."""
+
+    name: str
+    action: str  # run | reuse | keep
+    source: str | None = None
+
+
+def new_run_dir(runs_root: Path, workflow_name: str) -> Path:
+    """A fresh `<runs_root>/<workflow>/<timestamp>-<random>` path (not created)."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return runs_root / workflow_name / f"{stamp}-{secrets.token_hex(2)}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write pretty JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def digest_path(path: Path) -> str:
+    """sha256 over a file, or over a folder's relative paths and file contents."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        h.update(str(file.relative_to(path) if file != path else "").encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str]) -> str:
+    """Hash of what determines a step's outputs: component, version, params, inputs, seed."""
+    material: dict[str, Any] = {
+        "component": step.component.name,
+        "version": step.component.version,
+        "params": step.params.model_dump(mode="json"),
+        "inputs": upstream,
+        "seed": workflow.spec.seed,
+    }
+    if step.component.distributed:  # rank count and device change training results
+        material["executor"] = workflow.spec.executor
+        material["resources"] = workflow.spec.resources.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def read_status(step_dir: Path) -> dict[str, Any] | None:
+    """The step's status.json, or None if absent or unreadable."""
+    try:
+        return json.loads((step_dir / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Runner:
+    """Runs a workflow in a run directory, reusing cached steps from the same runs root."""
+
+    def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.workflow = workflow
+        self.run_dir = run_dir.resolve()  # Ray workers do not share the driver's working directory
+        self.runs_root = runs_root.resolve()
+        self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest
+
+    # -- planning ---------------------------------------------------------------------------
+    def plan(self) -> list[PlanEntry]:
+        """Predict, without running anything, which steps would run, be reused or be kept."""
+        entries = []
+        for name in self.workflow.order:
+            step = self.workflow.steps[name]
+            upstream = self._upstream_digests(step)
+            if upstream is None:
+                entries.append(PlanEntry(name, "run", "an upstream step runs"))
+                continue
+            key = cache_key(step, self.workflow, upstream)
+            found = self._find_done(name, key)
+            if found is None:
+                entries.append(PlanEntry(name, "run"))
+                continue
+            self._digests[name] = found[1]["outputs"]
+            own = found[0] == self.run_dir / name
+            entries.append(PlanEntry(name, "keep" if own else "reuse", None if own else str(found[0])))
+        self._digests.clear()
+        return entries
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self) -> list[StepOutcome]:
+        """Run every step in order; raise StepFailed on the first failing step."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_run_record("running")
+        outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
+        try:
+            for i, name in enumerate(self.workflow.order):
+                self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
+                outcomes[i] = self._run_step(self.workflow.steps[name])
+        except BaseException:
+            self._write_run_record("failed")
+            raise
+        finally:
+            from . import distributed
+
+            if "ray" in sys.modules:
+                distributed.shutdown_ray()
+        self._write_run_record("done")
+        return outcomes
+
+    def _run_step(self, step: Step) -> StepOutcome:
+        step_dir = self.run_dir / step.name
+        upstream = self._upstream_digests(step)
+        assert upstream is not None, "steps run in topological order"
+        key = cache_key(step, self.workflow, upstream)
+        found = self._find_done(step.name, key)
+        if found is not None:
+            source, status = found
+            if source != step_dir:
+                self._adopt(source, step_dir)
+                status = {**status, "reused_from": str(source), "finished": _now()}
+                write_json(step_dir / STATUS, status)
+            self._digests[step.name] = status["outputs"]
+            state = "kept" if source == step_dir else "reused"
+            self.echo(f"    {state} ({'this run' if state == 'kept' else source})")
+            return StepOutcome(step.name, state, 0.0, _read_metrics(step_dir), status.get("reused_from"))
+        return self._execute(step, step_dir, key)
+
+    def _execute(self, step: Step, step_dir: Path, key: str) -> StepOutcome:
+        step_dir.mkdir(parents=True, exist_ok=True)
+        staging, final = step_dir / ".outputs.tmp", step_dir / "outputs"
+        for stale in (staging, final):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in (step_dir / "metrics.json", step_dir / "error.log"):
+            stale.unlink(missing_ok=True)
+        staging.mkdir()
+        status = {"state": "running", "component": step.component.name, "version": step.component.version,
+                  "cache_key": key, "started": _now()}
+        write_json(step_dir / STATUS, status)
+        write_json(step_dir / "params.json", step.params.model_dump(mode="json"))
+        ctx = StepContext(
+            step=step.name, component=step.component, seed=self.workflow.spec.seed,
+            inputs={name: self.run_dir / e.step / "outputs" / e.output for name, e in step.inputs.items()},
+            outputs_dir=staging, work_dir=step_dir / "work", resources=self.workflow.spec.resources,
+            executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
+        )
+        started = time.perf_counter()
+        try:
+            metrics = step.component.run(ctx, step.params) or {}
+            missing = [o for o in step.component.outputs if not (staging / o).exists()]
+            if missing:
+                raise RuntimeError(f"component '{step.component.name}' did not write output(s) {missing}")
+        except BaseException as exc:
+            log = step_dir / "error.log"
+            log.write_text("".join(traceback.format_exception(exc)))
+            shutil.rmtree(staging, ignore_errors=True)
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            write_json(step_dir / STATUS, {**status, "state": "interrupted" if interrupted else "failed",
+                                           "error": f"{type(exc).__name__}: {exc}", "finished": _now()})
+            if interrupted:
+                raise
+            raise StepFailed(step.name, f"{type(exc).__name__}: {exc}", str(log)) from exc
+        seconds = time.perf_counter() - started
+        write_json(step_dir / "metrics.json", metrics)
+        digests = {o: digest_path(staging / o) for o in step.component.outputs}
+        staging.rename(final)
+        write_json(step_dir / STATUS, {**status, "state": "done", "outputs": digests,
+                                       "seconds": round(seconds, 3), "finished": _now()})
+        self._digests[step.name] = digests
+        return StepOutcome(step.name, "ran", seconds, metrics)
+
+    # -- cache --------------------------------------------------------------------------------
+    def _upstream_digests(self, step: Step) -> dict[str, str] | None:
+        out = {}
+        for name, edge in sorted(step.inputs.items()):
+            digests = self._digests.get(edge.step)
+            if digests is None:
+                return None
+            out[name] = digests[edge.output]
+        return out
+
+    def _find_done(self, step_name: str, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """This run's own finished step first (resume), else the newest match in the runs root."""
+        own = self.run_dir / step_name
+        candidates = [own] + sorted(
+            (p.parent for p in self.runs_root.glob(f"*/*/*/{STATUS}")),
+            key=lambda p: p.stat().st_mtime, reverse=True,
+        ) if self.runs_root.exists() else [own]
+        for step_dir in candidates:
+            status = read_status(step_dir)
+            if (status and status.get("state") == "done" and status.get("cache_key") == key
+                    and (step_dir / "outputs").is_dir()):
+                return step_dir, status
+        return None
+
+    def _adopt(self, source: Path, step_dir: Path) -> None:
+        """Bring an earlier run's finished step into this run (hard links where possible)."""
+        step_dir.mkdir(parents=True, exist_ok=True)
+        staging = step_dir / ".outputs.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(step_dir / "outputs", ignore_errors=True)
+        shutil.copytree(source / "outputs", staging, copy_function=_link_or_copy)
+        for name in ("params.json", "metrics.json"):
+            if (source / name).exists():
+                shutil.copy2(source / name, step_dir / name)
+        staging.rename(step_dir / "outputs")
+
+    def _write_run_record(self, state: str) -> None:
+        source = Path(self.workflow.document.file)
+        copy = self.run_dir / "workflow.yaml"
+        if source.resolve() != copy.resolve():
+            shutil.copy2(source, copy)
+        write_json(self.run_dir / "run.json", {
+            "workflow": self.workflow.name, "overrides": self.workflow.overrides,
+            "order": self.workflow.order, "state": state, "updated": _now(),
+        })
+
+
+def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
+    """Reload the workflow a run directory was started with (plus its original overrides)."""
+    record_file = run_dir / "run.json"
+    if not record_file.exists() or not (run_dir / "workflow.yaml").exists():
+        raise UsageError(f"--resume {run_dir}: not a run directory (no run.json / workflow.yaml)")
+    record = json.loads(record_file.read_text())
+    return load_workflow(run_dir / "workflow.yaml", list(record.get("overrides", [])) + overrides)
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _read_metrics(step_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((step_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")

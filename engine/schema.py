@@ -1,0 +1,54 @@
+"""JSON Schema of workflow files, with each step's params discriminated by component name."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import ConfigDict, Field, create_model
+
+from .graph import REFERENCE
+from .registry import REGISTRY, Registry
+from .spec import StepSpec, WorkflowSpec
+
+
+def workflow_schema(registry: Registry = REGISTRY) -> dict[str, Any]:
+    """The JSON Schema an editor can use to autocomplete and check workflow files."""
+    variants = [_step_model(registry, name) for name in registry.names()]
+    step_type: Any = variants[0] if len(variants) == 1 else Annotated[
+        Union[tuple(variants)], Field(discriminator="component")
+    ]
+    model = create_model(
+        "Workflow",
+        __base__=WorkflowSpec,
+        steps=(dict[str, step_type], Field(min_length=1, description="step name -> step")),
+    )
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mmflow workflow"
+    return schema
+
+
+def _step_model(registry: Registry, name: str) -> type:
+    comp = registry.get(name)
+    assert comp is not None
+    inputs = create_model(
+        f"Inputs_{_ident(name)}",
+        __config__=ConfigDict(extra="forbid"),
+        **{
+            input_name: (str, Field(pattern=REFERENCE.pattern, description=f"{kind} produced by another step"))
+            for input_name, kind in comp.inputs.items()
+        },
+    )
+    required = any(f.is_required() for f in comp.params.model_fields.values())
+    return create_model(
+        f"Step_{_ident(name)}",
+        __base__=StepSpec,
+        __doc__=comp.description or f"Step running component {name}.",
+        component=(Literal[name], Field(description=comp.description)),
+        params=(comp.params, Field(...) if required else Field(default_factory=comp.params)),
+        inputs=(inputs, Field(...) if comp.inputs else Field(default_factory=inputs)),
+    )
+
+
+def _ident(name: str) -> str:
+    return name.replace(".", "_")

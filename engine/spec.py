@@ -1,0 +1,232 @@
+"""Pydantic models of a workflow file and its validation into a checked, ordered Workflow."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import Problem, UsageError, WorkflowError, did_you_mean
+from .graph import Edge, plan_graph
+from .registry import REGISTRY, ComponentSpec, Registry
+from .yaml_source import YamlDocument, YamlPath, dotted, load_yaml
+
+_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """Workers for training steps and what each one gets."""
+
+    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks) per training step")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved for each worker")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; > 0 trains on GPU with NCCL")
+
+
+class StepSpec(_Strict):
+    """One step: a registered component, its parameters and where its inputs come from."""
+
+    component: str = Field(description="registered component name, see `mmflow components`")
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="input name -> ${steps.<step>.outputs.<output>}"
+    )
+
+
+class WorkflowSpec(_Strict):
+    """A workflow file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the runs folder")
+    description: str = ""
+    seed: int = Field(0, ge=0, description="seed for every step; same seed, same results")
+    executor: Literal["ray", "inline"] = Field(
+        "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging)"
+    )
+    resources: Resources = Field(default_factory=Resources)
+    steps: dict[str, StepSpec] = Field(min_length=1)
+
+
+@dataclass
+class Step:
+    """A validated step ready to run."""
+
+    name: str
+    component: ComponentSpec
+    params: BaseModel
+    inputs: dict[str, Edge] = field(default_factory=dict)
+
+
+@dataclass
+class Workflow:
+    """A validated workflow: spec, steps in run order, and the document it came from."""
+
+    spec: WorkflowSpec
+    steps: dict[str, Step]
+    order: list[str]
+    document: YamlDocument
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The workflow's name."""
+        return self.spec.name
+
+
+def load_workflow(path: str | Path, overrides: list[str] | None = None, registry: Registry = REGISTRY) -> Workflow:
+    """Read, override and validate a workflow file; raise WorkflowError listing every problem."""
+    doc = load_yaml(path)
+    overrides = list(overrides or [])
+    apply_overrides(doc, overrides)
+    return validate_document(doc, registry, overrides)
+
+
+def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the document in place."""
+    if doc.data is None:
+        doc.data = {}
+    for expr in overrides:
+        key, sep, raw = expr.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise UsageError(f"--set {expr!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = doc.data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UsageError(f"--set {expr!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
+            node = child
+        if not isinstance(node, dict):
+            raise UsageError(f"--set {expr!r}: cannot set a key inside a non-mapping")
+        node[parts[-1]] = value
+        doc.overrides[tuple(parts)] = expr
+
+
+def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, overrides: list[str] | None = None) -> Workflow:
+    """Validate a parsed document against the workflow model, the registry and the graph rules."""
+    if not isinstance(doc.data, dict):
+        raise WorkflowError([doc.problem((), "a workflow must be a mapping with 'name' and 'steps'")])
+    problems: list[Problem] = []
+    try:
+        spec = WorkflowSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc, doc, (), WorkflowSpec, noun="field"))
+        raise WorkflowError(problems) from None
+
+    steps: dict[str, Step] = {}
+    for name, step_spec in spec.steps.items():
+        where: YamlPath = ("steps", name)
+        if not _STEP_NAME.match(name):
+            problems.append(doc.problem(where, f"step name '{name}' must be letters, digits, '_' or '-'"))
+            continue
+        comp = registry.get(step_spec.component)
+        if comp is None:
+            problems.append(
+                doc.problem(where + ("component",),
+                            f"unknown component '{step_spec.component}'{registry.suggest(step_spec.component)}")
+            )
+            continue
+        try:
+            params = comp.params.model_validate(step_spec.params)
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, doc, where + ("params",), comp.params, noun="parameter"))
+            continue
+        steps[name] = Step(name, comp, params)
+
+    known = {name: step.component for name, step in steps.items()}
+    unresolved = {name for name in spec.steps if name not in steps}
+    edges, order, graph_problems = plan_graph(
+        {name: s.inputs for name, s in spec.steps.items()}, known, unresolved, doc
+    )
+    problems.extend(graph_problems)
+    if problems:
+        raise WorkflowError(problems)
+    for name, step_edges in edges.items():
+        steps[name].inputs = step_edges
+    return Workflow(spec, steps, order, doc, list(overrides or []))
+
+
+def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
+                   model: type[BaseModel], noun: str) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent, key = loc[:-1], loc[-1]
+            known = _fields_at(model, parent)
+            message = f"unknown {noun} '{key}'{did_you_mean(str(key), known)}"
+        elif kind == "missing":
+            parent, key = loc[:-1], loc[-1]
+            loc = parent  # point at the mapping that lacks it
+            message = f"missing required {noun} '{key}'"
+        else:
+            message = err["msg"]
+            if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "model_type":
+                message += f" (got {err['input']!r})"
+        path = prefix + loc
+        problems.append(_locate(doc, path, message))
+    return problems
+
+
+def _locate(doc: YamlDocument, path: YamlPath, message: str) -> Problem:
+    for end in range(len(path), 0, -1):
+        expr = doc.overrides.get(tuple(str(p) for p in path[:end]))
+        if expr is not None:
+            return Problem(f"{doc.file} (--set {expr})", None, dotted(path), message)
+    return doc.problem(path, message)
+
+
+def _fields_at(model: type[BaseModel], loc: YamlPath) -> list[str]:
+    """Field names of the (nested) model found at `loc`, for 'did you mean' hints."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _descend(annotation, part)
+        if annotation is None:
+            return []
+    target = _model_in(annotation)
+    return list(target.model_fields) if target else []
+
+
+def _descend(annotation: Any, part: str | int) -> Any:
+    annotation = _unwrap_optional(annotation)
+    model = _model_in(annotation)
+    if model is not None:
+        found = model.model_fields.get(part) if isinstance(part, str) else None
+        return found.annotation if found else None
+    args = typing.get_args(annotation)
+    return args[-1] if args else None  # list[X] -> X, dict[K, V] -> V
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None

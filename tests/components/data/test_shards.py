@@ -1,0 +1,99 @@
+"""Shard writing and the rank split: disjoint shards, equal step counts, every key once."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from mmflow.components.data.datasets import Sample
+from mmflow.components.data.shards import ShardReader, load_manifest, plan_rank, write_shards
+
+
+def samples(n: int, classes: int = 3) -> list[Sample]:
+    rng = np.random.default_rng(0)
+    return [Sample(f"k{i:05d}", {"a": rng.normal(size=4).astype(np.float32), "b": np.full(2, i, np.float32)},
+                   i % classes) for i in range(n)]
+
+
+@pytest.fixture
+def shards(tmp_path):
+    def make(n: int, per_shard: int):
+        out = tmp_path / f"s{n}-{per_shard}"
+        write_shards(samples(n), out, per_shard, num_classes=3)
+        return out
+    return make
+
+
+def test_manifest_lists_keys_counts_classes_and_digest(shards):
+    manifest = load_manifest(shards(10, 4))
+    assert [s["count"] for s in manifest["shards"]] == [4, 4, 2]
+    assert [k for s in manifest["shards"] for k in s["keys"]] == [f"k{i:05d}" for i in range(10)]
+    assert manifest["num_samples"] == 10 and manifest["class_histogram"] == [4, 3, 3]
+    assert manifest["modalities"] == {"a": {"shape": [4], "dtype": "float32"}, "b": {"shape": [2], "dtype": "float32"}}
+    assert len(manifest["digest"]) == 64
+
+
+def keys_per_rank(folder, world, epoch=0, uneven="pad"):
+    readers = [ShardReader(folder, rank=r, world_size=world, seed=3, uneven=uneven) for r in range(world)]
+    return [[s["__key__"] for s in reader.samples(epoch)] for reader in readers]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_even_split_reads_every_key_exactly_once(shards, world, epoch):
+    folder = shards(64, 8)  # 8 shards
+    per_rank = keys_per_rank(folder, world, epoch)
+    every = [k for keys in per_rank for k in keys]
+    assert collections.Counter(every) == collections.Counter(k for s in load_manifest(folder)["shards"] for k in s["keys"])
+    assert len({len(keys) for keys in per_rank}) == 1
+    shard_sets = [set(plan_rank(load_manifest(folder), r, world, epoch=epoch, seed=3).shards) for r in range(world)]
+    assert sum(len(s) for s in shard_sets) == len(set().union(*shard_sets))  # disjoint
+
+
+def test_uneven_split_pads_and_reports(shards):
+    folder = shards(50, 8)  # shards of 8,8,8,8,8,8,2 over 2 ranks
+    manifest = load_manifest(folder)
+    plans = [plan_rank(manifest, r, 2, seed=3, uneven="pad") for r in range(2)]
+    assert plans[0].num_samples == plans[1].num_samples
+    per_rank = keys_per_rank(folder, 2)
+    assert len(per_rank[0]) == len(per_rank[1]) == plans[0].num_samples
+    every = collections.Counter(k for keys in per_rank for k in keys)
+    assert set(every) == {f"k{i:05d}" for i in range(50)}  # nothing lost
+    assert sum(every.values()) - 50 == plans[0].padded > 0  # the repeats are what was reported
+
+
+def test_uneven_split_drops_and_reports(shards):
+    folder = shards(50, 8)
+    plans = [plan_rank(load_manifest(folder), r, 2, seed=3, uneven="drop") for r in range(2)]
+    per_rank = keys_per_rank(folder, 2, uneven="drop")
+    assert len(per_rank[0]) == len(per_rank[1]) == plans[0].num_samples
+    every = [k for keys in per_rank for k in keys]
+    assert len(set(every)) == len(every) == 50 - plans[0].dropped
+
+
+def test_fewer_shards_than_workers(shards):
+    manifest = load_manifest(shards(8, 8))
+    assert plan_rank(manifest, 1, 2, uneven="pad").num_samples == 8
+    with pytest.raises(ValueError, match="1 shard\\(s\\) for 2 workers"):
+        plan_rank(manifest, 0, 2, uneven="drop")
+
+
+def test_batches_have_equal_count_and_shapes(shards):
+    folder = shards(50, 8)
+    for rank in range(2):
+        reader = ShardReader(folder, rank=rank, world_size=2)
+        batches = list(reader.batches(0, batch_size=7))
+        assert len(batches) == reader.steps_per_epoch(7)
+        features, labels = batches[0]
+        assert features["a"].shape == (7, 4) and features["b"].shape == (7, 2) and not labels.dtype.is_floating_point
+
+
+def test_shuffle_changes_order_between_epochs_but_not_content(shards):
+    folder = shards(64, 8)
+    reader = ShardReader(folder, seed=1)
+    first, second = [[s["__key__"] for s in reader.samples(e)] for e in (0, 1)]
+    assert first != second and sorted(first) == sorted(second)
+    fixed = ShardReader(folder, shuffle=False)
+    assert [s["__key__"] for s in fixed.samples(0)] == [f"k{i:05d}" for i in range(64)]

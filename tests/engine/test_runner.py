@@ -1,0 +1,129 @@
+"""Run directories, atomic outputs, caching across runs, --resume and --dry-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+WORKFLOW = """
+name: chain
+steps:
+  first:
+    component: test.text
+    params: {text: abc}
+  second:
+    component: test.passthrough
+    inputs: {source: "${steps.first.outputs.copy}"}
+    params: {fail_if_exists: "FLAG"}
+  third:
+    component: test.passthrough
+    inputs: {source: "${steps.second.outputs.copy}"}
+    params: {suffix: "?"}
+"""
+
+
+@pytest.fixture
+def chain(write_workflow, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    counter = tmp_path / "ran.txt"
+    monkeypatch.setenv("MMFLOW_TEST_COUNTER", str(counter))
+    path = write_workflow(WORKFLOW.replace("FLAG", str(tmp_path / "fail.flag")))
+    return path, counter
+
+
+def ran(counter) -> list[str]:
+    steps = counter.read_text().split() if counter.exists() else []
+    counter.unlink(missing_ok=True)
+    return steps
+
+
+def test_run_writes_one_folder_per_step(chain, cli, tmp_path):
+    path, counter = chain
+    status, out, err = cli("run", path, "--run-dir", tmp_path / "r1")
+    assert status == 0, err
+    for step in ("first", "second", "third"):
+        folder = tmp_path / "r1" / step
+        assert json.loads((folder / "status.json").read_text())["state"] == "done"
+        assert (folder / "params.json").exists() and (folder / "metrics.json").exists()
+    assert (tmp_path / "r1" / "third" / "outputs" / "copy").read_text() == "abc!?"
+    assert json.loads((tmp_path / "r1" / "third" / "metrics.json").read_text()) == {"chars": 5}
+    assert (tmp_path / "r1" / "workflow.yaml").exists()
+    assert "third" in out and "ran" in out  # summary table
+
+
+def test_unchanged_steps_are_reused_and_changed_ones_rerun(chain, cli, tmp_path):
+    path, counter = chain
+    assert cli("run", path)[0] == 0  # default: ./runs/chain/<run-id>
+    assert ran(counter) == ["second", "third"]
+    r2 = tmp_path / "runs" / "chain" / "r2"
+    status, out, _ = cli("run", path, "--run-dir", r2)
+    assert status == 0 and ran(counter) == []
+    assert out.count("reused") == 3
+    assert (r2 / "third" / "outputs" / "copy").read_text() == "abc!?"
+    # a changed param re-runs that step and everything downstream of a changed output
+    r3 = tmp_path / "runs" / "chain" / "r3"
+    status, out, _ = cli("run", path, "--set", "steps.second.params.suffix=+", "--run-dir", r3)
+    assert status == 0 and ran(counter) == ["second", "third"]
+    assert (r3 / "third" / "outputs" / "copy").read_text() == "abc+?"
+    # another runs root shares nothing
+    status, out, _ = cli("run", path, "--runs-root", tmp_path / "elsewhere")
+    assert status == 0 and ran(counter) == ["second", "third"]
+
+
+def test_dry_run_shows_the_plan_and_runs_nothing(chain, cli, tmp_path):
+    path, counter = chain
+    cli("run", path)
+    ran(counter)
+    before = sorted((tmp_path / "runs" / "chain").iterdir())
+    status, out, _ = cli("run", path, "--dry-run", "--set", "steps.third.params.suffix=%")
+    assert status == 0 and ran(counter) == []
+    lines = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert lines == [["reuse", "first"], ["reuse", "second"], ["run", "third"]]
+    assert sorted((tmp_path / "runs" / "chain").iterdir()) == before
+
+
+def test_failure_leaves_no_partial_outputs_and_resume_finishes(chain, cli, tmp_path):
+    path, counter = chain
+    flag = tmp_path / "fail.flag"
+    flag.touch()
+    status, _, err = cli("run", path, "--run-dir", tmp_path / "r1")
+    assert status == 1
+    assert "step 'second' failed: RuntimeError: injected failure" in err and "Traceback" not in err
+    assert f"mmflow run --resume {tmp_path / 'r1'}" in err
+    second = tmp_path / "r1" / "second"
+    status_file = json.loads((second / "status.json").read_text())
+    assert status_file["state"] == "failed" and "injected failure" in status_file["error"]
+    assert not (second / "outputs").exists() and not (second / ".outputs.tmp").exists()
+    assert "RuntimeError: injected failure" in (second / "error.log").read_text()
+    assert not (tmp_path / "r1" / "third").exists()
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["state"] == "failed"
+    assert ran(counter) == []
+
+    flag.unlink()
+    status, out, _ = cli("run", "--resume", tmp_path / "r1")
+    assert status == 0
+    assert ran(counter) == ["second", "third"]  # the finished first step is kept
+    assert "kept" in out
+    assert (tmp_path / "r1" / "third" / "outputs" / "copy").read_text() == "abc!?"
+    assert json.loads((tmp_path / "r1" / "run.json").read_text())["state"] == "done"
+
+
+def test_resume_needs_a_run_directory(cli, tmp_path):
+    status, _, err = cli("run", "--resume", tmp_path)
+    assert status == 2 and "not a run directory" in err
+
+
+def test_training_steps_key_on_resources(write_workflow):
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import cache_key
+
+    from ..conftest import REPO
+
+    path = write_workflow(WORKFLOW)
+    one, two = load_workflow(path), load_workflow(path, ["resources.workers=2"])
+    assert cache_key(one.steps["second"], one, {}) == cache_key(two.steps["second"], two, {})
+    q1 = load_workflow(REPO / "workflows" / "quickstart.yaml")
+    q2 = load_workflow(REPO / "workflows" / "quickstart.yaml", ["resources.workers=1"])
+    assert cache_key(q1.steps["train"], q1, {}) != cache_key(q2.steps["train"], q2, {})
+    assert cache_key(q1.steps["data"], q1, {}) == cache_key(q2.steps["data"], q2, {})

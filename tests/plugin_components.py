@@ -1,0 +1,41 @@
+"""Components used only by the tests: tiny, torch-free, and controllable from the outside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from mmflow.engine import Params, StepContext, component
+
+
+class TextParams(Params):
+    text: str = Field("hello", description="text to write")
+
+
+@component("test.text", params=TextParams, outputs={"copy": "text"})
+def text(ctx: StepContext, params: TextParams) -> dict:
+    """Write `text` to the output."""
+    ctx.output("copy").write_text(params.text)
+    return {"chars": len(params.text)}
+
+
+class PassthroughParams(Params):
+    suffix: str = "!"
+    fail_if_exists: str = Field("", description="fail (after a partial write) while this file exists")
+
+
+@component("test.passthrough", params=PassthroughParams, inputs={"source": "text"}, outputs={"copy": "text"})
+def passthrough(ctx: StepContext, params: PassthroughParams) -> dict:
+    """Copy the input text, adding a suffix; can be told to crash half-way."""
+    out = ctx.output("copy")
+    out.write_text(ctx.inputs["source"].read_text())  # a partial output before the crash
+    if params.fail_if_exists and Path(params.fail_if_exists).exists():
+        raise RuntimeError("injected failure")
+    out.write_text(ctx.inputs["source"].read_text() + params.suffix)
+    counter = os.environ.get("MMFLOW_TEST_COUNTER")
+    if counter:  # lets tests count how often a step really ran
+        with open(counter, "a") as fh:
+            fh.write(ctx.step + "\n")
+    return {"chars": len(out.read_text())}
