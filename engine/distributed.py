@@ -211,9 +211,12 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
     if result.error is not None:
-        raise result.error
+        raise _root_cause(result.error) from result.error
     if result.checkpoint is None:
         return TrainResult()
     local = storage / "final_checkpoint"
@@ -222,6 +225,12 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     history_file = local / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.exists() else []
     return TrainResult(history, local)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The lowest-ranked worker's own exception, rather than Ray's multi-line summary of all workers."""
+    failures = getattr(error, "worker_failures", None)  # ray.train.WorkerGroupError
+    return failures[min(failures)] if failures else error
 
 
 _STARTED_RAY = False

@@ -163,25 +163,46 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
 
 def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
                    model: type[BaseModel], noun: str) -> list[Problem]:
-    problems = []
+    messages: dict[YamlPath, list[str]] = {}
     for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
+        loc = _data_path(_at(doc.data, prefix), tuple(err["loc"]), err["type"] == "missing")
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent, key = loc[:-1], loc[-1]
-            known = _fields_at(model, parent)
-            message = f"unknown {noun} '{key}'{did_you_mean(str(key), known)}"
+            known = _fields_at(model, loc[:-1])
+            message = f"unknown {noun} '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
         elif kind == "missing":
-            parent, key = loc[:-1], loc[-1]
-            loc = parent  # point at the mapping that lacks it
-            message = f"missing required {noun} '{key}'"
+            loc, message = loc[:-1], f"missing required {noun} '{loc[-1]}'"  # point at the mapping
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = f"expected a mapping (got {err['input']!r})"
         else:
             message = err["msg"]
-            if "input" in err and not isinstance(err["input"], (dict, list)) and kind != "model_type":
+            if not isinstance(err.get("input"), (dict, list)):
                 message += f" (got {err['input']!r})"
-        path = prefix + loc
-        problems.append(_locate(doc, path, message))
-    return problems
+        messages.setdefault(prefix + loc, []).append(message)
+    # a value that fits no member of a union gets one line naming every alternative
+    return [_locate(doc, path, "; or ".join(dict.fromkeys(found))) for path, found in messages.items()]
+
+
+def _at(data: Any, path: YamlPath) -> Any:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def _data_path(data: Any, loc: YamlPath, last_is_missing: bool) -> YamlPath:
+    """Drop the union-member tags pydantic puts in error locations: keep only real keys and indices."""
+    kept: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        elif isinstance(data, dict) and last_is_missing and i == len(loc) - 1:
+            data = None
+        else:
+            continue
+        kept.append(part)
+    return tuple(kept)
 
 
 def _locate(doc: YamlDocument, path: YamlPath, message: str) -> Problem:

@@ -173,3 +173,17 @@ def test_missing_file_and_bad_set_syntax_exit_2(cli, tmp_path, write_workflow):
     assert status == 2 and "cannot read file" in err
     status, _, err = cli("validate", write_workflow(GOOD), "--set", "noequals")
     assert status == 2 and "expected PATH=VALUE" in err
+
+
+def test_union_typed_value_gets_one_line_without_member_tags(write_workflow):
+    path = write_workflow(GOOD.replace("num_classes: 3", "num_classes: 3\n      modalities: [{name: a, signal: abc}]"))
+    assert problems_of(path) == [
+        f"{path}:7: steps.data.params.modalities[0].signal: Input should be a valid number, unable to parse "
+        "string as a number (got 'abc'); or Input should be a valid list (got 'abc')"
+    ]
+
+
+def test_non_mapping_values_are_named_plainly(write_workflow):
+    path = write_workflow("name: x\nsteps:\n  a: 3\n  b:\n    component: data.synthetic\n    params: [1]\n")
+    assert problems_of(path) == [f"{path}:3: steps.a: expected a mapping (got 3)",
+                                 f"{path}:6: steps.b.params: expected a mapping (got [1])"]

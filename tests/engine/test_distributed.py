@@ -1,0 +1,45 @@
+"""The inline executor's session, and how Ray worker failures are reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmflow.engine.distributed import HISTORY_FILE, _root_cause, run_training
+from mmflow.engine.spec import Resources
+
+
+def reporting(session, config):
+    for epoch in range(config["epochs"]):
+        checkpoint = config["dir"] / f"ck{epoch}"
+        checkpoint.mkdir()
+        (checkpoint / "weights").write_text(str(epoch))
+        session.report({"epoch": epoch, "rank": session.rank, "world": session.world_size}, checkpoint)
+
+
+def test_inline_runs_the_function_as_rank_0_and_keeps_the_last_checkpoint(tmp_path):
+    result = run_training(reporting, {"epochs": 3, "dir": tmp_path}, executor="inline", resources=Resources(),
+                          storage=tmp_path / "store", seed=0, log=print)
+    assert result.history == [{"epoch": e, "rank": 0, "world": 1} for e in range(3)]
+    assert (result.checkpoint / "weights").read_text() == "2"
+    assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history
+
+
+def test_inline_refuses_gpus_it_does_not_have(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        run_training(reporting, {"epochs": 1, "dir": tmp_path}, executor="inline",
+                     resources=Resources(gpus_per_worker=1), storage=tmp_path / "s", seed=0, log=print)
+
+
+def test_a_worker_failure_surfaces_as_the_lowest_rank_s_own_error():
+    from ray.train import WorkerGroupError
+
+    error = WorkerGroupError("long multi-line summary", {1: ValueError("rank 1"), 0: KeyError("rank 0")})
+    assert isinstance(_root_cause(error), KeyError)
+    plain = RuntimeError("x")
+    assert _root_cause(plain) is plain
