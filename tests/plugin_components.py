@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from pydantic import Field
@@ -24,6 +25,7 @@ def text(ctx: StepContext, params: TextParams) -> dict:
 class PassthroughParams(Params):
     suffix: str = "!"
     fail_if_exists: str = Field("", description="fail (after a partial write) while this file exists")
+    kill_if_exists: str = Field("", description="SIGKILL the whole process (after a partial write) while this file exists")
 
 
 @component("test.passthrough", params=PassthroughParams, inputs={"source": "text"}, outputs={"copy": "text"})
@@ -33,6 +35,8 @@ def passthrough(ctx: StepContext, params: PassthroughParams) -> dict:
     out.write_text(ctx.inputs["source"].read_text())  # a partial output before the crash
     if params.fail_if_exists and Path(params.fail_if_exists).exists():
         raise RuntimeError("injected failure")
+    if params.kill_if_exists and Path(params.kill_if_exists).exists():
+        os.kill(os.getpid(), signal.SIGKILL)
     out.write_text(ctx.inputs["source"].read_text() + params.suffix)
     counter = os.environ.get("MMFLOW_TEST_COUNTER")
     if counter:  # lets tests count how often a step really ran

@@ -8,6 +8,8 @@ either way the plan reports how many samples were padded or dropped.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import random
@@ -35,7 +37,9 @@ def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, n
     for sample in samples:
         if writer is None:
             current = {"name": f"shard-{len(shards):06d}.tar", "count": 0, "keys": []}
-            writer = wds.TarWriter(str(out / current["name"]))
+            # A fixed mtime keeps float timestamps out of the headers: no PAX header per member
+            # (half the tar parsing when reading) and byte-identical shards for identical data.
+            writer = wds.TarWriter(str(out / current["name"]), mtime=0)
         record = {"__key__": sample.key, "cls": sample.label}
         for name, array in sample.features.items():
             record[f"{name}.npy"] = np.ascontiguousarray(array)
@@ -65,6 +69,23 @@ def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, n
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """Decode .npy bytes; the header parse is cached, since every sample of a field shares it."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy payload")
+    size_bytes = 2 if data[6] == 1 else 4
+    start = 8 + size_bytes + int.from_bytes(data[8:8 + size_bytes], "little")
+    dtype, shape, fortran = _npy_header(data[8 + size_bytes:start])
+    array = np.frombuffer(data, dtype=dtype, offset=start, count=int(np.prod(shape)))
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    fields = ast.literal_eval(header.decode("latin1"))
+    return np.dtype(fields["descr"]), tuple(fields["shape"]), bool(fields["fortran_order"])
 
 
 def load_manifest(shards_dir: Path) -> dict:
@@ -131,7 +152,7 @@ class ShardReader:
         stages = [wds.SimpleShardList([str(self.dir / name) for name in plan.shards]), wds.tarfile_to_samples()]
         if self.shuffle:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(f"{self.seed}:{epoch}:{self.rank}")))
-        stages.append(wds.decode())
+        stages.append(wds.decode(wds.handle_extension("npy", decode_npy)))
         pipeline = wds.DataPipeline(*stages)
         yielded = 0
         while yielded < plan.num_samples:  # a second pass only happens when padding

@@ -127,3 +127,31 @@ def test_training_steps_key_on_resources(write_workflow):
     q2 = load_workflow(REPO / "workflows" / "quickstart.yaml", ["resources.workers=1"])
     assert cache_key(q1.steps["train"], q1, {}) != cache_key(q2.steps["train"], q2, {})
     assert cache_key(q1.steps["data"], q1, {}) == cache_key(q2.steps["data"], q2, {})
+
+
+def test_a_killed_process_leaves_no_outputs_and_resume_recovers(write_workflow, tmp_path):
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    flag = tmp_path / "kill.flag"
+    flag.touch()
+    path = write_workflow(WORKFLOW.replace('params: {fail_if_exists: "FLAG"}', f'params: {{kill_if_exists: "{flag}"}}'))
+    run_dir = tmp_path / "runs" / "chain" / "killed"
+
+    def mmflow(*args):
+        code = "import sys, tests.plugin_components; from mmflow.engine.cli import main; sys.exit(main(sys.argv[1:]))"
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+
+    killed = mmflow("run", path, "--run-dir", run_dir)
+    assert killed.returncode == -9
+    second = run_dir / "second"
+    assert json.loads((second / "status.json").read_text())["state"] == "running"  # died mid-step
+    assert not (second / "outputs").exists()  # only the staging folder holds the partial write
+    flag.unlink()
+    resumed = mmflow("run", "--resume", run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (second / ".outputs.tmp").exists()
+    assert (run_dir / "third" / "outputs" / "copy").read_text() == "abc!?"

@@ -97,3 +97,20 @@ def test_shuffle_changes_order_between_epochs_but_not_content(shards):
     assert first != second and sorted(first) == sorted(second)
     fixed = ShardReader(folder, shuffle=False)
     assert [s["__key__"] for s in fixed.samples(0)] == [f"k{i:05d}" for i in range(64)]
+
+
+@pytest.mark.parametrize("array", [np.arange(6, dtype=np.float32).reshape(2, 3), np.asfortranarray(np.eye(3)),
+                                   np.array(7, dtype=np.int64), np.zeros((0, 4), np.uint8),
+                                   np.arange(24, dtype=np.float16).reshape(2, 3, 4)])
+def test_decode_npy_matches_numpy(array):
+    import io
+
+    from mmflow.components.data.shards import decode_npy
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    decoded = decode_npy(buf.getvalue())
+    assert decoded.dtype == array.dtype and decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+    with pytest.raises(ValueError, match="not a .npy"):
+        decode_npy(b"garbage")
