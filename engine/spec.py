@@ -168,8 +168,16 @@ def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
         loc = _data_path(_at(doc.data, prefix), tuple(err["loc"]), err["type"] == "missing")
         kind = err["type"]
         if kind == "extra_forbidden":
-            known = _fields_at(model, loc[:-1])
+            known = _fields_at(model, loc[:-1], _at(doc.data, prefix))
             message = f"unknown {noun} '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
+        elif kind == "union_tag_invalid":  # a discriminated union: the tag picks the kind
+            key, tag, tags = err["ctx"]["discriminator"].strip("'"), str(err["ctx"]["tag"]), err["ctx"]["expected_tags"]
+            loc = loc + (key,)
+            choices = [t.strip(" '") for t in tags.split(",")]
+            message = f"unknown {key} '{tag}'{did_you_mean(tag, choices)}; one of: {', '.join(choices)}"
+        elif kind == "union_tag_not_found":
+            key = err["ctx"]["discriminator"].strip("'")
+            message = f"missing required {noun} '{key}' (it selects the kind)"
         elif kind == "missing":
             loc, message = loc[:-1], f"missing required {noun} '{loc[-1]}'"  # point at the mapping
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -213,20 +221,25 @@ def _locate(doc: YamlDocument, path: YamlPath, message: str) -> Problem:
     return doc.problem(path, message)
 
 
-def _fields_at(model: type[BaseModel], loc: YamlPath) -> list[str]:
-    """Field names of the (nested) model found at `loc`, for 'did you mean' hints."""
+def _fields_at(model: type[BaseModel], loc: YamlPath, data: Any) -> list[str]:
+    """Field names of the (nested) model found at `loc` in `data`, for 'did you mean' hints."""
     annotation: Any = model
     for part in loc:
-        annotation = _descend(annotation, part)
+        annotation = _descend(annotation, part, data)
+        data = data[part] if isinstance(data, (dict, list)) and _has(data, part) else None
         if annotation is None:
             return []
-    target = _model_in(annotation)
+    target = _model_in(annotation, data)
     return list(target.model_fields) if target else []
 
 
-def _descend(annotation: Any, part: str | int) -> Any:
+def _has(data: dict | list, part: str | int) -> bool:
+    return part in data if isinstance(data, dict) else isinstance(part, int) and part < len(data)
+
+
+def _descend(annotation: Any, part: str | int, data: Any) -> Any:
     annotation = _unwrap_optional(annotation)
-    model = _model_in(annotation)
+    model = _model_in(annotation, data)
     if model is not None:
         found = model.model_fields.get(part) if isinstance(part, str) else None
         return found.annotation if found else None
@@ -242,12 +255,19 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def _model_in(annotation: Any, data: Any = None) -> type[BaseModel] | None:
+    """The model an annotation names; for a union of models, the member whose Literal fields match `data`."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0], data)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found:
-                return found
+        members = [m for m in (_model_in(arg) for arg in typing.get_args(annotation)) if m]
+        for member in members:
+            if isinstance(data, dict) and any(
+                typing.get_origin(f.annotation) is typing.Literal and data.get(name) in typing.get_args(f.annotation)
+                for name, f in member.model_fields.items()
+            ):
+                return member
+        return members[0] if members else None
     return None

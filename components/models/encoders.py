@@ -23,3 +23,39 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class ConvEncoder(nn.Module):
+    """The PMR paper's CG-MNIST encoder: 4 conv layers, average pooling, Linear(64 -> out_dim).
+
+    The conv blocks are exposed as `stages` so intermediate fusions can reach inside.
+    Input: C x H x W images (uint8 or float); uint8 is scaled to [0, 1].
+    """
+
+    def __init__(self, in_shape: list[int], out_dim: int = 512) -> None:
+        super().__init__()
+        channels = in_shape[0] if len(in_shape) == 3 else 1
+        widths = [channels, 32, 32, 64, 64]
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1), nn.ReLU(),
+                          *([nn.MaxPool2d(2)] if i < 2 else []))
+            for i in range(4)
+        )
+        self.fc = nn.Linear(64, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        if x.dim() == 3:  # H x W gray images
+            x = x.unsqueeze(1)
+        for stage in self.stages:
+            x = stage(x)
+        return torch.relu(self.fc(x.mean(dim=(2, 3))))
+
+
+def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: int) -> nn.Module:
+    """`mlp` for vectors, `cnn` for images."""
+    if kind == "cnn":
+        return ConvEncoder(in_shape, out_dim)
+    return MLPEncoder(in_shape, hidden, out_dim)

@@ -1,9 +1,23 @@
-"""Late fusions: embeddings by modality -> fused logits (+ per-modality logits where they split)."""
+"""Late fusions: embeddings by modality -> (fused logits, per-modality logits where they split).
+
+Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum_m fc_m(z_m);
+FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
+out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
+block of the weight and 1/k of the bias; sum's are its branches; FiLM and gated don't split.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+FUSIONS = ("concat", "sum", "film", "gated")
+_SPLITTING = ("concat", "sum")
+
+
+def fusion_splits(name: str) -> bool:
+    """Whether the fusion's logits decompose into per-modality logits."""
+    return name in _SPLITTING
 
 
 class ConcatFusion(nn.Module):
@@ -22,3 +36,59 @@ class ConcatFusion(nn.Module):
             per_modality[m] = embeddings[m] @ self.fc.weight[:, start:start + dim].T + share
             start += dim
         return fused, per_modality
+
+
+class SumFusion(nn.Module):
+    """`sum_m fc_m(z_m)`: each branch is that modality's logits."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()})
+
+    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        per_modality = {m: fc(embeddings[m]) for m, fc in self.fcs.items()}
+        return torch.stack(list(per_modality.values())).sum(0), per_modality
+
+
+class FiLMFusion(nn.Module):
+    """The first modality produces (gamma, beta) that modulate the second: fc_out(gamma * z_1 + beta)."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        (self.cond, d_cond), (self.target, d_target) = _two(dims, "film")
+        self.fc = nn.Linear(d_cond, 2 * d_target)
+        self.fc_out = nn.Linear(d_target, num_classes)
+
+    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        gamma, beta = self.fc(embeddings[self.cond]).chunk(2, dim=1)
+        return self.fc_out(gamma * embeddings[self.target] + beta), {}
+
+
+class GatedFusion(nn.Module):
+    """The first modality gates the second: fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1))."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int, hidden: int | None = None) -> None:
+        super().__init__()
+        (self.gate, d_gate), (self.value, d_value) = _two(dims, "gated")
+        hidden = hidden or d_value
+        self.fc_gate, self.fc_value = nn.Linear(d_gate, hidden), nn.Linear(d_value, hidden)
+        self.fc_out = nn.Linear(hidden, num_classes)
+
+    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        gate = torch.sigmoid(self.fc_gate(embeddings[self.gate]))
+        return self.fc_out(gate * self.fc_value(embeddings[self.value])), {}
+
+
+def _two(dims: dict[str, int], name: str) -> list[tuple[str, int]]:
+    if len(dims) != 2:
+        raise ValueError(f"fusion '{name}' combines exactly 2 modalities, the data has {len(dims)}: "
+                         f"{', '.join(dims)}; use concat or sum")
+    return list(dims.items())
+
+
+def build_fusion(name: str, dims: dict[str, int], num_classes: int) -> nn.Module:
+    """The late fusion called `name` over embeddings of the given sizes."""
+    if len(dims) == 1:  # one modality (uni-modal training): its own linear head
+        return SumFusion(dims, num_classes)
+    classes = {"concat": ConcatFusion, "sum": SumFusion, "film": FiLMFusion, "gated": GatedFusion}
+    return classes[name](dims, num_classes)

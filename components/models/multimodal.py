@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .encoders import MLPEncoder
-from .fusion import ConcatFusion
+from .encoders import build_encoder
+from .fusion import build_fusion, fusion_splits
 
 WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
 
@@ -24,30 +24,40 @@ class MultimodalOutput(NamedTuple):
 
 
 class MultimodalClassifier(nn.Module):
-    """One encoder per modality, then a fusion over their embeddings."""
+    """One encoder per modality, then a fusion over their embeddings.
 
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module) -> None:
+    `heads` (optional) are per-modality linear classifiers for fusions whose logits don't
+    split, for methods that need each modality's own logits (auxiliary losses).
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, heads: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         self.modalities = list(encoders)
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
+        self.heads = nn.ModuleDict(heads or {})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> MultimodalOutput:
         embeddings = {m: self.encoders[m](inputs[m]) for m in self.modalities}
         logits, modality_logits = self.fusion(embeddings)
+        if self.heads:
+            modality_logits = {m: head(embeddings[m]) for m, head in self.heads.items()}
         return MultimodalOutput(logits, embeddings, modality_logits)
 
 
 def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
-    """Build from a JSON-able description: modalities (name -> shape), hidden, embedding_dim, fusion."""
-    dim = architecture["embedding_dim"]
+    """Build from a JSON-able description: modalities (name -> shape), encoder, hidden, embedding_dim,
+    fusion, num_classes and `modality_heads` (add per-modality heads where the fusion doesn't split)."""
+    dim, classes = architecture["embedding_dim"], architecture["num_classes"]
     encoders = {
-        name: MLPEncoder(shape, architecture["hidden"], dim) for name, shape in architecture["modalities"].items()
+        name: build_encoder(architecture.get("encoder", "mlp"), shape, architecture["hidden"], dim)
+        for name, shape in architecture["modalities"].items()
     }
-    if architecture["fusion"] != "concat":
-        raise ValueError(f"unknown fusion {architecture['fusion']!r}")
-    fusion = ConcatFusion({name: dim for name in encoders}, architecture["num_classes"])
-    return MultimodalClassifier(encoders, fusion)
+    fusion = build_fusion(architecture["fusion"], {name: dim for name in encoders}, classes)
+    heads = None
+    if architecture.get("modality_heads") and len(encoders) > 1 and not fusion_splits(architecture["fusion"]):
+        heads = {name: nn.Linear(dim, classes) for name in encoders}
+    return MultimodalClassifier(encoders, fusion, heads)
 
 
 def save_classifier(out: Path, model: MultimodalClassifier, architecture: dict[str, Any]) -> None:

@@ -9,15 +9,20 @@ from pydantic import Field
 
 from mmflow.engine import Params, StepContext, component
 
+from ..balance.config import MethodParams, NaiveParams
+
 
 class TrainClassifierParams(Params):
     """Model, optimizer and schedule of a multimodal classifier."""
 
     epochs: int = Field(10, ge=1, description="passes over the training shards")
     batch_size: int = Field(64, ge=1, description="samples per batch on each worker")
+    encoder: Literal["mlp", "cnn"] = Field("mlp", description="mlp for vectors; cnn (4 conv layers) for images")
     hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
     embedding_dim: int = Field(64, ge=1, description="each modality's embedding size (fusion input)")
-    fusion: Literal["concat"] = Field("concat", description="how embeddings are fused")
+    fusion: Literal["concat", "sum", "film", "gated"] = Field("concat", description="how embeddings are fused")
+    method: MethodParams = Field(default_factory=NaiveParams,
+                                 description="balancing method: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
     lr: float = Field(0.05, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -29,12 +34,15 @@ class TrainClassifierParams(Params):
     uneven_shards: Literal["pad", "drop"] = Field(
         "pad", description="when shards don't split evenly over workers: repeat samples or drop them"
     )
+    diagnostics: bool = Field(True, description="per-epoch head/prototype accuracy, rho and gradient angles")
+    diagnostic_fraction: float = Field(0.1, gt=0, le=1, description="share of batches for diagnostic prototypes")
+    angle_batches: int = Field(2, ge=0, description="batches per epoch for the gradient-angle diagnostic")
 
 
 @component("train.classifier", params=TrainClassifierParams, inputs={"train": "shards"},
            outputs={"model": "model"}, distributed=True)
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
-    """Train a multimodal classifier (one encoder per modality, fusion, cross-entropy) on Ray Train workers."""
+    """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
     from .classifier_training import train_worker
 
     config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve())}

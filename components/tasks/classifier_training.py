@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +13,13 @@ import torch.nn.functional as F
 
 from mmflow.engine import TrainSession
 
+from ..balance.base import LoopState
+from ..balance.methods import build_method
+from ..balance.prototypes import update_prototypes
 from ..data.shards import ShardReader
 from ..models.multimodal import MultimodalClassifier, build_classifier, load_classifier, save_classifier
 from .classification import TrainClassifierParams
+from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
 
 
 def make_optimizer(params: TrainClassifierParams, parameters: Any) -> torch.optim.Optimizer:
@@ -36,7 +41,7 @@ def make_schedule(params: TrainClassifierParams, optimizer: torch.optim.Optimize
 
 
 def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
-    """One worker's loop: its shards, DDP model, per-epoch metrics (summed over ranks) and checkpoint."""
+    """One worker's loop: its shards, DDP model, the balancing method's hooks, diagnostics, checkpoint."""
     params = TrainClassifierParams(**config["params"])
     torch.manual_seed(session.seed)
     reader = ShardReader(Path(config["train"]), rank=session.rank, world_size=session.world_size,
@@ -45,45 +50,98 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     if plan.padded or plan.dropped:
         session.log(f"shards split unevenly over {session.world_size} workers: "
                     f"{plan.padded} sample(s) padded, {plan.dropped} dropped per epoch")
+    num_classes = reader.manifest["num_classes"]
+    method = build_method(params.method, reader.modalities, num_classes, params.fusion, session.seed)
     architecture = {
-        "modalities": {m: reader.manifest["modalities"][m]["shape"] for m in reader.modalities},
-        "num_classes": reader.manifest["num_classes"],
-        "hidden": params.hidden, "embedding_dim": params.embedding_dim, "fusion": params.fusion,
+        "modalities": {m: reader.manifest["modalities"][m]["shape"] for m in method.model_modalities()},
+        "num_classes": num_classes, "encoder": params.encoder, "hidden": params.hidden,
+        "embedding_dim": params.embedding_dim, "fusion": params.fusion,
+        "modality_heads": method.needs_modality_heads,
     }
     device = session.device
     model = session.prepare_model(build_classifier(architecture))
     core = getattr(model, "module", model)
     optimizer = make_optimizer(params, model.parameters())
     schedule = make_schedule(params, optimizer)
+    state = LoopState(core, core.modalities, num_classes, device, all_reduce_sum=session.all_reduce_sum)
+    fraction = max(method.prototype_fraction, params.diagnostic_fraction if params.diagnostics else 0.0)
+    prototypes: dict[str, torch.Tensor] = {}  # plain class means, for the diagnostics
 
     for epoch in range(params.epochs):
-        model.train()
         started = time.perf_counter()
-        totals = torch.zeros(3, device=device)  # loss sum, correct, count
-        for features, labels in reader.batches(epoch, params.batch_size):
+        state.epoch = epoch
+        if fraction > 0:
+            state.subset_sums, state.subset_counts = subset_class_sums(core, reader, epoch, fraction,
+                                                                       params.batch_size, session)
+            if params.diagnostics:
+                prototypes = {m: update_prototypes(prototypes.get(m), s, state.subset_counts)
+                              for m, s in state.subset_sums.items()}
+        method.before_epoch(state)
+        model.train()
+        totals = EpochTotals()
+        for step, (features, labels) in enumerate(reader.batches(epoch, params.batch_size)):
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
             labels = labels.to(device, non_blocking=True)
-            out = model(features)
-            loss = F.cross_entropy(out.logits, labels)
+            if params.diagnostics and step < params.angle_batches:
+                for m, angle in gradient_angles(core, features, labels, prototypes).items():
+                    totals.add(f"grad_angle_{m}", angle)
+            out = model(method.prepare_inputs(features, state))
+            loss, stats = method.loss(out, labels, state)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            stats.update(method.after_backward(out, labels, state))
             optimizer.step()
-            with torch.no_grad():
-                totals += torch.stack([loss.detach() * labels.numel(),
-                                       (out.logits.argmax(1) == labels).sum(), torch.tensor(labels.numel(), device=device)])
+            if params.diagnostics:
+                batch_diagnostics(totals, out, labels, loss, prototypes)
+            else:
+                totals.add("loss", loss * labels.numel(), labels.numel())
+                totals.add("train_accuracy", (out.logits.argmax(1) == labels).sum(), labels.numel())
+            for key, value in stats.items():
+                totals.add(f"{params.method.name}_{key}", value)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
+        metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr}
         seconds = time.perf_counter() - started
-        loss_sum, correct, count = session.all_reduce_sum(totals).tolist()
-        metrics = {"epoch": epoch, "loss": loss_sum / count, "train_accuracy": correct / count, "lr": lr,
-                   "samples_per_s": count / seconds, "epoch_seconds": seconds,
-                   "padded_samples": plan.padded, "dropped_samples": plan.dropped}
-        session.log(f"epoch {epoch + 1}/{params.epochs} loss {metrics['loss']:.4f} "
-                    f"train_acc {metrics['train_accuracy']:.4f} ({metrics['samples_per_s']:.0f} samples/s)")
+        metrics.update(epoch_seconds=seconds, samples_per_s=plan.num_samples * session.world_size / seconds,
+                       padded_samples=plan.padded, dropped_samples=plan.dropped)
+        session.log(_progress(epoch, params.epochs, metrics))
         with tempfile.TemporaryDirectory() as tmp:
             if session.rank == 0:
                 save_classifier(Path(tmp), core, architecture)
             session.report(metrics, tmp if session.rank == 0 else None)
+
+
+def _progress(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    shown = [k for k in metrics if k.startswith(("head_accuracy_", "prototype_accuracy_")) or k == "rho"]
+    extra = " ".join(f"{k.replace('_accuracy', '')} {metrics[k]:.3f}" for k in shown)
+    return (f"epoch {epoch + 1}/{epochs} loss {metrics['loss']:.4f} train_acc {metrics['train_accuracy']:.4f} "
+            f"{extra} ({metrics['samples_per_s']:.0f} samples/s)")
+
+
+@torch.no_grad()
+def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
+                      batch_size: int, session: TrainSession) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-class embedding sums and counts over a random `fraction` of training batches, all ranks, eval mode."""
+    was_training = model.training
+    model.eval()
+    take = max(1, round(fraction * reader.steps_per_epoch(batch_size)))
+    num_classes = reader.manifest["num_classes"]
+    device = session.device
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(num_classes, device=device)
+    # a differently seeded pass: its first batches are a random subset of the training set
+    for features, labels in itertools.islice(reader.batches(_SUBSET_EPOCH_OFFSET + epoch, batch_size), take):
+        labels = labels.to(device)
+        counts += torch.bincount(labels, minlength=num_classes)
+        for m, z in model({m: x.to(device) for m, x in features.items()}).embeddings.items():
+            sums.setdefault(m, torch.zeros(num_classes, z.shape[1], device=device)).index_add_(0, labels, z)
+    model.train(was_training)
+    for m in sums:
+        session.all_reduce_sum(sums[m])
+    return sums, session.all_reduce_sum(counts)
+
+
+_SUBSET_EPOCH_OFFSET = 1_000_003
 
 
 @torch.no_grad()

@@ -187,3 +187,19 @@ def test_non_mapping_values_are_named_plainly(write_workflow):
     path = write_workflow("name: x\nsteps:\n  a: 3\n  b:\n    component: data.synthetic\n    params: [1]\n")
     assert problems_of(path) == [f"{path}:3: steps.a: expected a mapping (got 3)",
                                  f"{path}:6: steps.b.params: expected a mapping (got [1])"]
+
+
+def test_method_blocks_are_checked_by_kind(write_workflow):
+    path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, alpah: 2}"))
+    assert problems_of(path) == [
+        f"{path}:17: steps.train.params.method.alpah: unknown parameter 'alpah' (did you mean 'alpha'?)"]
+    path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method:\n        name: pmrr"))
+    assert problems_of(path) == [
+        f"{path}:18: steps.train.params.method.name: unknown name 'pmrr' (did you mean 'pmr'?); "
+        "one of: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss"]
+    path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {alpha: 2}"))
+    assert problems_of(path) == [
+        f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the kind)"]
+    path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, start_epoch: 5, end_epoch: 2}"))
+    assert problems_of(path) == [
+        f"{path}:17: steps.train.params.method: Value error, end_epoch 2 is before start_epoch 5"]

@@ -1,0 +1,1 @@
+"""Balancing methods for modality imbalance, one module each, behind the hooks in `base`."""

@@ -1,0 +1,80 @@
+"""The interface every balancing method implements: hooks the training loop calls.
+
+A method reads only the model's `MultimodalOutput` (fused logits, embeddings, per-modality
+logits where the fusion splits) and, through `LoopState`, shared training state such as the
+class prototypes. The defaults are plain joint training: cross-entropy on the fused logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ..models.multimodal import MultimodalClassifier, MultimodalOutput
+
+Stats = dict[str, torch.Tensor]  # per-batch scalars, averaged over the epoch by the loop
+
+
+@dataclass
+class LoopState:
+    """What hooks may read from the training loop."""
+
+    model: MultimodalClassifier  # unwrapped (no DDP), for parameter access
+    modalities: list[str]
+    num_classes: int
+    device: torch.device
+    epoch: int = -1
+    # Per-class embedding sums and sample counts of each modality over a random subset of
+    # training batches (all ranks), taken before every epoch in eval mode when a method's
+    # `prototype_fraction` asks for it; turn them into prototypes with update_prototypes.
+    subset_sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    subset_counts: torch.Tensor | None = None
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks
+
+
+class BalanceMethod:
+    """Plain joint training; subclasses override the hooks they need."""
+
+    #: fraction of training batches whose class means the loop computes before each epoch (0: none)
+    prototype_fraction: float = 0.0
+    #: whether the model needs per-modality logits even where its fusion does not split them
+    needs_modality_heads: bool = False
+
+    def __init__(self, params: Any, modalities: list[str], num_classes: int, seed: int = 0) -> None:
+        self.params = params
+        self.modalities = list(modalities)
+        self.num_classes = num_classes
+        self.seed = seed
+
+    def check(self, fusion: str) -> None:
+        """Raise ValueError naming the reason if this method cannot work with `fusion`."""
+
+    def model_modalities(self) -> list[str]:
+        """The modalities the model is built with."""
+        return self.modalities
+
+    def before_epoch(self, state: LoopState) -> None:
+        """Called before each epoch (the subset sums are already fresh)."""
+
+    def prepare_inputs(self, features: dict[str, torch.Tensor], state: LoopState) -> dict[str, torch.Tensor]:
+        """Transform a training batch's inputs before the forward pass."""
+        return features
+
+    def loss(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> tuple[torch.Tensor, Stats]:
+        """The batch loss to backpropagate and per-batch statistics."""
+        return F.cross_entropy(out.logits, labels), {}
+
+    def after_backward(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> Stats:
+        """Adjust gradients after backward, before the optimizer step."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""

@@ -1,0 +1,28 @@
+"""Build the balancing method a workflow's `method:` block names."""
+
+from __future__ import annotations
+
+from .aux_loss import AuxLoss
+from .base import BalanceMethod
+from .config import (AuxLossParams, ModalityDropoutParams, NaiveParams, OGMGEParams, PMRParams,
+                     UnimodalParams)
+from .modality_dropout import ModalityDropout
+from .ogm_ge import OGMGE
+from .pmr import PMR
+from .unimodal import Unimodal
+
+METHODS: dict[type, type[BalanceMethod]] = {
+    NaiveParams: BalanceMethod,
+    UnimodalParams: Unimodal,
+    PMRParams: PMR,
+    OGMGEParams: OGMGE,
+    ModalityDropoutParams: ModalityDropout,
+    AuxLossParams: AuxLoss,
+}
+
+
+def build_method(params: object, modalities: list[str], num_classes: int, fusion: str, seed: int) -> BalanceMethod:
+    """The method for `params`, checked against the data's modalities and the model's fusion."""
+    method = METHODS[type(params)](params, modalities, num_classes, seed)
+    method.check(fusion)
+    return method

@@ -1,0 +1,97 @@
+"""PMR: Prototypical Modal Rebalance (Fan et al., CVPR 2023), for any fusion and k >= 2 modalities.
+
+Per batch: prototype logits -d(z_m, c_m) (plain Euclidean, Eq. 7); each modality's score s_m,
+the batch sum of its prototype probability of the true class (Eq. 8, rho = s_0 / s_1); the
+dominant modality is the highest score. Every other modality m gets a coefficient,
+clip(0, s_dom / s_m - 1, 1) (`paper`, Eq. 11) or 1 if weaker else 0 (`binary`, official code),
+and the loss is CE(fused) + alpha * sum_m coef_m * PCE_m (Eqs. 9-10). PER (Eq. 13) subtracts
+mu * max(coef) * H(prototype softmax of the dominant modality) during the first epochs.
+With k = 2 these are exactly the paper's beta and gamma.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .base import BalanceMethod, LoopState, Stats
+from .config import PMRParams
+from .prototypes import imbalance_ratio, prototype_logits, true_class_scores, update_prototypes
+
+
+def modality_coefficients(scores: torch.Tensor, rule: Literal["paper", "binary"]) -> torch.Tensor:
+    """PCE coefficient per modality from their scores; the dominant (first highest) gets 0."""
+    dominant = int(torch.argmax(scores))
+    if rule == "paper":
+        coefs = (scores[dominant] / scores.clamp(min=torch.finfo(scores.dtype).tiny) - 1).clamp(0, 1)
+    else:
+        coefs = (scores < scores[dominant]).to(scores.dtype)
+    coefs[dominant] = 0
+    return coefs
+
+
+def pmr_terms(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
+              prototypes: dict[str, torch.Tensor], *, alpha: float, mu: float,
+              coefficient: Literal["paper", "binary"], regularize: bool) -> tuple[torch.Tensor, Stats]:
+    """PMR loss and statistics as tensors (no host sync): the training loop's version of pmr_loss."""
+    names = list(embeddings)
+    logits = {m: prototype_logits(embeddings[m], prototypes[m]) for m in names}
+    scores = true_class_scores(logits, labels)
+    coefs = modality_coefficients(scores, coefficient)
+    loss = F.cross_entropy(fused_logits, labels)
+    for i, m in enumerate(names):
+        loss = loss + alpha * coefs[i] * F.cross_entropy(logits[m], labels)
+    if regularize and mu > 0:
+        log_p = F.log_softmax(logits[names[int(torch.argmax(scores))]], dim=1)
+        entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+        loss = loss - mu * coefs.max() * entropy
+    stats = {"rho": imbalance_ratio(scores)}
+    for i, m in enumerate(names):
+        stats[f"coef_{m}"] = coefs[i]
+        stats[f"score_{m}"] = scores[i] / labels.numel()
+    return loss, stats
+
+
+def pmr_loss(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
+             prototypes: dict[str, torch.Tensor], *, alpha: float, mu: float,
+             coefficient: Literal["paper", "binary"] = "paper", regularize: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """PMR's batch loss (Eqs. 7-13) and stats as floats: rho, coef_<m>, score_<m> (mean true-class prob).
+
+    `embeddings` and `prototypes` are dicts keyed by modality name in workflow order.
+    """
+    loss, stats = pmr_terms(fused_logits, embeddings, labels, prototypes, alpha=alpha, mu=mu,
+                            coefficient=coefficient, regularize=regularize)
+    return loss, {k: float(v) for k, v in stats.items()}
+
+
+class PMR(BalanceMethod):
+    """PCE on the slow modalities and PER on the dominant one, inside the modulation window."""
+
+    params: PMRParams
+
+    def __init__(self, params: PMRParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
+        super().__init__(params, modalities, num_classes, seed)
+        self.prototype_fraction = params.proto_fraction
+        self.prototypes: dict[str, torch.Tensor] = {}
+
+    def before_epoch(self, state: LoopState) -> None:
+        """Prototypes before the first epoch and after every epoch, with momentum eps (Eq. 12)."""
+        self.prototypes = {
+            m: update_prototypes(self.prototypes.get(m), sums, state.subset_counts, self.params.eps)
+            for m, sums in state.subset_sums.items()
+        }
+
+    def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
+        if not self.params.active(state.epoch):
+            return F.cross_entropy(out.logits, labels), {}
+        return pmr_terms(out.logits, out.embeddings, labels, self.prototypes, alpha=self.params.alpha,
+                         mu=self.params.mu, coefficient=self.params.coefficient,
+                         regularize=state.epoch < self.params.per_epochs)
+
+    def state_dict(self) -> dict:
+        return {"prototypes": self.prototypes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.prototypes = state["prototypes"]

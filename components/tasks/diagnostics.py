@@ -1,0 +1,83 @@
+"""Per-epoch diagnostics of modality imbalance, for every method and fusion.
+
+Running over the epoch's training batches: fused accuracy; each modality's head accuracy
+(where per-modality logits exist) and prototype (nearest class mean) accuracy; the mean
+imbalance ratio rho from prototype scores (PMR's Eq. 8); and, on the first few batches, the
+angle between each encoder's gradient from its own loss and from the fused loss (PMR Fig. 2c).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..balance.prototypes import imbalance_ratio, prototype_logits, true_class_scores
+from ..models.multimodal import MultimodalClassifier, MultimodalOutput
+
+
+class EpochTotals:
+    """Sums of per-batch quantities, reduced over ranks once per epoch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, value: torch.Tensor, count: int = 1) -> None:
+        """Accumulate `value` (a sum over `count` items) under `key`."""
+        value = value.detach().float()
+        self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.counts[key] = self.counts.get(key, 0) + count
+
+    def means(self, all_reduce_sum) -> dict[str, float]:
+        """Mean of each key over all ranks (every rank must have the same keys)."""
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        device = self.sums[keys[0]].device
+        packed = torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.counts[k]), device=device) for k in keys])
+        packed = all_reduce_sum(packed).tolist()
+        return {k: packed[i] / max(packed[len(keys) + i], 1) for i, k in enumerate(keys)}
+
+
+def batch_diagnostics(totals: EpochTotals, out: MultimodalOutput, labels: torch.Tensor, loss: torch.Tensor,
+                      prototypes: dict[str, torch.Tensor]) -> None:
+    """Add one training batch's accuracies and imbalance ratio to the epoch totals."""
+    n = labels.numel()
+    totals.add("loss", loss * n, n)
+    totals.add("train_accuracy", (out.logits.argmax(1) == labels).sum(), n)
+    for m, logits in out.modality_logits.items():
+        totals.add(f"head_accuracy_{m}", (logits.argmax(1) == labels).sum(), n)
+    if prototypes:
+        logits = {m: prototype_logits(out.embeddings[m].detach(), prototypes[m]) for m in prototypes}
+        for m, proto in logits.items():
+            totals.add(f"prototype_accuracy_{m}", (proto.argmax(1) == labels).sum(), n)
+        if len(logits) > 1:
+            totals.add("rho", imbalance_ratio(true_class_scores(logits, labels)))
+
+
+def gradient_angles(model: MultimodalClassifier, features: dict[str, torch.Tensor], labels: torch.Tensor,
+                    prototypes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Degrees between each encoder's gradient from its own loss and from the fused loss.
+
+    A modality's own loss is CE on its logits where the model has them, else PCE on its prototypes.
+    """
+    out = model(features)
+    fused = F.cross_entropy(out.logits, labels)
+    angles = {}
+    for m in model.modalities:
+        if m in out.modality_logits:
+            own = F.cross_entropy(out.modality_logits[m], labels)
+        elif m in prototypes:
+            own = F.cross_entropy(prototype_logits(out.embeddings[m], prototypes[m]), labels)
+        else:
+            continue
+        params = [p for p in model.encoders[m].parameters() if p.requires_grad]
+        g_own = torch.autograd.grad(own, params, retain_graph=True, allow_unused=True)
+        g_fused = torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)
+        a = torch.cat([g.flatten() for g in g_own if g is not None])
+        b = torch.cat([g.flatten() for g in g_fused if g is not None])
+        cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
+        angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
+    return angles

@@ -1,0 +1,128 @@
+"""Every method trains one epoch with every fusion (inline), and OGM-GE's modulation is exact."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmflow.components.balance.base import LoopState
+from mmflow.components.balance.config import OGMGEParams
+from mmflow.components.balance.methods import build_method
+from mmflow.components.balance.ogm_ge import OGMGE, ogm_coefficients
+from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
+from mmflow.components.data.shards import write_shards
+from mmflow.components.models.fusion import FUSIONS
+from mmflow.components.models.multimodal import MultimodalOutput, build_classifier
+from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.classifier_training import train_worker
+from mmflow.engine.distributed import run_training
+from mmflow.engine.spec import Resources
+
+METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
+           {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}}]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    def make(shapes: dict[str, tuple], name: str):
+        root = tmp_path_factory.mktemp(name)
+        gen = torch.Generator().manual_seed(0)
+        labels = torch.arange(64) % 4
+        data = {"label": labels, **{m: torch.randn(64, *shape, generator=gen) + labels.view(-1, *[1] * len(shape)) * 0.5
+                                    for m, shape in shapes.items()}}
+        save_tensor_dataset(root / "ds", {"train": data}, num_classes=4)
+        write_shards(iter_samples(root / "ds", "train"), root / "shards", 16, num_classes=4)
+        return root / "shards"
+    return make
+
+
+def train(shards_dir, tmp_path, **params):
+    config = {"params": TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 16, **params}).model_dump(),
+              "train": str(shards_dir)}
+    return run_training(train_worker, config, executor="inline", resources=Resources(), storage=tmp_path, seed=0,
+                        log=lambda _: None)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("method", METHODS, ids=[m["name"] for m in METHODS])
+def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion):
+    result = train(shards({"a": (5,), "b": (3,)}, "vectors"), tmp_path, method=method, fusion=fusion, hidden=[8],
+                   embedding_dim=6)
+    assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
+    last = result.history[-1]
+    if method["name"] != "unimodal":
+        assert {"prototype_accuracy_a", "prototype_accuracy_b", "rho"} <= set(last)
+    if method["name"] == "pmr":
+        assert {"pmr_rho", "pmr_coef_a", "pmr_coef_b"} <= set(last)
+    if method["name"] == "aux_loss" or (fusion in ("concat", "sum") and method["name"] != "unimodal"):
+        assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
+
+
+def test_cnn_encoders_train_on_images(shards, tmp_path):
+    result = train(shards({"gray": (1, 8, 8), "color": (3, 8, 8)}, "images"), tmp_path, encoder="cnn",
+                   embedding_dim=16, method={"name": "pmr"})
+    assert math.isfinite(result.history[-1]["loss"]) and "grad_angle_gray" in result.history[-1]
+
+
+def test_methods_say_why_they_cannot_run():
+    from mmflow.components.balance.config import AuxLossParams, UnimodalParams
+
+    with pytest.raises(ValueError, match="modality 'depth' is not in the data"):
+        build_method(UnimodalParams(modality="depth"), ["a", "b"], 4, "concat", 0)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        build_method(AuxLossParams(weights={"z": 1}), ["a", "b"], 4, "concat", 0)
+    with pytest.raises(ValueError, match="exactly 2 modalities"):
+        build_classifier({"modalities": {"a": [2], "b": [2], "c": [2]}, "num_classes": 3, "hidden": [],
+                          "embedding_dim": 4, "fusion": "film"})
+
+
+def test_ogm_coefficient_matches_the_official_rule():
+    scores = torch.tensor([30.0, 10.0])  # audio 3x visual
+    coefs = ogm_coefficients(scores, alpha=0.8)
+    torch.testing.assert_close(coefs, torch.tensor([1 - math.tanh(0.8 * 3.0), 1.0]))
+    torch.testing.assert_close(ogm_coefficients(torch.tensor([5.0, 5.0]), 0.8), torch.tensor([1.0, 1.0]))
+
+
+def _ogm_setup(params: OGMGEParams, epoch: int):
+    torch.manual_seed(0)
+    model = build_classifier({"modalities": {"a": [4], "b": [4]}, "num_classes": 3, "hidden": [5],
+                              "embedding_dim": 6, "fusion": "concat"})
+    method = OGMGE(params, ["a", "b"], 3, seed=1)
+    method.check("concat")
+    x = {"a": torch.randn(32, 4) * 3, "b": torch.randn(32, 4)}
+    labels = torch.randint(3, (32,))
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.logits, labels).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    state = LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=epoch)
+    stats = method.after_backward(out, labels, state)
+    return model, before, stats
+
+
+def test_ogm_scales_dominant_weights_only_and_leaves_the_rest():
+    model, before, stats = _ogm_setup(OGMGEParams(alpha=0.8, noise=False), epoch=0)
+    for name, p in model.named_parameters():
+        modality = name.split(".")[1] if name.startswith("encoders.") else None
+        if modality is not None and p.dim() > 1:
+            torch.testing.assert_close(p.grad, before[name] * stats[f"coef_{modality}"])
+        else:  # biases and the fusion head are untouched
+            torch.testing.assert_close(p.grad, before[name])
+    assert min(float(stats["coef_a"]), float(stats["coef_b"])) < 1
+
+
+def test_ogm_ge_noise_has_the_unmodulated_gradients_std():
+    model, before, stats = _ogm_setup(OGMGEParams(alpha=0.8, noise=True), epoch=0)
+    name = "encoders.a.net.1.weight"
+    grad = dict(model.named_parameters())[name].grad
+    noise = grad - before[name] * stats["coef_a"]
+    assert noise.std().item() == pytest.approx(before[name].std().item(), rel=0.25)
+    assert abs(noise.mean().item()) < 3 * before[name].std().item() / math.sqrt(noise.numel())
+
+
+def test_ogm_window_is_inclusive():
+    params = OGMGEParams(start_epoch=1, end_epoch=2, noise=False)
+    assert [params.active(e) for e in range(4)] == [False, True, True, False]
+    model, before, stats = _ogm_setup(params, epoch=3)
+    assert stats == {} and all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
