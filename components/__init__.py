@@ -4,7 +4,8 @@ Importing this package registers the built-in components (the `mmflow.components
 point points here). Modules imported here must stay light: pydantic only, no torch.
 """
 
-from .data import shard, synthetic
+from .data import cg_mnist, shard, synthetic
+from .report import compare
 from .tasks import classification
 
-__all__ = ["classification", "shard", "synthetic"]
+__all__ = ["cg_mnist", "classification", "compare", "shard", "synthetic"]

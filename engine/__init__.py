@@ -5,13 +5,15 @@ Public API for component authors: `component`, `Params`, `StepContext`, `TrainSe
 
 from .context import StepContext
 from .distributed import TrainResult, TrainSession
-from .errors import Problem, StepFailed, UsageError, WorkflowError
-from .registry import REGISTRY, ComponentSpec, Params, component
+from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
+from .registry import REGISTRY, ComponentSpec, Many, Params, component
 from .spec import Workflow, load_workflow
 
 __all__ = [
     "REGISTRY",
     "ComponentSpec",
+    "InputDataError",
+    "Many",
     "Params",
     "Problem",
     "StepContext",

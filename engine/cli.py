@@ -1,4 +1,4 @@
-"""`mmflow` command line: run, validate, graph, schema, components.
+"""`mmflow` command line: run, validate, graph, schema, components, report.
 
 User mistakes print one line per problem and exit 2; a failing step exits 1. `validate`,
 `schema`, `graph` and `components` never import torch or Ray.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import StepFailed, UsageError, WorkflowError
+from .graph import edges_of
 from .registry import REGISTRY
 from .spec import Workflow, load_workflow
 
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if exc.user_error else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -68,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     schema = add("schema", _cmd_schema, "print the JSON Schema of workflow files (for editors)")
     schema.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
+    report = add("report", _cmd_report, "plot per-epoch metrics of runs and summarize them")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("-o", "--output", type=Path, help="folder for the figures and report.md (default RUN_DIR/report)")
+
     components = add("components", _cmd_components, "list registered components and their params")
     components.add_argument("name", nargs="?", help="show one component")
     components.add_argument("--json", action="store_true", help="machine-readable output")
@@ -93,16 +98,18 @@ def render_graph(wf: Workflow, fmt: str) -> str:
         for name in wf.order:
             lines.append(f'    {name}["{name}<br/><small>{wf.steps[name].component.name}</small>"]')
         for name in wf.order:
-            for input_name, edge in wf.steps[name].inputs.items():
-                label = edge.output if edge.output == input_name else f"{edge.output} → {input_name}"
-                lines.append(f"    {edge.step} -->|{label}| {name}")
+            for input_name, wiring in wf.steps[name].inputs.items():
+                for edge in edges_of(wiring):
+                    label = edge.output if edge.output == input_name else f"{edge.output} → {input_name}"
+                    lines.append(f"    {edge.step} -->|{label}| {name}")
         return "\n".join(lines)
     lines = [f"{wf.name}  (executor {wf.spec.executor}, {wf.spec.resources.workers} worker(s))"]
     for name in wf.order:
         step = wf.steps[name]
         lines.append(f"  {name}  [{step.component.name}]")
-        for input_name, edge in step.inputs.items():
-            lines.append(f"      {input_name} <- {edge.step}.{edge.output}")
+        for input_name, wiring in step.inputs.items():
+            sources = ", ".join(f"{e.step}.{e.output}" for e in edges_of(wiring))
+            lines.append(f"      {input_name} <- {sources}")
     return "\n".join(lines)
 
 
@@ -117,6 +124,15 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = args.output or args.run_dirs[0] / "report"
+    written = write_report(args.run_dirs, out)
+    print(f"wrote {len(written) - 1} figure(s) and {out / 'report.md'}")
+    return 0
+
+
 def _cmd_components(args: argparse.Namespace) -> int:
     names = REGISTRY.names()
     if args.name:
@@ -128,7 +144,7 @@ def _cmd_components(args: argparse.Namespace) -> int:
         print(json.dumps(described, indent=2))
         return 0
     for comp in described:
-        ins = ", ".join(f"{k}: {v}" for k, v in comp["inputs"].items()) or "-"
+        ins = ", ".join(f"{k}: {v}" for k, v in comp["inputs"].items()) or "-"  # Many prints as "list of kind"
         outs = ", ".join(f"{k}: {v}" for k, v in comp["outputs"].items()) or "-"
         print(f"{comp['name']}  (v{comp['version']})  {comp['description']}")
         print(f"    inputs: {ins}    outputs: {outs}")
@@ -151,7 +167,7 @@ def _describe(name: str) -> dict[str, Any]:
             "description": info.description or "",
         })
     return {"name": comp.name, "version": comp.version, "description": comp.description,
-            "inputs": comp.inputs, "outputs": comp.outputs, "params": params}
+            "inputs": {k: str(v) for k, v in comp.inputs.items()}, "outputs": comp.outputs, "params": params}
 
 
 def _type_name(annotation: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,12 +20,13 @@ class StepContext:
     step: str
     component: ComponentSpec
     seed: int
-    inputs: dict[str, Path]
+    inputs: dict[str, Path | list[Path]]  # a list for Many(kind) inputs
     outputs_dir: Path
     work_dir: Path
     resources: Resources
     executor: str
     log: Callable[[str], None]
+    sources: dict[str, list[str]] = field(default_factory=dict)  # input -> the upstream step names
 
     def output(self, name: str) -> Path:
         """Path where declared output `name` must be written (a file or a folder)."""

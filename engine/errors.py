@@ -29,13 +29,22 @@ class WorkflowError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class InputDataError(Exception):
+    """Raised by a component when the data a workflow points at is missing or malformed.
+
+    The message must name the file (and the field or record) at fault; it is shown as one
+    line with exit status 2, like a workflow error, without a traceback.
+    """
+
+
 class StepFailed(Exception):
     """A step raised while running; the run directory keeps its error log."""
 
-    def __init__(self, step: str, message: str, log_path: str | None = None):
+    def __init__(self, step: str, message: str, log_path: str | None = None, user_error: bool = False):
         self.step = step
         self.log_path = log_path
-        tail = f" (traceback in {log_path})" if log_path else ""
+        self.user_error = user_error
+        tail = f" (traceback in {log_path})" if log_path and not user_error else ""
         super().__init__(f"step '{step}' failed: {message}{tail}")
 
 

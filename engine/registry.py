@@ -35,13 +35,26 @@ RunFunction = Callable[["StepContext", Any], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
+class Many:
+    """An input that takes a list of outputs of one kind, e.g. `inputs={"results": Many("metrics")}`."""
+
+    kind: str
+
+    def __str__(self) -> str:
+        return f"list of {self.kind}"
+
+
+InputKind = str | Many
+
+
+@dataclass(frozen=True)
 class ComponentSpec:
     """Everything the engine knows about one registered component."""
 
     name: str
     run: RunFunction
     params: type[BaseModel]
-    inputs: dict[str, str]
+    inputs: dict[str, InputKind]
     outputs: dict[str, str]
     version: str
     distributed: bool
@@ -101,7 +114,7 @@ def component(
     name: str,
     *,
     params: type[BaseModel] = Params,
-    inputs: dict[str, str] | None = None,
+    inputs: dict[str, InputKind] | None = None,
     outputs: dict[str, str] | None = None,
     version: str = "1",
     distributed: bool = False,
@@ -109,7 +122,7 @@ def component(
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
     `inputs`/`outputs` map names to artifact kinds (e.g. `{"train": "shards"}`); wiring an
-    output into an input of another kind is a validation error. Bump `version` when the
+    output into an input of another kind is a validation error. `Many(kind)` takes a list. Bump `version` when the
     component's results change, so cached runs are not reused. `distributed=True` marks a
     step that trains on workers, so resources and executor become part of its cache key.
     """

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .context import StepContext
-from .errors import StepFailed, UsageError
+from .errors import InputDataError, StepFailed, UsageError
+from .graph import Wiring, edges_of
 from .spec import Step, Workflow, load_workflow
 
 STATUS = "status.json"
@@ -83,7 +84,7 @@ def digest_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str]) -> str:
+def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str | list[str]]) -> str:
     """Hash of what determines a step's outputs: component, version, params, inputs, seed."""
     material: dict[str, Any] = {
         "component": step.component.name,
@@ -191,7 +192,8 @@ class Runner:
         write_json(step_dir / "params.json", step.params.model_dump(mode="json"))
         ctx = StepContext(
             step=step.name, component=step.component, seed=self.workflow.spec.seed,
-            inputs={name: self.run_dir / e.step / "outputs" / e.output for name, e in step.inputs.items()},
+            inputs={name: self._paths(w) for name, w in step.inputs.items()},
+            sources={name: [e.step for e in edges_of(w)] for name, w in step.inputs.items()},
             outputs_dir=staging, work_dir=step_dir / "work", resources=self.workflow.spec.resources,
             executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
         )
@@ -210,6 +212,8 @@ class Runner:
                                            "error": f"{type(exc).__name__}: {exc}", "finished": _now()})
             if interrupted:
                 raise
+            if isinstance(exc, InputDataError):
+                raise StepFailed(step.name, str(exc), str(log), user_error=True) from exc
             raise StepFailed(step.name, f"{type(exc).__name__}: {exc}", str(log)) from exc
         seconds = time.perf_counter() - started
         write_json(step_dir / "metrics.json", metrics)
@@ -221,13 +225,17 @@ class Runner:
         return StepOutcome(step.name, "ran", seconds, metrics)
 
     # -- cache --------------------------------------------------------------------------------
-    def _upstream_digests(self, step: Step) -> dict[str, str] | None:
-        out = {}
-        for name, edge in sorted(step.inputs.items()):
-            digests = self._digests.get(edge.step)
-            if digests is None:
+    def _paths(self, wiring: Wiring) -> Path | list[Path]:
+        paths = [self.run_dir / e.step / "outputs" / e.output for e in edges_of(wiring)]
+        return paths if isinstance(wiring, list) else paths[0]
+
+    def _upstream_digests(self, step: Step) -> dict[str, str | list[str]] | None:
+        out: dict[str, str | list[str]] = {}
+        for name, wiring in sorted(step.inputs.items()):
+            digests = [self._digests.get(e.step, {}).get(e.output) for e in edges_of(wiring)]
+            if None in digests:
                 return None
-            out[name] = digests[edge.output]
+            out[name] = digests if isinstance(wiring, list) else digests[0]
         return out
 
     def _find_done(self, step_name: str, key: str) -> tuple[Path, dict[str, Any]] | None:

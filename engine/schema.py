@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, create_model
 
 from .graph import REFERENCE
-from .registry import REGISTRY, Registry
+from .registry import REGISTRY, Many, Registry
 from .spec import StepSpec, WorkflowSpec
 
 
@@ -31,11 +31,13 @@ def workflow_schema(registry: Registry = REGISTRY) -> dict[str, Any]:
 def _step_model(registry: Registry, name: str) -> type:
     comp = registry.get(name)
     assert comp is not None
+    reference = Annotated[str, Field(pattern=REFERENCE.pattern)]
     inputs = create_model(
         f"Inputs_{_ident(name)}",
         __config__=ConfigDict(extra="forbid"),
         **{
-            input_name: (str, Field(pattern=REFERENCE.pattern, description=f"{kind} produced by another step"))
+            input_name: (list[reference] if isinstance(kind, Many) else reference,
+                         Field(description=f"{kind} produced by other steps"))
             for input_name, kind in comp.inputs.items()
         },
     )

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import Problem, UsageError, WorkflowError, did_you_mean
-from .graph import Edge, plan_graph
+from .graph import Wiring, plan_graph
 from .registry import REGISTRY, ComponentSpec, Registry
 from .yaml_source import YamlDocument, YamlPath, dotted, load_yaml
 
@@ -38,8 +38,8 @@ class StepSpec(_Strict):
     component: str = Field(description="registered component name, see `mmflow components`")
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(
-        default_factory=dict, description="input name -> ${steps.<step>.outputs.<output>}"
+    inputs: dict[str, str | list[str]] = Field(
+        default_factory=dict, description="input name -> ${steps.<step>.outputs.<output>} (or a list of them)"
     )
 
 
@@ -63,7 +63,7 @@ class Step:
     name: str
     component: ComponentSpec
     params: BaseModel
-    inputs: dict[str, Edge] = field(default_factory=dict)
+    inputs: dict[str, Wiring] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,8 +156,8 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
     problems.extend(graph_problems)
     if problems:
         raise WorkflowError(problems)
-    for name, step_edges in edges.items():
-        steps[name].inputs = step_edges
+    for name, step_wiring in edges.items():
+        steps[name].inputs = step_wiring
     return Workflow(spec, steps, order, doc, list(overrides or []))
 
 

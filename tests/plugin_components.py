@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from mmflow.engine import Params, StepContext, component
+from mmflow.engine import Many, Params, StepContext, component
 
 
 class TextParams(Params):
@@ -43,3 +43,11 @@ def passthrough(ctx: StepContext, params: PassthroughParams) -> dict:
         with open(counter, "a") as fh:
             fh.write(ctx.step + "\n")
     return {"chars": len(out.read_text())}
+
+
+@component("test.join", inputs={"parts": Many("text")}, outputs={"joined": "text"})
+def join(ctx: StepContext, params: Params) -> dict:
+    """Join the texts of several steps, labelled by step name."""
+    parts = [f"{step}={path.read_text()}" for step, path in zip(ctx.sources["parts"], ctx.inputs["parts"])]
+    ctx.output("joined").write_text(",".join(parts))
+    return {"parts": len(parts)}

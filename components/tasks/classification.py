@@ -62,11 +62,14 @@ class EvalClassifierParams(Params):
 
 
 @component("eval.classifier", params=EvalClassifierParams,
-           inputs={"model": "model", "train": "shards", "test": "shards"})
+           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"})
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""
+    import json
+
     from .classifier_training import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size)
+    ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     ctx.log(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("accuracy")))
     return metrics

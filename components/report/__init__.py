@@ -1,0 +1,1 @@
+"""Reporting components: comparisons across steps."""
