@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from mmflow.components.data.datasets import generate_synthetic, iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import ShardReader, write_shards
 from mmflow.components.data.synthetic import SyntheticParams
-from mmflow.components.models.multimodal import build_classifier
+from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import make_optimizer, train_worker
 from mmflow.engine.distributed import run_training

@@ -47,8 +47,11 @@ class TrainSession:
         """The device this worker trains on."""
         raise NotImplementedError
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move to the device and wrap for data-parallel training where world size > 1."""
+    def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+        """Move to the device and wrap for data-parallel training where world size > 1.
+
+        `find_unused_parameters`: some parameters may get no gradient in a step (DDP must know).
+        """
         raise NotImplementedError
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -104,7 +107,7 @@ class InlineSession(TrainSession):
     def device(self) -> torch.device:
         return self._device
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         return model.to(self._device)
 
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
@@ -137,10 +140,11 @@ class RaySession(TrainSession):
 
         return ray.train.torch.get_device()
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         import ray.train.torch
 
-        return ray.train.torch.prepare_model(model)
+        return ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": find_unused_parameters})
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist

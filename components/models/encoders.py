@@ -44,14 +44,22 @@ class ConvEncoder(nn.Module):
         self.fc = nn.Linear(64, out_dim)
         self.out_dim = out_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale uint8 images to [0, 1] and give gray images their channel axis."""
         if x.dtype == torch.uint8:
             x = x.float() / 255
-        if x.dim() == 3:  # H x W gray images
-            x = x.unsqueeze(1)
+        return x.unsqueeze(1) if x.dim() == 3 else x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Last stage's feature map -> embedding. No ReLU (as the reference): with one, a
+        suppressed modality's units die early in joint training and its embedding collapses."""
+        return self.fc(x.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(x)
         for stage in self.stages:
             x = stage(x)
-        return torch.relu(self.fc(x.mean(dim=(2, 3))))
+        return self.embed(x)
 
 
 def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: int) -> nn.Module:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-FUSIONS = ("concat", "sum", "film", "gated")
-_SPLITTING = ("concat", "sum")
+LATE_FUSIONS = ("concat", "sum", "film", "gated")
+INTERMEDIATE_FUSIONS = ("mmtm", "centralnet")  # need staged (cnn) encoders; see intermediate.py
+FUSIONS = LATE_FUSIONS + INTERMEDIATE_FUSIONS
+_SPLITTING = ("concat", "sum", "mmtm")
 
 
 def fusion_splits(name: str) -> bool:

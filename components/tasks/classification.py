@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmflow.engine import Params, StepContext, component
 
@@ -20,7 +20,8 @@ class TrainClassifierParams(Params):
     encoder: Literal["mlp", "cnn"] = Field("mlp", description="mlp for vectors; cnn (4 conv layers) for images")
     hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
     embedding_dim: int = Field(64, ge=1, description="each modality's embedding size (fusion input)")
-    fusion: Literal["concat", "sum", "film", "gated"] = Field("concat", description="how embeddings are fused")
+    fusion: Literal["concat", "sum", "film", "gated", "mmtm", "centralnet"] = Field(
+        "concat", description="late: concat, sum, film, gated; intermediate (encoder: cnn): mmtm, centralnet")
     method: MethodParams = Field(default_factory=NaiveParams,
                                  description="balancing method: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
@@ -37,6 +38,12 @@ class TrainClassifierParams(Params):
     diagnostics: bool = Field(True, description="per-epoch head/prototype accuracy, rho and gradient angles")
     diagnostic_fraction: float = Field(0.1, gt=0, le=1, description="share of batches for diagnostic prototypes")
     angle_batches: int = Field(2, ge=0, description="batches per epoch for the gradient-angle diagnostic")
+
+    @model_validator(mode="after")
+    def _fusion_fits_encoder(self) -> "TrainClassifierParams":
+        if self.fusion in ("mmtm", "centralnet") and self.encoder != "cnn":
+            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn")
+        return self
 
 
 @component("train.classifier", params=TrainClassifierParams, inputs={"train": "shards"},

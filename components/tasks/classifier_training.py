@@ -17,7 +17,8 @@ from ..balance.base import LoopState
 from ..balance.methods import build_method
 from ..balance.prototypes import update_prototypes
 from ..data.shards import ShardReader
-from ..models.multimodal import MultimodalClassifier, build_classifier, load_classifier, save_classifier
+from ..models.build import build_classifier, load_classifier, save_classifier
+from ..models.multimodal import MultimodalClassifier
 from .classification import TrainClassifierParams
 from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
 
@@ -59,7 +60,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         "modality_heads": method.needs_modality_heads,
     }
     device = session.device
-    model = session.prepare_model(build_classifier(architecture))
+    built = build_classifier(architecture)
+    model = session.prepare_model(built, find_unused_parameters=built.may_leave_parameters_unused)
     core = getattr(model, "module", model)
     optimizer = make_optimizer(params, model.parameters())
     schedule = make_schedule(params, optimizer)

@@ -13,8 +13,8 @@ from mmflow.components.balance.methods import build_method
 from mmflow.components.balance.ogm_ge import OGMGE, ogm_coefficients
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
-from mmflow.components.models.fusion import FUSIONS
-from mmflow.components.models.multimodal import MultimodalOutput, build_classifier
+from mmflow.components.models.fusion import FUSIONS, INTERMEDIATE_FUSIONS, fusion_splits
+from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
 from mmflow.engine.distributed import run_training
@@ -48,15 +48,18 @@ def train(shards_dir, tmp_path, **params):
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("method", METHODS, ids=[m["name"] for m in METHODS])
 def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion):
-    result = train(shards({"a": (5,), "b": (3,)}, "vectors"), tmp_path, method=method, fusion=fusion, hidden=[8],
-                   embedding_dim=6)
+    if fusion in INTERMEDIATE_FUSIONS:  # they reach inside staged encoders: small images
+        data, model = shards({"a": (1, 8, 8), "b": (3, 8, 8)}, "images"), {"encoder": "cnn", "embedding_dim": 16}
+    else:
+        data, model = shards({"a": (5,), "b": (3,)}, "vectors"), {"hidden": [8], "embedding_dim": 6}
+    result = train(data, tmp_path, method=method, fusion=fusion, **model)
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     last = result.history[-1]
     if method["name"] != "unimodal":
-        assert {"prototype_accuracy_a", "prototype_accuracy_b", "rho"} <= set(last)
+        assert {"prototype_accuracy_a", "prototype_accuracy_b", "rho", "grad_angle_a", "grad_angle_b"} <= set(last)
     if method["name"] == "pmr":
         assert {"pmr_rho", "pmr_coef_a", "pmr_coef_b"} <= set(last)
-    if method["name"] == "aux_loss" or (fusion in ("concat", "sum") and method["name"] != "unimodal"):
+    if method["name"] == "aux_loss" or (fusion_splits(fusion) and method["name"] != "unimodal"):
         assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
 
 
@@ -76,6 +79,8 @@ def test_methods_say_why_they_cannot_run():
     with pytest.raises(ValueError, match="exactly 2 modalities"):
         build_classifier({"modalities": {"a": [2], "b": [2], "c": [2]}, "num_classes": 3, "hidden": [],
                           "embedding_dim": 4, "fusion": "film"})
+    with pytest.raises(ValueError, match="set encoder: cnn"):
+        TrainClassifierParams(fusion="mmtm")
 
 
 def test_ogm_coefficient_matches_the_official_rule():

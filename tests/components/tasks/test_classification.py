@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from mmflow.components.models.multimodal import build_classifier
+from mmflow.components.models.build import build_classifier
 
 from ...conftest import REPO
 

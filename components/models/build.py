@@ -1,0 +1,51 @@
+"""Build a classifier from its JSON-able architecture, and save or load one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .encoders import build_encoder
+from .fusion import build_fusion, fusion_splits
+from .intermediate import CentralNetClassifier, MMTMClassifier
+from .multimodal import MultimodalClassifier
+
+WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
+
+
+def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
+    """Build from a JSON-able description: modalities (name -> shape), encoder, hidden, embedding_dim,
+    fusion, num_classes and `modality_heads` (add per-modality heads where the fusion doesn't split)."""
+    dim, classes = architecture["embedding_dim"], architecture["num_classes"]
+    encoders = {
+        name: build_encoder(architecture.get("encoder", "mlp"), shape, architecture["hidden"], dim)
+        for name, shape in architecture["modalities"].items()
+    }
+    heads = None
+    if architecture.get("modality_heads") and len(encoders) > 1 and not fusion_splits(architecture["fusion"]):
+        heads = {name: nn.Linear(dim, classes) for name in encoders}
+    if len(encoders) > 1 and architecture["fusion"] == "mmtm":
+        return MMTMClassifier(encoders, classes)
+    if len(encoders) > 1 and architecture["fusion"] == "centralnet":
+        return CentralNetClassifier(encoders, classes, heads)
+    fusion = build_fusion(architecture["fusion"], {name: dim for name in encoders}, classes)
+    return MultimodalClassifier(encoders, fusion, heads)
+
+
+def save_classifier(out: Path, model: MultimodalClassifier, architecture: dict[str, Any]) -> None:
+    """Write weights and architecture into folder `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / WEIGHTS)
+    (out / ARCHITECTURE).write_text(json.dumps(architecture, indent=2))
+
+
+def load_classifier(folder: Path) -> tuple[MultimodalClassifier, dict[str, Any]]:
+    """Load what `save_classifier` wrote: (model in eval mode on CPU, architecture)."""
+    architecture = json.loads((folder / ARCHITECTURE).read_text())
+    model = build_classifier(architecture)
+    model.load_state_dict(torch.load(folder / WEIGHTS, weights_only=True, map_location="cpu"))
+    return model.eval(), architecture
