@@ -48,6 +48,6 @@ def passthrough(ctx: StepContext, params: PassthroughParams) -> dict:
 @component("test.join", inputs={"parts": Many("text")}, outputs={"joined": "text"})
 def join(ctx: StepContext, params: Params) -> dict:
     """Join the texts of several steps, labelled by step name."""
-    parts = [f"{step}={path.read_text()}" for step, path in zip(ctx.sources["parts"], ctx.inputs["parts"])]
+    parts = [f"{step}={path.read_text()}" for step, path in zip(ctx.sources["parts"], ctx.inputs["parts"], strict=True)]
     ctx.output("joined").write_text(",".join(parts))
     return {"parts": len(parts)}

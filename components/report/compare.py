@@ -21,7 +21,7 @@ class CompareParams(Params):
            outputs={"table": "markdown"})
 def compare(ctx: StepContext, params: CompareParams) -> dict:
     """A markdown table with one row per upstream evaluation step and one column per metric."""
-    rows = {step: json.loads(path.read_text()) for step, path in zip(ctx.sources["results"], ctx.inputs["results"])}
+    rows = {step: json.loads(path.read_text()) for step, path in zip(ctx.sources["results"], ctx.inputs["results"], strict=True)}
     columns: list[str] = []
     for wanted in params.metrics:
         for row in rows.values():

@@ -77,8 +77,8 @@ def gradient_angles(model: MultimodalClassifier, features: dict[str, torch.Tenso
         g_own = torch.autograd.grad(own, params, retain_graph=True, allow_unused=True)
         g_fused = torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)
         # a parameter one loss doesn't reach (e.g. CentralNet's fused path skips the encoder's fc) has a zero gradient
-        a = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_own, params)])
-        b = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_fused, params)])
+        a = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_own, params, strict=True)])
+        b = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_fused, params, strict=True)])
         cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
         angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
     return angles

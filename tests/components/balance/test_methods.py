@@ -131,3 +131,33 @@ def test_ogm_window_is_inclusive():
     assert [params.active(e) for e in range(4)] == [False, True, True, False]
     model, before, stats = _ogm_setup(params, epoch=3)
     assert stats == {} and all(torch.equal(p.grad, before[n]) for n, p in model.named_parameters())
+
+
+def test_modality_dropout_drops_at_rate_p_and_keeps_one_modality():
+    from mmflow.components.balance.config import ModalityDropoutParams
+    from mmflow.components.balance.modality_dropout import ModalityDropout
+
+    torch.manual_seed(0)
+    method = ModalityDropout(ModalityDropoutParams(p=0.3), ["a", "b"], 3)
+    state = LoopState(None, ["a", "b"], 3, torch.device("cpu"))
+    out = method.prepare_inputs({"a": torch.ones(20000, 4), "b": torch.ones(20000, 2, 2)}, state)
+    dropped_a, dropped_b = out["a"].sum(1) == 0, out["b"].sum((1, 2)) == 0
+    assert not (dropped_a & dropped_b).any()
+    # P(drop a) = p - P(both drawn) = 0.3 - 0.09 = 0.21, since a sample drawn for both keeps both
+    assert dropped_a.float().mean().item() == pytest.approx(0.21, abs=0.01)
+    assert torch.equal(out["a"][~dropped_a], torch.ones(int((~dropped_a).sum()), 4))
+
+
+def test_aux_loss_is_the_weighted_sum_of_fused_and_modality_losses():
+    from mmflow.components.balance.aux_loss import AuxLoss
+    from mmflow.components.balance.config import AuxLossParams
+    from mmflow.components.models.multimodal import MultimodalOutput
+
+    labels = torch.tensor([0, 1])
+    logits = {"a": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "b": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
+    fused = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    method = AuxLoss(AuxLossParams(weights={"a": 0.5}, fused_weight=2.0), ["a", "b"], 2)
+    loss, stats = method.loss(MultimodalOutput(fused, {}, logits), labels, LoopState(None, ["a", "b"], 2, torch.device("cpu")))
+    expected = 2.0 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(-2)) + 1.0 * math.log(2)
+    assert float(loss) == pytest.approx(expected)
+    assert float(stats["loss_b"]) == pytest.approx(math.log(2))

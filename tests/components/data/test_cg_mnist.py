@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 import struct
 
 import numpy as np
