@@ -6,7 +6,7 @@ import itertools
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -120,22 +120,28 @@ def _progress(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
 
 
 @torch.no_grad()
-def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
-                      batch_size: int, session: TrainSession) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-class embedding sums and counts over a random `fraction` of training batches, all ranks, eval mode."""
-    was_training = model.training
-    model.eval()
-    take = max(1, round(fraction * reader.steps_per_epoch(batch_size)))
-    num_classes = reader.manifest["num_classes"]
-    device = session.device
+def class_sums(model: MultimodalClassifier, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]],
+               num_classes: int, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-class sums of each modality's embeddings and per-class sample counts over `batches`."""
     sums: dict[str, torch.Tensor] = {}
     counts = torch.zeros(num_classes, device=device)
-    # a differently seeded pass: its first batches are a random subset of the training set
-    for features, labels in itertools.islice(reader.batches(_SUBSET_EPOCH_OFFSET + epoch, batch_size), take):
+    for features, labels in batches:
         labels = labels.to(device)
         counts += torch.bincount(labels, minlength=num_classes)
         for m, z in model({m: x.to(device) for m, x in features.items()}).embeddings.items():
             sums.setdefault(m, torch.zeros(num_classes, z.shape[1], device=device)).index_add_(0, labels, z)
+    return sums, counts
+
+
+def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
+                      batch_size: int, session: TrainSession) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """class_sums over a random `fraction` of training batches, summed over all ranks, in eval mode."""
+    was_training = model.training
+    model.eval()
+    take = max(1, round(fraction * reader.steps_per_epoch(batch_size)))
+    # a differently seeded pass: its first batches are a random subset of the training set
+    subset = itertools.islice(reader.batches(_SUBSET_EPOCH_OFFSET + epoch, batch_size), take)
+    sums, counts = class_sums(model, subset, reader.manifest["num_classes"], session.device)
     model.train(was_training)
     for m in sums:
         session.all_reduce_sum(sums[m])
@@ -146,26 +152,15 @@ _SUBSET_EPOCH_OFFSET = 1_000_003
 
 
 @torch.no_grad()
-def class_means(model: MultimodalClassifier, reader: ShardReader, batch_size: int) -> dict[str, torch.Tensor]:
-    """Per-class mean embedding of each modality over a reader's samples (a class never seen stays 0)."""
-    num_classes = reader.manifest["num_classes"]
-    sums: dict[str, torch.Tensor] = {}
-    counts = torch.zeros(num_classes)
-    for features, labels in reader.batches(0, batch_size):
-        counts += torch.bincount(labels, minlength=num_classes)
-        for m, z in model(features).embeddings.items():
-            sums.setdefault(m, torch.zeros(num_classes, z.shape[1])).index_add_(0, labels, z)
-    return {m: s / counts.clamp(min=1)[:, None] for m, s in sums.items()}
-
-
-@torch.no_grad()
 def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int) -> dict[str, float]:
     """Fused, per-modality head and per-modality prototype accuracy over every test sample.
 
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
     """
     model, architecture = load_classifier(model_dir)
-    prototypes = class_means(model, ShardReader(train_dir, shuffle=False), batch_size)
+    train = ShardReader(train_dir, shuffle=False)
+    sums, counts = class_sums(model, train.batches(0, batch_size), architecture["num_classes"], torch.device("cpu"))
+    prototypes = {m: update_prototypes(None, s, counts) for m, s in sums.items()}
     reader = ShardReader(test_dir, shuffle=False)
     correct: dict[str, int] = {}
     total = 0
