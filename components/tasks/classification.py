@@ -28,6 +28,7 @@ class TrainClassifierParams(Params):
     lr: float = Field(0.05, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay")
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this (null: no clipping)")
     lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
     lr_step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step schedule)")

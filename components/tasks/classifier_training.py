@@ -91,6 +91,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats.update(method.after_backward(out, labels, state))
+            if params.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip_norm)
             optimizer.step()
             if params.diagnostics:
                 batch_diagnostics(totals, out, labels, loss, prototypes)

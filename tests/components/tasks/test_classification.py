@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from mmflow.components.models.build import build_classifier
@@ -35,3 +36,33 @@ def test_quickstart_inline_trains_above_chance(cli, tmp_path, monkeypatch):
     train = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())
     assert len(train["history"]) == 3 and train["history"][-1]["loss"] < train["history"][0]["loss"]
     assert {"model.pt", "architecture.json"} <= {p.name for p in (tmp_path / "run" / "train" / "outputs" / "model").iterdir()}
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
+    from mmflow.components.data.shards import write_shards
+    from mmflow.components.tasks.classification import TrainClassifierParams
+    from mmflow.components.tasks.classifier_training import train_worker
+    from mmflow.engine.distributed import run_training
+    from mmflow.engine.spec import Resources
+
+    labels = torch.arange(32) % 2
+    save_tensor_dataset(tmp_path / "ds", {"train": {"label": labels, "a": torch.randn(32, 3) * 1e4}}, num_classes=2)
+    write_shards(iter_samples(tmp_path / "ds", "train"), tmp_path / "shards", 32, num_classes=2)
+
+    def first_step_change(clip):
+        params = TrainClassifierParams(epochs=1, batch_size=32, optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0,
+                                       hidden=[], embedding_dim=4, grad_clip_norm=clip, diagnostics=False)
+        torch.manual_seed(0)
+        result = run_training(train_worker, {"params": params.model_dump(), "train": str(tmp_path / "shards")},
+                              executor="inline", resources=Resources(), storage=tmp_path / f"s{clip}", seed=0,
+                              log=lambda _: None)
+        after = torch.load(result.checkpoint / "model.pt", weights_only=True)
+        from mmflow.components.models.build import build_classifier
+
+        torch.manual_seed(0)
+        before = build_classifier(json.loads((result.checkpoint / "architecture.json").read_text())).state_dict()
+        return torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before)).item()
+
+    assert first_step_change(0.5) == pytest.approx(0.5, rel=1e-3)  # lr 1, one step: the change is the clipped gradient
+    assert first_step_change(None) > 10
