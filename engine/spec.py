@@ -183,7 +183,7 @@ def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             message = f"expected a mapping (got {err['input']!r})"
         else:
-            message = err["msg"]
+            message = err["msg"].removeprefix("Value error, ")  # a validator's own sentence reads better bare
             if not isinstance(err.get("input"), (dict, list)):
                 message += f" (got {err['input']!r})"
         messages.setdefault(prefix + loc, []).append(message)

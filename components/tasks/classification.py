@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from mmflow.engine import Params, StepContext, component
 
-from ..balance.config import MethodParams, NaiveParams
+from ..balance.config import MethodParams, NaiveParams, OGMGEParams
 
 
 class TrainClassifierParams(Params):
@@ -41,9 +41,12 @@ class TrainClassifierParams(Params):
     angle_batches: int = Field(2, ge=0, description="batches per epoch for the gradient-angle diagnostic")
 
     @model_validator(mode="after")
-    def _fusion_fits_encoder(self) -> "TrainClassifierParams":
+    def _fits_encoder(self) -> "TrainClassifierParams":
         if self.fusion in ("mmtm", "centralnet") and self.encoder != "cnn":
             raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn")
+        if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder != "cnn":
+            raise ValueError("method ogm_ge with parameters: conv modulates convolution kernels, which mlp "
+                             "encoders do not have: use parameters: weights")
         return self
 
 

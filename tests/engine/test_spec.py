@@ -202,4 +202,4 @@ def test_method_blocks_are_checked_by_kind(write_workflow):
         f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the kind)"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, start_epoch: 5, end_epoch: 2}"))
     assert problems_of(path) == [
-        f"{path}:17: steps.train.params.method: Value error, end_epoch 2 is before start_epoch 5"]
+        f"{path}:17: steps.train.params.method: end_epoch 2 is before start_epoch 5"]

@@ -81,6 +81,9 @@ def test_methods_say_why_they_cannot_run():
                           "embedding_dim": 4, "fusion": "film"})
     with pytest.raises(ValueError, match="set encoder: cnn"):
         TrainClassifierParams(fusion="mmtm")
+    with pytest.raises(ValueError, match="use parameters: weights"):
+        TrainClassifierParams.model_validate({"method": {"name": "ogm_ge", "parameters": "conv"}})
+    TrainClassifierParams.model_validate({"encoder": "cnn", "method": {"name": "ogm_ge", "parameters": "conv"}})
 
 
 def test_ogm_coefficient_matches_the_official_rule():
