@@ -117,6 +117,7 @@ class Runner:
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest
+        self._index: dict[str, Path] | None = None  # cache key -> finished step folder in the runs root
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlanEntry]:
@@ -222,6 +223,8 @@ class Runner:
         write_json(step_dir / STATUS, {**status, "state": "done", "outputs": digests,
                                        "seconds": round(seconds, 3), "finished": _now()})
         self._digests[step.name] = digests
+        if self._index is not None:
+            self._index[key] = step_dir
         return StepOutcome(step.name, "ran", seconds, metrics)
 
     # -- cache --------------------------------------------------------------------------------
@@ -241,16 +244,21 @@ class Runner:
     def _find_done(self, step_name: str, key: str) -> tuple[Path, dict[str, Any]] | None:
         """This run's own finished step first (resume), else the newest match in the runs root."""
         own = self.run_dir / step_name
-        candidates = [own] + sorted(
-            (p.parent for p in self.runs_root.glob(f"*/*/*/{STATUS}")),
-            key=lambda p: p.stat().st_mtime, reverse=True,
-        ) if self.runs_root.exists() else [own]
-        for step_dir in candidates:
-            status = read_status(step_dir)
-            if (status and status.get("state") == "done" and status.get("cache_key") == key
-                    and (step_dir / "outputs").is_dir()):
-                return step_dir, status
-        return None
+        status = read_status(own)
+        if _is_done(own, status, key):
+            return own, status
+        if self._index is None:  # scanned once per run, not once per step
+            self._index = {}
+            if self.runs_root.exists():
+                found = sorted((p.parent for p in self.runs_root.glob(f"*/*/*/{STATUS}")),
+                               key=lambda p: p.stat().st_mtime, reverse=True)
+                for step_dir in found:
+                    status = read_status(step_dir)
+                    if status and _is_done(step_dir, status, status.get("cache_key")):
+                        self._index.setdefault(status["cache_key"], step_dir)
+        step_dir = self._index.get(key)
+        status = read_status(step_dir) if step_dir else None
+        return (step_dir, status) if _is_done(step_dir, status, key) else None
 
     def _adopt(self, source: Path, step_dir: Path) -> None:
         """Bring an earlier run's finished step into this run (hard links where possible)."""
@@ -282,6 +290,11 @@ def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
         raise UsageError(f"--resume {run_dir}: not a run directory (no run.json / workflow.yaml)")
     record = json.loads(record_file.read_text())
     return load_workflow(run_dir / "workflow.yaml", list(record.get("overrides", [])) + overrides)
+
+
+def _is_done(step_dir: Path | None, status: dict[str, Any] | None, key: str | None) -> bool:
+    return bool(step_dir and status and status.get("state") == "done" and status.get("cache_key") == key
+                and (step_dir / "outputs").is_dir())
 
 
 def _link_or_copy(src: str, dst: str) -> str:

@@ -73,8 +73,5 @@ class BalanceMethod:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        """State to checkpoint."""
+        """State saved with each checkpoint (tensors and plain values)."""
         return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict returned."""

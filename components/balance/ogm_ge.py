@@ -54,11 +54,12 @@ class OGMGE(BalanceMethod):
     def after_backward(self, out, labels, state: LoopState) -> Stats:
         if not self.params.active(state.epoch):
             return {}
-        if self.uses_prototypes:
-            logits = {m: prototype_logits(out.embeddings[m], self.prototypes[m]) for m in self.modalities}
-        else:
-            logits = {m: out.modality_logits[m] for m in self.modalities}
-        scores = state.all_reduce_sum(true_class_scores(logits, labels))
+        with torch.no_grad():  # scores only steer the modulation
+            if self.uses_prototypes:
+                logits = {m: prototype_logits(out.embeddings[m], self.prototypes[m]) for m in self.modalities}
+            else:
+                logits = {m: out.modality_logits[m] for m in self.modalities}
+            scores = state.all_reduce_sum(true_class_scores(logits, labels))
         coefs = ogm_coefficients(scores, self.params.alpha)
         if self.generator is None:
             self.generator = torch.Generator(device=state.device).manual_seed(self.seed)

@@ -92,6 +92,3 @@ class PMR(BalanceMethod):
 
     def state_dict(self) -> dict:
         return {"prototypes": self.prototypes}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.prototypes = state["prototypes"]

@@ -111,6 +111,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if session.rank == 0:
                 save_classifier(Path(tmp), core, architecture)
+                if method.state_dict():  # e.g. PMR's prototypes
+                    torch.save(method.state_dict(), Path(tmp) / METHOD_STATE)
             session.report(metrics, tmp if session.rank == 0 else None)
 
 
@@ -151,6 +153,7 @@ def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: i
 
 
 _SUBSET_EPOCH_OFFSET = 1_000_003
+METHOD_STATE = "method_state.pt"
 
 
 @torch.no_grad()

@@ -59,6 +59,8 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         assert {"prototype_accuracy_a", "prototype_accuracy_b", "rho", "grad_angle_a", "grad_angle_b"} <= set(last)
     if method["name"] == "pmr":
         assert {"pmr_rho", "pmr_coef_a", "pmr_coef_b"} <= set(last)
+        state = torch.load(result.checkpoint / "method_state.pt", weights_only=True)
+        assert state["prototypes"]["a"].shape[0] == 4 and torch.isfinite(state["prototypes"]["b"]).all()
     if method["name"] == "aux_loss" or (fusion_splits(fusion) and method["name"] != "unimodal"):
         assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
 
