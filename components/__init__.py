@@ -6,6 +6,6 @@ point points here). Modules imported here must stay light: pydantic only, no tor
 
 from .data import cg_mnist, shard, synthetic
 from .report import compare
-from .tasks import classification
+from .tasks import classification, gblend_estimate
 
-__all__ = ["cg_mnist", "classification", "compare", "shard", "synthetic"]
+__all__ = ["cg_mnist", "classification", "compare", "gblend_estimate", "shard", "synthetic"]

@@ -6,7 +6,7 @@ Public API for component authors: `component`, `Params`, `StepContext`, `TrainSe
 from .context import StepContext
 from .distributed import TrainResult, TrainSession
 from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
-from .registry import REGISTRY, ComponentSpec, Many, Params, component
+from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component
 from .spec import Workflow, load_workflow
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ComponentSpec",
     "InputDataError",
     "Many",
+    "Maybe",
     "Params",
     "Problem",
     "StepContext",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .registry import ComponentSpec
 
 if TYPE_CHECKING:
-    from .distributed import TrainFunction, TrainResult
+    from .distributed import TaskFunction, TrainFunction, TrainResult
     from .spec import Resources
 
 
@@ -34,9 +34,19 @@ class StepContext:
             raise KeyError(f"component '{self.component.name}' declares no output '{name}'")
         return self.outputs_dir / name
 
-    def train(self, fn: TrainFunction, config: dict[str, Any]) -> TrainResult:
-        """Run `fn(session, config)` on the workflow's executor: Ray Train workers or inline."""
+    def train(self, fn: TrainFunction, config: dict[str, Any], parallel_tasks: int = 0) -> TrainResult:
+        """Run `fn(session, config)` on the workflow's executor: Ray Train workers or inline.
+
+        `parallel_tasks`: how many side tasks `fn` runs at once through `session.run_tasks`.
+        """
         from .distributed import run_training
 
         return run_training(fn, config, executor=self.executor, resources=self.resources,
-                            storage=self.work_dir / "train", seed=self.seed, log=self.log)
+                            storage=self.work_dir / "train", seed=self.seed, log=self.log,
+                            parallel_tasks=parallel_tasks)
+
+    def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
+        """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline)."""
+        from .distributed import run_tasks
+
+        return run_tasks(fn, configs, executor=self.executor, resources=self.resources)

@@ -2,7 +2,8 @@
 
 A training component writes one function `fn(session, config)`. The `ray` executor runs it
 on `resources.workers` Ray Train workers; the `inline` executor calls the very same function
-in-process as rank 0 of a world of size 1.
+in-process as rank 0 of a world of size 1. Independent side work (e.g. G-Blend's probe
+trainings) goes through `run_tasks`: Ray tasks side by side, or one after another inline.
 """
 
 from __future__ import annotations
@@ -31,15 +32,47 @@ RAY_ENV = {
 }
 
 
+TaskFunction = Callable[[dict[str, Any], "torch.device"], Any]
+
+
+def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str, resources: Resources,
+              device: torch.device | None = None) -> list[Any]:
+    """`fn(config, device)` for every config, results in order: parallel Ray tasks or, inline, in turn.
+
+    Each Ray task gets `resources.cpus_per_task` CPUs and `gpus_per_task` GPUs; inline tasks
+    run on `device` (default: the GPU when gpus_per_task > 0, else the CPU).
+    """
+    import torch
+
+    use_gpu = resources.gpus_per_task > 0
+    if executor == "inline":
+        device = device or torch.device("cuda" if use_gpu else "cpu")
+        return [fn(config, device) for config in configs]
+    import ray
+
+    ensure_ray(len(configs) * resources.cpus_per_task)
+    task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
+    return ray.get([task.remote(fn, config, use_gpu, resources.cpus_per_task) for config in configs])
+
+
+def _task_entry(fn: TaskFunction, config: dict[str, Any], use_gpu: bool, cpus: float) -> Any:
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))  # side-by-side tasks must not each take every core
+    return fn(config, torch.device("cuda" if use_gpu else "cpu"))
+
+
 class TrainSession:
-    """What the per-worker function sees: rank, device, reporting and collectives."""
+    """What the per-worker function sees: rank, device, reporting, collectives and side tasks."""
 
     rank: int = 0
     world_size: int = 1
     seed: int = 0
+    executor: str = "inline"
 
-    def __init__(self, log: Callable[[str], None] = print) -> None:
+    def __init__(self, resources: Resources, log: Callable[[str], None] = print) -> None:
         self.history: list[dict[str, Any]] = []
+        self.resources = resources
         self._log = log
 
     @property
@@ -77,6 +110,11 @@ class TrainSession:
         if self.rank == 0:
             self._log(message)
 
+    def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
+        """Independent side work from this worker: parallel Ray tasks (ray) or in turn on this device (inline)."""
+        return run_tasks(fn, configs, executor=self.executor, resources=self.resources,
+                         device=self.device if self.executor == "inline" else None)
+
 
 TrainFunction = Callable[[TrainSession, dict[str, Any]], None]
 
@@ -92,16 +130,16 @@ class TrainResult:
 class InlineSession(TrainSession):
     """World of size 1 in this process; checkpoints are copied under `storage`."""
 
-    def __init__(self, storage: Path, seed: int, gpus: float, log: Callable[[str], None]) -> None:
-        super().__init__(log)
+    def __init__(self, storage: Path, seed: int, resources: Resources, log: Callable[[str], None]) -> None:
+        super().__init__(resources, log)
         import torch
 
         self.seed = seed
         self._storage = storage
         self.checkpoint: Path | None = None
-        if gpus > 0 and not torch.cuda.is_available():
+        if resources.gpus_per_worker > 0 and not torch.cuda.is_available():
             raise RuntimeError("resources.gpus_per_worker > 0 but no CUDA device is visible to torch")
-        self._device = torch.device("cuda" if gpus > 0 else "cpu")
+        self._device = torch.device("cuda" if resources.gpus_per_worker > 0 else "cpu")
 
     @property
     def device(self) -> torch.device:
@@ -125,8 +163,10 @@ class InlineSession(TrainSession):
 class RaySession(TrainSession):
     """A Ray Train worker: rank and device from the Train context, DDP over gloo or NCCL."""
 
-    def __init__(self, seed: int) -> None:
-        super().__init__(lambda message: print(message, flush=True))
+    executor = "ray"
+
+    def __init__(self, seed: int, resources: Resources) -> None:
+        super().__init__(resources, lambda message: print(message, flush=True))
         import ray.train
 
         context = ray.train.get_context()
@@ -169,7 +209,7 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     # Ray 2.60 logs every report at INFO through a logger named by file path, which escapes
     # RunConfig's LoggingConfig; those lines drown the progress output.
     train_context.logger.setLevel(logging.WARNING)
-    config["fn"](RaySession(config["seed"]), config["config"])
+    config["fn"](RaySession(config["seed"], config["resources"]), config["config"])
 
 
 def run_training(
@@ -181,22 +221,26 @@ def run_training(
     storage: Path,
     seed: int,
     log: Callable[[str], None],
+    parallel_tasks: int = 0,
 ) -> TrainResult:
-    """Run `fn` on the chosen executor and return its history and final checkpoint."""
+    """Run `fn` on the chosen executor and return its history and final checkpoint.
+
+    `parallel_tasks`: how many `run_tasks` tasks `fn` may run at once (a local Ray is sized for them).
+    """
     storage.mkdir(parents=True, exist_ok=True)
     if executor == "inline":
-        session = InlineSession(storage, seed, resources.gpus_per_worker, log)
+        session = InlineSession(storage, seed, resources, log)
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
-    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log)
+    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks)
 
 
 def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path,
-                seed: int, log: Callable[[str], None]) -> TrainResult:
+                seed: int, log: Callable[[str], None], parallel_tasks: int) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ensure_ray(resources.workers * resources.cpus_per_worker)
+    ensure_ray(resources.workers * resources.cpus_per_worker + parallel_tasks * resources.cpus_per_task)
     use_gpu = resources.gpus_per_worker > 0
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
@@ -204,7 +248,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
     trainer = TorchTrainer(
         _ray_worker_entry,
-        train_loop_config={"fn": fn, "config": config, "seed": seed},
+        train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),

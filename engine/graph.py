@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, did_you_mean
-from .registry import Many
+from .registry import Many, Maybe
 
 if TYPE_CHECKING:
     from .registry import ComponentSpec
@@ -69,11 +69,14 @@ def plan_graph(
                 if all(edges):
                     wiring[name][input_name] = edges
             else:
-                edge = _resolve(value, where, expected, comp, input_name, step_inputs, components, unresolved,
+                kind = expected.kind if isinstance(expected, Maybe) else expected
+                edge = _resolve(value, where, kind, comp, input_name, step_inputs, components, unresolved,
                                 doc, problems)
                 if edge:
                     wiring[name][input_name] = edge
         for missing in comp.inputs.keys() - step_inputs[name].keys():
+            if isinstance(comp.inputs[missing], Maybe):
+                continue
             problems.append(doc.problem(
                 ("steps", name), f"missing input '{missing}' (expects {_kind(comp.inputs[missing])} "
                 f"from another step, e.g. inputs: {{{missing}: ${{steps.<step>.outputs.<output>}}}})"))
@@ -122,8 +125,8 @@ def _resolve(ref: Any, where: YamlPath, kind: str, comp: ComponentSpec, input_na
     return Edge(source, output)
 
 
-def _kind(kind: str | Many) -> str:
-    return str(kind) if isinstance(kind, Many) else repr(kind)
+def _kind(kind: str | Many | Maybe) -> str:
+    return repr(kind) if isinstance(kind, str) else str(kind)
 
 
 def _expected(names: dict[str, Any]) -> str:

@@ -44,7 +44,19 @@ class Many:
         return f"list of {self.kind}"
 
 
-InputKind = str | Many
+@dataclass(frozen=True)
+class Maybe:
+    """An input a step may leave unwired, e.g. `inputs={"weights": Maybe("gblend_weights")}`."""
+
+    kind: str
+
+    def __str__(self) -> str:
+        return f"optional {self.kind}"
+
+
+InputKind = str | Many | Maybe
+#: `check(params, wired_inputs) -> [(path under the step, message)]`: rules across params and wiring
+WiringCheck = Callable[[Any, set[str]], list[tuple[tuple[str, ...], str]]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class ComponentSpec:
     distributed: bool
     description: str
     source: str = field(compare=False)
+    check: WiringCheck | None = field(default=None, compare=False)
 
 
 class Registry:
@@ -118,13 +131,16 @@ def component(
     outputs: dict[str, str] | None = None,
     version: str = "1",
     distributed: bool = False,
+    check: WiringCheck | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
     `inputs`/`outputs` map names to artifact kinds (e.g. `{"train": "shards"}`); wiring an
-    output into an input of another kind is a validation error. `Many(kind)` takes a list. Bump `version` when the
-    component's results change, so cached runs are not reused. `distributed=True` marks a
-    step that trains on workers, so resources and executor become part of its cache key.
+    output into an input of another kind is a validation error. `Many(kind)` takes a list,
+    `Maybe(kind)` may stay unwired. Bump `version` when the component's results change, so
+    cached runs are not reused. `distributed=True` marks a step that trains on workers, so
+    resources and executor become part of its cache key. `check` reports rules that span
+    params and wiring (e.g. "this method needs that input") as validation problems.
     """
     if not _NAME.match(name):
         raise ValueError(f"component name '{name}' must look like 'area.name' (lowercase, dotted)")
@@ -148,6 +164,7 @@ def component(
                 distributed=distributed,
                 description=doc.splitlines()[0] if doc else "",
                 source=f"{fn.__module__}.{fn.__qualname__}",
+                check=check,
             )
         )
         return fn

@@ -1,7 +1,8 @@
 """`mmflow report RUN_DIR...`: per-epoch curves (one PNG per metric, one line per step) and a summary.
 
 Generic: any step whose metrics.json holds a `history` list of per-epoch dicts is plotted; every
-step's scalar metrics go into the markdown summary.
+step's scalar metrics go into the markdown summary. Metrics named `family/member` (e.g.
+`gblend_weight/audio`) share one figure per family, one line per step and member.
 """
 
 from __future__ import annotations
@@ -45,20 +46,25 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     written: list[Path] = []
     metric_names = sorted({k for h in histories.values() for row in h for k, v in row.items()
                            if k != "epoch" and isinstance(v, (int, float))})
+    figures: dict[str, list[str]] = {}  # figure -> the metrics drawn in it
     for metric in metric_names:
+        figures.setdefault(metric.rpartition("/")[0] or metric, []).append(metric)
+    for title, metrics in figures.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for label, history in histories.items():
-            points = [(row.get("epoch", i), row[metric]) for i, row in enumerate(history)
-                      if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
-            if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+            for metric in metrics:
+                points = [(row.get("epoch", i), row[metric]) for i, row in enumerate(history)
+                          if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+                if points:
+                    member = metric.rpartition("/")[2] if "/" in metric else ""
+                    ax.plot(*zip(*points), marker="o", markersize=3, label=f"{label} {member}".strip())
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', metric)}.png"
+        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', title)}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Field, create_model
 
 from .graph import REFERENCE
-from .registry import REGISTRY, Many, Registry
+from .registry import REGISTRY, Many, Maybe, Registry
 from .spec import StepSpec, WorkflowSpec
 
 
@@ -36,11 +36,10 @@ def _step_model(registry: Registry, name: str) -> type:
         f"Inputs_{_ident(name)}",
         __config__=ConfigDict(extra="forbid"),
         **{
-            input_name: (list[reference] if isinstance(kind, Many) else reference,
-                         Field(description=f"{kind} produced by other steps"))
-            for input_name, kind in comp.inputs.items()
+            input_name: _input_field(kind, reference) for input_name, kind in comp.inputs.items()
         },
     )
+    wired = any(not isinstance(kind, Maybe) for kind in comp.inputs.values())
     required = any(f.is_required() for f in comp.params.model_fields.values())
     return create_model(
         f"Step_{_ident(name)}",
@@ -48,8 +47,17 @@ def _step_model(registry: Registry, name: str) -> type:
         __doc__=comp.description or f"Step running component {name}.",
         component=(Literal[name], Field(description=comp.description)),
         params=(comp.params, Field(...) if required else Field(default_factory=comp.params)),
-        inputs=(inputs, Field(...) if comp.inputs else Field(default_factory=inputs)),
+        inputs=(inputs, Field(...) if wired else Field(default_factory=inputs)),
     )
+
+
+def _input_field(kind: str | Many | Maybe, reference: Any) -> tuple[Any, Any]:
+    description = f"{kind} produced by other steps"
+    if isinstance(kind, Many):
+        return list[reference], Field(description=description)
+    if isinstance(kind, Maybe):
+        return reference | None, Field(None, description=description)
+    return reference, Field(description=description)
 
 
 def _ident(name: str) -> str:

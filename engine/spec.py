@@ -30,6 +30,8 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks) per training step")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved for each worker")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; > 0 trains on GPU with NCCL")
+    cpus_per_task: float = Field(1, gt=0, description="CPUs for each parallel task a step fans out (e.g. G-Blend probes)")
+    gpus_per_task: float = Field(0, ge=0, description="GPUs for each parallel task; > 0 runs it on GPU")
 
 
 class StepSpec(_Strict):
@@ -154,6 +156,10 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
         {name: s.inputs for name, s in spec.steps.items()}, known, unresolved, doc
     )
     problems.extend(graph_problems)
+    for name, step in steps.items():
+        if step.component.check is not None:
+            for path, message in step.component.check(step.params, set(spec.steps[name].inputs)):
+                problems.append(_locate(doc, ("steps", name) + path, message))
     if problems:
         raise WorkflowError(problems)
     for name, step_wiring in edges.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from mmflow.engine import Many, Params, StepContext, component
+from mmflow.engine import Many, Maybe, Params, StepContext, component
 
 
 class TextParams(Params):
@@ -51,3 +51,20 @@ def join(ctx: StepContext, params: Params) -> dict:
     parts = [f"{step}={path.read_text()}" for step, path in zip(ctx.sources["parts"], ctx.inputs["parts"], strict=True)]
     ctx.output("joined").write_text(",".join(parts))
     return {"parts": len(parts)}
+
+
+class GreetParams(Params):
+    shout: bool = False
+
+
+def _shouting_needs_a_name(params: GreetParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    return [(("params", "shout"), "shouting needs a name: wire inputs.name")] if params.shout and "name" not in wired else []
+
+
+@component("test.greet", params=GreetParams, inputs={"name": Maybe("text")}, outputs={"greeting": "text"},
+           check=_shouting_needs_a_name)
+def greet(ctx: StepContext, params: GreetParams) -> dict:
+    """Greet the wired name, or the world when none is wired."""
+    name = ctx.inputs["name"].read_text() if "name" in ctx.inputs else "world"
+    ctx.output("greeting").write_text(f"hello {name}".upper() if params.shout else f"hello {name}")
+    return {}

@@ -13,7 +13,7 @@ class AuxLoss(BalanceMethod):
     """fused_weight * CE(fused) + sum_m w_m * CE(logits_m); fusions that don't split get heads."""
 
     params: AuxLossParams
-    needs_modality_heads = True
+    modality_heads = "unsplit"
 
     def __init__(self, params: AuxLossParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
         super().__init__(params, modalities, num_classes, seed)

@@ -8,13 +8,14 @@ class prototypes. The defaults are plain joint training: cross-entropy on the fu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from ..models.multimodal import MultimodalClassifier, MultimodalOutput
+    from .gblend import ProbeLosses
 
 Stats = dict[str, torch.Tensor]  # per-batch scalars, averaged over the epoch by the loop
 
@@ -27,6 +28,7 @@ class LoopState:
     modalities: list[str]
     num_classes: int
     device: torch.device
+    epochs: int = 0
     epoch: int = -1
     # Per-class embedding sums and sample counts of each modality over a random subset of
     # training batches (all ranks), taken before every epoch in eval mode when a method's
@@ -34,6 +36,9 @@ class LoopState:
     subset_sums: dict[str, torch.Tensor] = field(default_factory=dict)
     subset_counts: torch.Tensor | None = None
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks
+    # Probe trainings from the current model, one per head (a modality or "fused"), for
+    # methods that estimate from them (G-Blend): heads -> their losses before and after.
+    run_probes: Callable[[list[str]], dict[str, ProbeLosses]] | None = None
 
 
 class BalanceMethod:
@@ -41,8 +46,11 @@ class BalanceMethod:
 
     #: fraction of training batches whose class means the loop computes before each epoch (0: none)
     prototype_fraction: float = 0.0
-    #: whether the model needs per-modality logits even where its fusion does not split them
-    needs_modality_heads: bool = False
+    #: per-modality logits the model needs: "fusion" (only where the fusion splits), "unsplit"
+    #: (add linear heads where it does not) or "own" (every modality its own linear head)
+    modality_heads: Literal["fusion", "unsplit", "own"] = "fusion"
+    #: share of training samples the loop holds out from training, for the method's own validation
+    holdout: float = 0.0
 
     def __init__(self, params: Any, modalities: list[str], num_classes: int, seed: int = 0) -> None:
         self.params = params
@@ -70,6 +78,10 @@ class BalanceMethod:
 
     def after_backward(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> Stats:
         """Adjust gradients after backward, before the optimizer step."""
+        return {}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra metrics for the epoch just trained (e.g. the weights in use)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -81,7 +81,56 @@ class AuxLossParams(Params):
     fused_weight: float = Field(1.0, ge=0, description="weight of the fused CE")
 
 
+FUSED_HEAD = "fused"  # G-Blend's name for the fused head next to the modality heads
+
+
+class BlendEstimateParams(Params):
+    """How Gradient-Blending weights are estimated (Wang et al., CVPR 2020, Algorithm 1)."""
+
+    holdout: float = Field(0.08, gt=0, lt=1, description="share of the training data held out as blend-validation")
+    probe_epochs: int = Field(1, ge=1, description="epochs each probe (uni-modal and fused) trains")
+    probe_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the remaining training data the probes train on (redrawn each estimate)")
+    formula: Literal["paper", "multibench"] = Field(
+        "paper", description="paper: w = G / dO^2 from before/after deltas; multibench: L_val / O^2 after the probe")
+    min_delta_o: float = Field(1e-3, gt=0, description="|dO| (or O) is clamped to at least this before squaring")
+
+
+class GBlendParams(BlendEstimateParams):
+    """Gradient-Blending: loss sum_k w_k * CE(head_k) over each modality's own head and the fused head."""
+
+    name: Literal["gblend"] = "gblend"
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: fixed weights (given, or wired from gblend.estimate); online: "
+        "re-estimated at the start of every super-epoch by probe trainings")
+    weights: dict[str, float] | None = Field(
+        None, description="offline: head -> weight (each modality and 'fused'); or wire inputs.weights")
+    warmup_super_epoch: int = Field(10, ge=1, description="online: length of the first super-epoch (paper: 10)")
+    super_epoch: int = Field(5, ge=1, description="online: length of every later super-epoch (paper: 5)")
+
+    @model_validator(mode="after")
+    def _weights_fit_mode(self) -> "GBlendParams":
+        if self.weights is not None:
+            if self.mode == "online":
+                raise ValueError("online G-Blend estimates its own weights: drop weights or use mode: offline")
+            if any(w < 0 for w in self.weights.values()) or not sum(self.weights.values()) > 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        return self
+
+    @staticmethod
+    def unsupported_fusion(fusion: str) -> str | None:
+        """Why G-Blend cannot train with `fusion`, or None."""
+        if fusion == "mmtm":
+            return ("method gblend trains each modality's network alone in its probes, but mmtm couples the "
+                    "modality streams inside the encoders: use a late fusion or centralnet")
+        return None
+
+    def estimate_epochs(self, epochs: int) -> list[int]:
+        """Online: the epochs that start a super-epoch (each begins with an estimate)."""
+        return [0] + list(range(self.warmup_super_epoch, epochs, self.super_epoch))
+
+
 MethodParams = Annotated[
-    Union[NaiveParams, UnimodalParams, PMRParams, OGMGEParams, ModalityDropoutParams, AuxLossParams],
+    Union[NaiveParams, UnimodalParams, PMRParams, OGMGEParams, ModalityDropoutParams, AuxLossParams, GBlendParams],
     Field(discriminator="name"),
 ]

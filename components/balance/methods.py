@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .aux_loss import AuxLoss
 from .base import BalanceMethod
-from .config import (AuxLossParams, ModalityDropoutParams, NaiveParams, OGMGEParams, PMRParams,
+from .config import (AuxLossParams, GBlendParams, ModalityDropoutParams, NaiveParams, OGMGEParams, PMRParams,
                      UnimodalParams)
+from .gblend import GBlend
 from .modality_dropout import ModalityDropout
 from .ogm_ge import OGMGE
 from .pmr import PMR
@@ -18,6 +19,7 @@ METHODS: dict[type, type[BalanceMethod]] = {
     OGMGEParams: OGMGE,
     ModalityDropoutParams: ModalityDropout,
     AuxLossParams: AuxLoss,
+    GBlendParams: GBlend,
 }
 
 

@@ -27,7 +27,7 @@ def update_prototypes(previous: torch.Tensor | None, sums: torch.Tensor, counts:
 
 def true_class_scores(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """Per modality, the batch sum of softmax(logits)[true class] (Eq. 8's numerator/denominator)."""
-    return torch.stack([F.softmax(l.detach(), dim=1).gather(1, labels[:, None]).sum() for l in logits.values()])
+    return torch.stack([F.softmax(x.detach(), dim=1).gather(1, labels[:, None]).sum() for x in logits.values()])
 
 
 def imbalance_ratio(scores: torch.Tensor) -> torch.Tensor:

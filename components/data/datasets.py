@@ -35,11 +35,16 @@ class Sample:
 
 
 def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
-    """Draw train/test splits: x_m = signal_m[y] * mean_m[y] + noise_m * N(0, I), with unit-norm means."""
+    """Draw train/test splits: x_m = signal_m[y] * mean_m[y] + noise_m * N(0, I), with unit-norm means
+    supported on `informative` random dimensions of each modality (all by default)."""
     gen = torch.Generator().manual_seed(seed)
     means = {}
     for m in params.modalities:
         directions = torch.randn(params.num_classes, m.dim, generator=gen)
+        if m.informative is not None:
+            support = torch.zeros(m.dim)
+            support[torch.randperm(m.dim, generator=gen)[:m.informative]] = 1
+            directions = directions * support
         strength = torch.as_tensor(m.signal, dtype=torch.float32).expand(params.num_classes)
         means[m.name] = directions / directions.norm(dim=1, keepdim=True) * strength[:, None]
     splits = {}

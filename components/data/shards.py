@@ -93,6 +93,33 @@ def load_manifest(shards_dir: Path) -> dict:
     return json.loads((Path(shards_dir) / MANIFEST).read_text())
 
 
+def sample_keys(manifest: dict) -> list[str]:
+    """Every sample key of a manifest, in shard order."""
+    return [key for shard in manifest["shards"] for key in shard["keys"]]
+
+
+def split_keys(keys: list[str], fraction: float, seed: int, salt: str) -> tuple[list[str], list[str]]:
+    """Split keys into (rest, picked) with round(fraction * len) picked by a seeded hash, order kept.
+
+    The pick depends only on (salt, seed, key), not on sharding or world size.
+    """
+    ranked = sorted(keys, key=lambda key: hashlib.sha256(f"{salt}:{seed}:{key}".encode()).digest())
+    picked = set(ranked[:round(fraction * len(keys))])
+    return [k for k in keys if k not in picked], [k for k in keys if k in picked]
+
+
+def restrict_manifest(manifest: dict, keys: Iterable[str]) -> dict:
+    """The manifest of only `keys`: per-shard keys and counts filtered, empty shards left out."""
+    wanted = set(keys)
+    shards = []
+    for shard in manifest["shards"]:
+        kept = [k for k in shard["keys"] if k in wanted]
+        if kept:
+            shards.append({**shard, "keys": kept, "count": len(kept)})
+    restricted = {k: v for k, v in manifest.items() if k != "class_histogram"}  # no longer true
+    return {**restricted, "shards": shards, "num_samples": sum(s["count"] for s in shards)}
+
+
 @dataclass(frozen=True)
 class RankPlan:
     """What one rank reads in one epoch."""
@@ -131,12 +158,16 @@ def plan_rank(manifest: dict, rank: int, world_size: int, *, epoch: int = 0, see
 
 
 class ShardReader:
-    """Reads one rank's share of a shard folder, epoch by epoch."""
+    """Reads one rank's share of a shard folder, epoch by epoch; `keys` limits it to those samples."""
 
     def __init__(self, shards_dir: Path, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, shuffle_buffer: int = 1000, uneven: Uneven = "pad") -> None:
+                 shuffle: bool = True, shuffle_buffer: int = 1000, uneven: Uneven = "pad",
+                 keys: Iterable[str] | None = None) -> None:
         self.dir = Path(shards_dir)
         self.manifest = load_manifest(self.dir)
+        self._keys = None if keys is None else frozenset(keys)
+        if self._keys is not None:
+            self.manifest = restrict_manifest(self.manifest, self._keys)
         self.modalities = list(self.manifest["modalities"])
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer, self.uneven = shuffle, shuffle_buffer, uneven
@@ -150,6 +181,8 @@ class ShardReader:
         """Decoded samples (`__key__`, `<modality>.npy`, `cls`) this rank yields in `epoch`."""
         plan = self.plan(epoch)
         stages = [wds.SimpleShardList([str(self.dir / name) for name in plan.shards]), wds.tarfile_to_samples()]
+        if self._keys is not None:
+            stages.append(wds.select(lambda sample: sample["__key__"] in self._keys))
         if self.shuffle:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(f"{self.seed}:{epoch}:{self.rank}")))
         stages.append(wds.decode(wds.handle_extension("npy", decode_npy)))

@@ -16,6 +16,9 @@ class ModalitySpec(Params):
         1.0, description="class-mean norm: one value, or one per class (class-conditional strength)"
     )
     noise: float = Field(1.0, ge=0, description="std of the isotropic Gaussian noise")
+    informative: int | None = Field(
+        None, ge=1, description="dimensions that carry the class signal (null: all); the rest is pure noise, "
+        "which a model can memorize: few informative dimensions in a wide input overfit fast")
 
 
 def _default_modalities() -> list[ModalitySpec]:
@@ -38,6 +41,8 @@ class SyntheticParams(Params):
         if len(set(names)) != len(names):
             raise ValueError(f"modality names must be unique, got {names}")
         for m in self.modalities:
+            if m.informative is not None and m.informative > m.dim:
+                raise ValueError(f"modality '{m.name}': informative {m.informative} exceeds dim {m.dim}")
             if isinstance(m.signal, list) and len(m.signal) != self.num_classes:
                 raise ValueError(
                     f"modality '{m.name}': signal has {len(m.signal)} values but num_classes is {self.num_classes}"

@@ -19,14 +19,16 @@ WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
 
 def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
     """Build from a JSON-able description: modalities (name -> shape), encoder, hidden, embedding_dim,
-    fusion, num_classes and `modality_heads` (add per-modality heads where the fusion doesn't split)."""
+    fusion, num_classes and `modality_heads`: "fusion" (the fusion's own split, if any), "unsplit"
+    (add linear heads where the fusion doesn't split) or "own" (a linear head per modality always)."""
     dim, classes = architecture["embedding_dim"], architecture["num_classes"]
     encoders = {
         name: build_encoder(architecture.get("encoder", "mlp"), shape, architecture["hidden"], dim)
         for name, shape in architecture["modalities"].items()
     }
     heads = None
-    if architecture.get("modality_heads") and len(encoders) > 1 and not fusion_splits(architecture["fusion"]):
+    wanted = architecture.get("modality_heads", "fusion")
+    if len(encoders) > 1 and (wanted == "own" or (wanted == "unsplit" and not fusion_splits(architecture["fusion"]))):
         heads = {name: nn.Linear(dim, classes) for name in encoders}
     if len(encoders) > 1 and architecture["fusion"] == "mmtm":
         return MMTMClassifier(encoders, classes)

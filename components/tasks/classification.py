@@ -3,36 +3,48 @@
 from __future__ import annotations
 
 import shutil
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mmflow.engine import Params, StepContext, component
+from mmflow.engine import Maybe, Params, StepContext, component
 
-from ..balance.config import MethodParams, NaiveParams, OGMGEParams
+from ..balance.config import GBlendParams, MethodParams, NaiveParams, OGMGEParams
 
 
-class TrainClassifierParams(Params):
-    """Model, optimizer and schedule of a multimodal classifier."""
+class ClassifierParams(Params):
+    """Model, optimizer and batching of a multimodal classifier (shared by training and G-Blend probes)."""
 
-    epochs: int = Field(10, ge=1, description="passes over the training shards")
     batch_size: int = Field(64, ge=1, description="samples per batch on each worker")
     encoder: Literal["mlp", "cnn"] = Field("mlp", description="mlp for vectors; cnn (4 conv layers) for images")
     hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
     embedding_dim: int = Field(64, ge=1, description="each modality's embedding size (fusion input)")
     fusion: Literal["concat", "sum", "film", "gated", "mmtm", "centralnet"] = Field(
         "concat", description="late: concat, sum, film, gated; intermediate (encoder: cnn): mmtm, centralnet")
-    method: MethodParams = Field(default_factory=NaiveParams,
-                                 description="balancing method: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
     lr: float = Field(0.05, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this (null: no clipping)")
+    shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
+
+    def architecture(self, manifest: dict, modalities: list[str], modality_heads: str = "fusion") -> dict[str, Any]:
+        """The JSON-able model description for `build_classifier`, from the shards' manifest."""
+        return {"modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
+                "num_classes": manifest["num_classes"], "encoder": self.encoder, "hidden": self.hidden,
+                "embedding_dim": self.embedding_dim, "fusion": self.fusion, "modality_heads": modality_heads}
+
+
+class TrainClassifierParams(ClassifierParams):
+    """Model, optimizer, schedule and balancing method of a multimodal classifier."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training shards")
+    method: MethodParams = Field(default_factory=NaiveParams,
+                                 description="balancing method: naive, unimodal, pmr, ogm_ge, modality_dropout, "
+                                 "aux_loss, gblend")
     lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
     lr_step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step schedule)")
-    shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
     uneven_shards: Literal["pad", "drop"] = Field(
         "pad", description="when shards don't split evenly over workers: repeat samples or drop them"
     )
@@ -47,23 +59,52 @@ class TrainClassifierParams(Params):
         if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder != "cnn":
             raise ValueError("method ogm_ge with parameters: conv modulates convolution kernels, which mlp "
                              "encoders do not have: use parameters: weights")
+        if isinstance(self.method, GBlendParams) and self.method.unsupported_fusion(self.fusion):
+            raise ValueError(self.method.unsupported_fusion(self.fusion))
         return self
 
 
-@component("train.classifier", params=TrainClassifierParams, inputs={"train": "shards"},
-           outputs={"model": "model"}, distributed=True)
+def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    """G-Blend offline needs weights from exactly one place; the weights input is only for it."""
+    method = params.method
+    offline = isinstance(method, GBlendParams) and method.mode == "offline"
+    if "weights" in wired and not offline:
+        return [(("inputs", "weights"), "only method gblend (mode: offline) takes blend weights")]
+    if offline and "weights" in wired and method.weights is not None:
+        return [(("params", "method", "weights"), "weights are given twice: here and through inputs.weights")]
+    if offline and "weights" not in wired and method.weights is None:
+        return [(("params", "method"), "method gblend (offline) needs weights: give method.weights or wire "
+                 "inputs.weights to a gblend.estimate step")]
+    return []
+
+
+@component("train.classifier", params=TrainClassifierParams,
+           inputs={"train": "shards", "weights": Maybe("gblend_weights")},
+           outputs={"model": "model"}, distributed=True, check=_check_blend_weights)
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
+    import json
+
     from .classifier_training import train_worker
 
+    if "weights" in ctx.inputs:  # offline G-Blend: the estimate step's weights
+        estimate = json.loads(ctx.inputs["weights"].read_text())
+        params = params.model_copy(update={"method": params.method.model_copy(update={"weights": estimate["weights"]})})
     config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve())}
-    result = ctx.train(train_worker, config)
+    online_probes = isinstance(params.method, GBlendParams) and params.method.mode == "online"
+    result = ctx.train(train_worker, config, parallel_tasks=len(_modalities(ctx)) + 1 if online_probes else 0)
     if result.checkpoint is None or not result.history:
         raise RuntimeError("training reported no checkpoint")
     shutil.copytree(result.checkpoint, ctx.output("model"))
     final = result.history[-1]
     return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
             "history": result.history}
+
+
+def _modalities(ctx: StepContext) -> list[str]:
+    from ..data.shards import load_manifest
+
+    return list(load_manifest(ctx.inputs["train"])["modalities"])
 
 
 class EvalClassifierParams(Params):

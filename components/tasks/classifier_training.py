@@ -15,56 +15,59 @@ from mmflow.engine import TrainSession
 from ..balance.base import LoopState
 from ..balance.methods import build_method
 from ..balance.prototypes import update_prototypes
-from ..data.shards import ShardReader
+from ..balance.gblend import ProbeLosses
+from ..data.shards import ShardReader, load_manifest, sample_keys
 from ..models.build import build_classifier, load_classifier, save_classifier
 from ..models.multimodal import MultimodalClassifier
+from .blend_probes import Samples, holdout_split, load_samples, probe_configs, probe_losses, run_probe
 from .classification import TrainClassifierParams
 from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
-
-
-def make_optimizer(params: TrainClassifierParams, parameters: Any) -> torch.optim.Optimizer:
-    """SGD (with momentum), Adam or AdaGrad, as the papers compare."""
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
-    if params.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=params.lr, weight_decay=params.weight_decay)
-    return torch.optim.Adagrad(parameters, lr=params.lr, weight_decay=params.weight_decay)
-
-
-def make_schedule(params: TrainClassifierParams, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch learning-rate schedule."""
-    if params.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step_size, params.lr_gamma)
-    if params.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, params.epochs)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+from .optim import make_optimizer, make_schedule
 
 
 def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     """One worker's loop: its shards, DDP model, the balancing method's hooks, diagnostics, checkpoint."""
     params = TrainClassifierParams(**config["params"])
     torch.manual_seed(session.seed)
-    reader = ShardReader(Path(config["train"]), rank=session.rank, world_size=session.world_size,
-                         seed=session.seed, shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards)
+    train_dir = Path(config["train"])
+    manifest = load_manifest(train_dir)
+    num_classes = manifest["num_classes"]
+    method = build_method(params.method, list(manifest["modalities"]), num_classes, params.fusion, session.seed)
+    train_keys, holdout_keys = None, []
+    if method.holdout > 0:  # the method's own validation data never trains the model
+        train_keys, holdout_keys = holdout_split(sample_keys(manifest), method.params, session.seed)
+        session.log(f"{len(holdout_keys)} training samples held out as {params.method.name} validation")
+    reader = ShardReader(train_dir, rank=session.rank, world_size=session.world_size, seed=session.seed,
+                         shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys)
     plan = reader.plan(0)
     if plan.padded or plan.dropped:
         session.log(f"shards split unevenly over {session.world_size} workers: "
                     f"{plan.padded} sample(s) padded, {plan.dropped} dropped per epoch")
-    num_classes = reader.manifest["num_classes"]
-    method = build_method(params.method, reader.modalities, num_classes, params.fusion, session.seed)
-    architecture = {
-        "modalities": {m: reader.manifest["modalities"][m]["shape"] for m in method.model_modalities()},
-        "num_classes": num_classes, "encoder": params.encoder, "hidden": params.hidden,
-        "embedding_dim": params.embedding_dim, "fusion": params.fusion,
-        "modality_heads": method.needs_modality_heads,
-    }
+    architecture = params.architecture(manifest, method.model_modalities(), method.modality_heads)
     device = session.device
     built = build_classifier(architecture)
     model = session.prepare_model(built, find_unused_parameters=built.may_leave_parameters_unused)
     core = getattr(model, "module", model)
     optimizer = make_optimizer(params, model.parameters())
     schedule = make_schedule(params, optimizer)
-    state = LoopState(core, core.modalities, num_classes, device, all_reduce_sum=session.all_reduce_sum)
+    state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
+                      all_reduce_sum=session.all_reduce_sum)
+
+    holdout: list[Samples] = []  # read once, on rank 0, at the first estimate
+
+    def run_probes(heads: list[str]) -> dict[str, ProbeLosses]:
+        """Rank 0 runs the probes as side tasks; every rank gets their losses."""
+        losses = torch.zeros(len(heads), 4, dtype=torch.float64, device=device)
+        if session.rank == 0:
+            holdout[:] = holdout or [load_samples(train_dir, holdout_keys)]
+            configs = probe_configs(heads, core, architecture, train_dir, manifest, train_keys or sample_keys(manifest),
+                                    holdout[0], params.method, params, session.seed, draw=state.epoch)
+            found = probe_losses(session.run_tasks(run_probe, configs), heads)
+            losses += torch.tensor([list(vars(found[h]).values()) for h in heads], dtype=torch.float64)
+        session.all_reduce_sum(losses)  # a broadcast: the other ranks hold zeros
+        return {h: ProbeLosses(*row.tolist()) for h, row in zip(heads, losses)}
+
+    state.run_probes = run_probes
     fraction = max(method.prototype_fraction, params.diagnostic_fraction if params.diagnostics else 0.0)
     prototypes: dict[str, torch.Tensor] = {}  # plain class means, for the diagnostics
 
@@ -103,7 +106,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
                 totals.add(f"{params.method.name}_{key}", value)
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
-        metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr}
+        metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr,
+                   **{f"{params.method.name}_{k}": v for k, v in method.epoch_metrics().items()}}
         seconds = time.perf_counter() - started
         metrics.update(epoch_seconds=seconds, samples_per_s=plan.num_samples * session.world_size / seconds,
                        padded_samples=plan.padded, dropped_samples=plan.dropped)

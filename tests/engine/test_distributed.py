@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmflow.engine.distributed import HISTORY_FILE, _root_cause, run_training
+from mmflow.engine.distributed import HISTORY_FILE, _root_cause, run_tasks, run_training
 from mmflow.engine.spec import Resources
 
 
@@ -24,6 +24,19 @@ def test_inline_runs_the_function_as_rank_0_and_keeps_the_last_checkpoint(tmp_pa
     assert result.history == [{"epoch": e, "rank": 0, "world": 1} for e in range(3)]
     assert (result.checkpoint / "weights").read_text() == "2"
     assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history
+
+
+def describe(config, device):
+    return f"{config['n']} on {device.type}"
+
+
+def test_inline_side_tasks_run_in_order_on_the_given_device():
+    import torch
+
+    found = run_tasks(describe, [{"n": 1}, {"n": 2}], executor="inline", resources=Resources(cpus_per_task=3))
+    assert found == ["1 on cpu", "2 on cpu"]
+    assert run_tasks(describe, [{"n": 3}], executor="inline", resources=Resources(),
+                     device=torch.device("meta")) == ["3 on meta"]
 
 
 def test_inline_refuses_gpus_it_does_not_have(tmp_path):

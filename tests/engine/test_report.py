@@ -24,3 +24,14 @@ def test_report_draws_each_history_metric(cli, tmp_path):
 def test_report_needs_a_run_directory(cli, tmp_path):
     status, _, err = cli("report", tmp_path)
     assert status == 2 and "not a run directory" in err
+
+
+def test_metric_families_share_one_figure(cli, tmp_path):
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    history = [{"epoch": e, "weight/a": 0.2, "weight/b": 0.8, "loss": 1.0} for e in range(2)]
+    (run / "train" / "metrics.json").write_text(json.dumps({"history": history}))
+    (run / "run.json").write_text(json.dumps({"order": ["train"]}))
+    status, out, err = cli("report", run)
+    assert status == 0, err
+    assert sorted(p.name for p in (run / "report").iterdir()) == ["loss.png", "report.md", "weight.png"]

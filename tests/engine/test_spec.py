@@ -196,10 +196,32 @@ def test_method_blocks_are_checked_by_kind(write_workflow):
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method:\n        name: pmrr"))
     assert problems_of(path) == [
         f"{path}:18: steps.train.params.method.name: unknown name 'pmrr' (did you mean 'pmr'?); "
-        "one of: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss"]
+        "one of: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss, gblend"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {alpha: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the kind)"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, start_epoch: 5, end_epoch: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method: end_epoch 2 is before start_epoch 5"]
+
+
+def test_an_optional_input_may_stay_unwired_and_wiring_rules_are_located(cli, write_workflow, tmp_path):
+    base = """
+    name: greet
+    steps:
+      name: {component: test.text, params: {text: ada}}
+      greet:
+        component: test.greet
+        params: {shout: false}
+    """
+    status, out, err = cli("run", write_workflow(base), "--run-dir", tmp_path / "a", "--runs-root", tmp_path)
+    assert status == 0, err
+    assert (tmp_path / "a" / "greet" / "outputs" / "greeting").read_text() == "hello world"
+    wired = base.rstrip() + "\n        inputs: {name: \"${steps.name.outputs.copy}\"}\n"
+    status, out, err = cli("run", write_workflow(wired), "--run-dir", tmp_path / "b", "--runs-root", tmp_path)
+    assert status == 0, err
+    assert (tmp_path / "b" / "greet" / "outputs" / "greeting").read_text() == "hello ada"
+    path = write_workflow(base.replace("shout: false", "shout: true"))
+    assert problems_of(path) == [f"{path}:6: steps.greet.params.shout: shouting needs a name: wire inputs.name"]
+    path = write_workflow(wired.replace("outputs.copy", "outputs.cpy"))
+    assert "has no output 'cpy'" in problems_of(path)[0]

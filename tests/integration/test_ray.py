@@ -72,3 +72,48 @@ def test_two_ray_train_workers_read_every_key_exactly_once(tmp_path):
         assert len(per_rank[0]) == len(per_rank[1]) == 48
         assert not set(per_rank[0]) & set(per_rank[1])
         assert collections.Counter(per_rank[0] + per_rank[1]) == collections.Counter(manifest_keys)
+
+
+GBLEND_ONLINE = """
+name: gb_online
+seed: 1
+executor: ray
+resources: {workers: 2, cpus_per_worker: 1, cpus_per_task: 0.5}
+steps:
+  data:
+    component: data.synthetic
+    params:
+      num_classes: 3
+      train_size: 320
+      test_size: 60
+      modalities: [{name: a, dim: 4, signal: 2.0}, {name: b, dim: 64, informative: 2, signal: 1.0}]
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 40}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params:
+      epochs: 3
+      batch_size: 32
+      hidden: [16]
+      embedding_dim: 8
+      lr: 0.1
+      method: {name: gblend, mode: online, warmup_super_epoch: 1, super_epoch: 1, holdout: 0.25}
+"""
+
+
+def test_online_gblend_on_two_ray_workers_reestimates_every_super_epoch(tmp_path):
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(GBLEND_ONLINE)
+    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(workflow), "--run-dir",
+                           str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
+    assert len(history) == 3
+    for row in history:  # an estimate at every epoch: the weights of 3 heads and what they came from
+        weights = [row[f"gblend_weight/{h}"] for h in ("a", "b", "fused")]
+        assert sum(weights) == pytest.approx(1) and all(w >= 0 for w in weights)
+        assert {"gblend_G/a", "gblend_O/b", "gblend_dO/fused"} <= set(row)
+    assert "80 training samples held out as gblend validation" in done.stdout + done.stderr

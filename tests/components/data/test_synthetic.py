@@ -44,3 +44,14 @@ def test_signal_list_must_match_classes_and_names_unique():
         SyntheticParams.model_validate({"num_classes": 3, "modalities": [{"name": "m", "signal": [1, 2]}]})
     with pytest.raises(ValidationError, match="unique"):
         SyntheticParams.model_validate({"modalities": [{"name": "m"}, {"name": "m"}]})
+
+
+def test_informative_dimensions_carry_the_signal_and_the_rest_is_noise():
+    params = SyntheticParams.model_validate({"num_classes": 3, "train_size": 6000, "test_size": 1, "modalities": [
+        {"name": "m", "dim": 40, "informative": 3, "signal": 3.0}]})
+    train = generate_synthetic(params, 0)["train"]
+    means = torch.stack([train["m"][train["label"] == c].mean(0) for c in range(3)])
+    assert int((means.abs().max(0).values > 0.3).sum()) <= 3  # class means differ only on the support
+    assert nearest_mean_accuracy(train["m"], train["label"], 3) > 0.8
+    with pytest.raises(ValidationError, match="informative 50 exceeds dim 40"):
+        SyntheticParams.model_validate({"modalities": [{"name": "m", "dim": 40, "informative": 50}]})

@@ -1,0 +1,57 @@
+"""`gblend.estimate`: Gradient-Blending weights from probe trainings (offline G-Blend's first step)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mmflow.engine import InputDataError, Maybe, StepContext, component
+
+from ..balance.config import BlendEstimateParams
+from .classification import ClassifierParams
+
+
+class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):
+    """The model to probe (when no checkpoint is wired), its optimizer, and the estimate's settings."""
+
+    init_seed: int | None = Field(None, description="seed of a fresh model's initialisation (default: the workflow seed)")
+
+
+@component("gblend.estimate", params=GBlendEstimateParams,
+           inputs={"train": "shards", "model": Maybe("model")}, outputs={"weights": "gblend_weights"})
+def gblend_estimate(ctx: StepContext, params: GBlendEstimateParams) -> dict:
+    """G-Blend weights of each modality head and the fused head, from a checkpoint or a fresh model."""
+    import json
+
+    import torch
+
+    from ..balance.config import FUSED_HEAD
+    from ..balance.gblend import blend_weights
+    from ..data.shards import load_manifest, sample_keys
+    from ..models.build import build_classifier, load_classifier
+    from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
+
+    manifest = load_manifest(ctx.inputs["train"])
+    modalities = list(manifest["modalities"])
+    if "model" in ctx.inputs:
+        model, architecture = load_classifier(ctx.inputs["model"])
+        if architecture.get("modality_heads") != "own":
+            raise InputDataError(f"{ctx.inputs['model']}: G-Blend probes need a model with a head per modality "
+                             "(one trained with method gblend)")
+    else:
+        torch.manual_seed(ctx.seed if params.init_seed is None else params.init_seed)
+        architecture = params.architecture(manifest, modalities, modality_heads="own")
+        model = build_classifier(architecture)
+    heads = [*modalities, FUSED_HEAD]
+    train_keys, holdout_keys = holdout_split(sample_keys(manifest), params, ctx.seed)
+    train_dir = ctx.inputs["train"].resolve()
+    configs = probe_configs(heads, model, architecture, train_dir, manifest, train_keys,
+                            load_samples(train_dir, holdout_keys), params, params, ctx.seed, draw=0)
+    ctx.log(f"{len(heads)} probes of {params.probe_epochs} epoch(s) on {len(configs[0]['probe_keys'])} samples, "
+            f"blend-validation {len(holdout_keys)} samples")
+    losses = probe_losses(ctx.run_tasks(run_probe, configs), heads)
+    estimate = blend_weights(losses, params.formula, params.min_delta_o)
+    record = {**estimate.as_dict(), "losses": {h: vars(found) for h, found in losses.items()},
+              "formula": params.formula, "holdout_samples": len(holdout_keys)}
+    ctx.output("weights").write_text(json.dumps(record, indent=2))
+    ctx.log("weights " + ", ".join(f"{h} {w:.3f}" for h, w in estimate.weights.items()))
+    return {f"gblend_{k}": v for k, v in estimate.metrics().items()}

@@ -1,0 +1,125 @@
+"""Gradient-Blending: the weight formulas on hand-computed losses, the blended loss, the online schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmflow.components.balance.base import LoopState
+from mmflow.components.balance.config import GBlendParams
+from mmflow.components.balance.gblend import GBlend, ProbeLosses, blend_weights
+from mmflow.components.models.multimodal import MultimodalOutput
+
+# (train_before, val_before, train_after, val_after) per head
+LOSSES = {
+    "a": ProbeLosses(1.0, 1.2, 0.6, 1.0),  # O 0.2 -> 0.4: G 0.2, dO 0.2
+    "b": ProbeLosses(1.0, 1.1, 0.8, 0.8),  # O 0.1 -> 0.0: G 0.3, dO -0.1
+    "fused": ProbeLosses(1.0, 1.3, 0.5, 0.9),  # O 0.3 -> 0.4: G 0.4, dO 0.1
+}
+
+
+def test_paper_weights_are_g_over_squared_delta_o_normalised():
+    found = blend_weights(LOSSES, "paper")
+    # raw: a 0.2 / 0.04 = 5, b 0.3 / 0.01 = 30, fused 0.4 / 0.01 = 40; sum 75
+    assert found.weights == pytest.approx({"a": 5 / 75, "b": 30 / 75, "fused": 40 / 75})
+    assert sum(found.weights.values()) == pytest.approx(1)
+    assert found.generalization == pytest.approx({"a": 0.2, "b": 0.3, "fused": 0.4})
+    assert found.delta_overfitting == pytest.approx({"a": 0.2, "b": -0.1, "fused": 0.1})
+    assert found.overfitting == pytest.approx({"a": 0.4, "b": 0.0, "fused": 0.4})
+    assert not found.fallback
+
+
+def test_multibench_weights_are_val_loss_over_squared_gap_after():
+    found = blend_weights(LOSSES, "multibench", min_delta_o=0.1)
+    # raw: a 1.0 / 0.4^2 = 6.25, b 0.8 / max(0, 0.1)^2 = 80, fused 0.9 / 0.4^2 = 5.625
+    total = 6.25 + 80 + 5.625
+    assert found.weights == pytest.approx({"a": 6.25 / total, "b": 80 / total, "fused": 5.625 / total})
+
+
+def test_delta_o_is_clamped_away_from_zero():
+    flat = {"a": ProbeLosses(1.0, 1.0, 0.9, 0.9), "fused": ProbeLosses(1.0, 1.2, 0.6, 1.0)}  # a: dO = 0
+    found = blend_weights(flat, "paper", min_delta_o=0.01)
+    raw_a, raw_fused = 0.1 / 0.01 ** 2, 0.2 / 0.2 ** 2
+    assert found.weights["a"] == pytest.approx(raw_a / (raw_a + raw_fused))
+    assert all(torch.isfinite(torch.tensor(list(found.weights.values()))))
+
+
+def test_a_head_that_got_worse_gets_no_weight_and_none_improving_falls_back_to_uniform():
+    worse = {**LOSSES, "b": ProbeLosses(1.0, 1.0, 0.5, 1.1)}  # G = -0.1
+    found = blend_weights(worse, "paper")
+    assert found.weights["b"] == 0 and found.weights["a"] == pytest.approx(5 / 45)
+    all_worse = {h: ProbeLosses(1.0, 1.0, 0.5, 1.2) for h in ("a", "b", "fused")}
+    found = blend_weights(all_worse, "paper")
+    assert found.fallback and found.weights == pytest.approx({"a": 1 / 3, "b": 1 / 3, "fused": 1 / 3})
+
+
+def test_online_schedule_warms_up_then_every_super_epoch():
+    params = GBlendParams(mode="online", warmup_super_epoch=10, super_epoch=5)
+    assert params.estimate_epochs(30) == [0, 10, 15, 20, 25]
+    assert params.estimate_epochs(8) == [0]
+    assert GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=3).estimate_epochs(9) == [0, 2, 5, 8]
+
+
+def _state(epoch: int, epochs: int, probes) -> LoopState:
+    return LoopState(model=None, modalities=["rgb", "flow", "audio"], num_classes=3, device=torch.device("cpu"),
+                     epochs=epochs, epoch=epoch, run_probes=probes)
+
+
+def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_head():
+    calls = []
+
+    def probes(heads):
+        calls.append(list(heads))
+        better = len(calls)  # each estimate differs, so a new estimate is visible
+        return {h: ProbeLosses(1.0, 1.2, 0.6, 1.2 - 0.1 * (i + better)) for i, h in enumerate(heads)}
+
+    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"], 3)
+    assert method.holdout == 0.08 and method.modality_heads == "own"
+    seen = []
+    for epoch in range(6):
+        method.before_epoch(_state(epoch, 6, probes))
+        seen.append(dict(method.weights))
+        metrics = method.epoch_metrics()
+        assert set(k for k in metrics if k.startswith("weight/")) == {f"weight/{h}" for h in ("rgb", "flow", "audio", "fused")}
+        assert ("G/rgb" in metrics) == (epoch in (0, 2, 4))
+    assert calls == [["rgb", "flow", "audio", "fused"]] * 3
+    assert seen[0] == seen[1] != seen[2] == seen[3] != seen[4]
+
+
+def test_online_method_keeps_its_weights_when_no_head_improved():
+    estimates = iter([{"a": ProbeLosses(1, 1.2, 0.6, 1.0), "fused": ProbeLosses(1, 1.2, 0.6, 1.1)},
+                      {"a": ProbeLosses(1, 1.0, 0.6, 1.1), "fused": ProbeLosses(1, 1.0, 0.6, 1.1)}])
+    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"], 3)
+    state = LoopState(model=None, modalities=["a"], num_classes=3, device=torch.device("cpu"), epochs=2,
+                      run_probes=lambda heads: next(estimates))
+    for epoch in range(2):
+        state.epoch = epoch
+        method.before_epoch(state)
+        if epoch == 0:
+            first = dict(method.weights)
+    assert method.estimate.fallback and method.weights == first
+
+
+def test_blended_loss_is_the_weighted_sum_of_head_losses():
+    gen = torch.Generator().manual_seed(0)
+    out = MultimodalOutput(torch.randn(4, 3, generator=gen), {}, {"a": torch.randn(4, 3, generator=gen),
+                                                                  "b": torch.randn(4, 3, generator=gen)})
+    labels = torch.tensor([0, 1, 2, 1])
+    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], 3)
+    loss, stats = method.loss(out, labels, None)
+    expected = (F.cross_entropy(out.modality_logits["a"], labels) + 3 * F.cross_entropy(out.modality_logits["b"], labels)
+                + 4 * F.cross_entropy(out.logits, labels)) / 8
+    assert loss.item() == pytest.approx(expected.item())
+    assert method.holdout == 0  # offline: nothing held out of training
+
+
+def test_weights_must_name_every_head():
+    with pytest.raises(ValueError, match="missing: \\['fused'\\]"):
+        GBlend(GBlendParams(weights={"a": 1, "b": 1}), ["a", "b"], 3)
+    with pytest.raises(ValueError, match="needs weights"):
+        GBlend(GBlendParams(), ["a", "b"], 3)
+    with pytest.raises(ValueError, match="online G-Blend estimates its own weights"):
+        GBlendParams(mode="online", weights={"a": 1})
+    with pytest.raises(ValueError, match="rename that modality"):
+        GBlend(GBlendParams(mode="online"), ["fused", "b"], 3)
