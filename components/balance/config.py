@@ -105,6 +105,9 @@ class GBlendParams(BlendEstimateParams):
         "re-estimated at the start of every super-epoch by probe trainings")
     weights: dict[str, float] | None = Field(
         None, description="offline: head -> weight (each modality and 'fused'); or wire inputs.weights")
+    refit_fused_head: bool = Field(
+        False, description="the fusion layers also learn from the fused CE on detached embeddings, so the head that "
+        "predicts keeps up with the encoders when its blend weight is near 0 (late fusions)")
     warmup_super_epoch: int = Field(10, ge=1, description="online: length of the first super-epoch (paper: 10)")
     super_epoch: int = Field(5, ge=1, description="online: length of every later super-epoch (paper: 5)")
 

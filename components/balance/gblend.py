@@ -17,6 +17,13 @@ improve (G <= 0) learned nothing that generalizes: it gets weight 0. If no head 
 estimate carries no information (`fallback` is set): online training keeps its current weights,
 and a first estimate falls back to uniform weights.
 
+The fused head makes the prediction, yet the formula can give it a weight near 0 (its probe
+overfits): with `refit_fused_head` (off by default; late fusions) the fusion layers also learn
+from the fused CE on detached embeddings, which keeps the predicting head fitted to the
+current encoders without changing the blend of gradients that reaches them (MultiBench
+instead fine-tunes the head after every super-epoch; the paper evaluates trunks with a
+fine-tuned head, Fig. 5b).
+
 Offline: fixed weights (given, or from a `gblend.estimate` step). Online: re-estimated from the
 current model at the start of every super-epoch; the training loop runs the probes for this
 method (`LoopState.run_probes`) and holds the blend-validation data out of training.
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import BalanceMethod, LoopState, Stats
+from ..models.fusion import LATE_FUSIONS
 from .config import FUSED_HEAD, GBlendParams
 
 
@@ -99,6 +107,7 @@ class GBlend(BalanceMethod):
             raise ValueError(f"method gblend calls the fused head '{FUSED_HEAD}': rename that modality")
         self.heads = [*modalities, FUSED_HEAD]
         self.holdout = params.holdout if params.mode == "online" else 0.0
+        self.refits_fused_head = False  # set by check(), which knows the fusion
         self.weights: dict[str, float] | None = None
         self.estimate: BlendEstimate | None = None  # the latest, reported in the epoch that made it
         if params.weights is not None:
@@ -116,6 +125,7 @@ class GBlend(BalanceMethod):
         reason = self.params.unsupported_fusion(fusion)
         if reason:
             raise ValueError(reason)
+        self.refits_fused_head = self.params.refit_fused_head and fusion in LATE_FUSIONS
 
     def before_epoch(self, state: LoopState) -> None:
         self.estimate = None
@@ -134,6 +144,9 @@ class GBlend(BalanceMethod):
             own = F.cross_entropy(out.modality_logits[m], labels)
             loss = loss + self.weights[m] * own
             stats[f"loss_{m}"] = own.detach()
+        if self.refits_fused_head:  # gradient for the fusion layers only: the encoders' blend is unchanged
+            refit, _ = state.model.fusion({m: z.detach() for m, z in out.embeddings.items()})
+            loss = loss + F.cross_entropy(refit, labels)
         return loss, stats
 
     def epoch_metrics(self) -> dict[str, float]:

@@ -123,3 +123,25 @@ def test_weights_must_name_every_head():
         GBlendParams(mode="online", weights={"a": 1})
     with pytest.raises(ValueError, match="rename that modality"):
         GBlend(GBlendParams(mode="online"), ["fused", "b"], 3)
+
+
+def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
+    from mmflow.components.models.build import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier({"modalities": {"a": [5], "b": [3]}, "num_classes": 3, "hidden": [8],
+                              "embedding_dim": 4, "fusion": "concat", "modality_heads": "own"})
+    inputs, labels = {"a": torch.randn(6, 5), "b": torch.randn(6, 3)}, torch.tensor([0, 1, 2, 0, 1, 2])
+    state = LoopState(model=model, modalities=["a", "b"], num_classes=3, device=torch.device("cpu"))
+    grads = {}
+    for refit in (False, True):
+        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], 3)
+        method.check("concat")
+        model.zero_grad()
+        method.loss(model(inputs), labels, state)[0].backward()
+        grads[refit] = {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                        for name, p in model.named_parameters()}
+    for name in grads[True]:
+        if name.startswith("encoders."):
+            torch.testing.assert_close(grads[True][name], grads[False][name])
+    assert grads[False]["fusion.fc.weight"].abs().sum() == 0 < grads[True]["fusion.fc.weight"].abs().sum()

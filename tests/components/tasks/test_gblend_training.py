@@ -39,6 +39,12 @@ steps:
     inputs: {train: "${steps.shard.outputs.train}", weights: "${steps.estimate.outputs.weights}"}
     params: {epochs: 2, batch_size: 32, hidden: [16], embedding_dim: 8, lr: 0.1, method: {name: gblend}}
 """
+FROM_CHECKPOINT = """
+  again:
+    component: gblend.estimate
+    inputs: {train: "${steps.shard.outputs.train}", model: "${steps.train.outputs.model}"}
+    params: {batch_size: 32, lr: 0.1, holdout: 0.25}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,8 @@ def test_a_modality_probe_trains_only_its_encoder_and_head(shards):
 
 
 def test_offline_gblend_trains_with_weights_from_the_estimate_step(cli, write_workflow, tmp_path):
-    status, out, err = cli("run", write_workflow(WORKFLOW), "--run-dir", tmp_path / "run", "--runs-root", tmp_path)
+    status, out, err = cli("run", write_workflow(WORKFLOW + FROM_CHECKPOINT), "--run-dir", tmp_path / "run",
+                           "--runs-root", tmp_path)
     assert status == 0, err
     record = json.loads((tmp_path / "run" / "estimate" / "outputs" / "weights").read_text())
     assert set(record["weights"]) == {"a", "b", "fused"} and sum(record["weights"].values()) == pytest.approx(1)
@@ -111,6 +118,9 @@ def test_offline_gblend_trains_with_weights_from_the_estimate_step(cli, write_wo
     assert record["holdout_samples"] == 60
     history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
     assert history[-1]["gblend_weight/a"] == pytest.approx(record["weights"]["a"])
+    # from the trained checkpoint, the probes start where training ended: lower losses than from scratch
+    again = json.loads((tmp_path / "run" / "again" / "outputs" / "weights").read_text())
+    assert again["losses"]["fused"]["val_before"] < record["losses"]["fused"]["val_before"]
 
 
 @pytest.mark.parametrize("edit, where, message", [
