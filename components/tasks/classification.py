@@ -28,6 +28,12 @@ class ClassifierParams(Params):
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this (null: no clipping)")
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
 
+    @model_validator(mode="after")
+    def _fits_encoder(self) -> "ClassifierParams":
+        if self.fusion in ("mmtm", "centralnet") and self.encoder != "cnn":
+            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn")
+        return self
+
     def architecture(self, manifest: dict, modalities: list[str], modality_heads: str = "fusion") -> dict[str, Any]:
         """The JSON-able model description for `build_classifier`, from the shards' manifest."""
         return {"modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
@@ -53,9 +59,7 @@ class TrainClassifierParams(ClassifierParams):
     angle_batches: int = Field(2, ge=0, description="batches per epoch for the gradient-angle diagnostic")
 
     @model_validator(mode="after")
-    def _fits_encoder(self) -> "TrainClassifierParams":
-        if self.fusion in ("mmtm", "centralnet") and self.encoder != "cnn":
-            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn")
+    def _fits_method(self) -> "TrainClassifierParams":
         if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder != "cnn":
             raise ValueError("method ogm_ge with parameters: conv modulates convolution kernels, which mlp "
                              "encoders do not have: use parameters: weights")

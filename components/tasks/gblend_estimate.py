@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmflow.engine import InputDataError, Maybe, StepContext, component
 
-from ..balance.config import BlendEstimateParams
+from ..balance.config import BlendEstimateParams, GBlendParams
 from .classification import ClassifierParams
 
 
@@ -14,6 +14,13 @@ class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):
     """The model to probe (when no checkpoint is wired), its optimizer, and the estimate's settings."""
 
     init_seed: int | None = Field(None, description="seed of a fresh model's initialisation (default: the workflow seed)")
+
+    @model_validator(mode="after")
+    def _probes_can_split(self) -> "GBlendEstimateParams":
+        reason = GBlendParams.unsupported_fusion(self.fusion)
+        if reason:
+            raise ValueError(reason)
+        return self
 
 
 @component("gblend.estimate", params=GBlendEstimateParams,

@@ -132,6 +132,8 @@ def test_offline_gblend_trains_with_weights_from_the_estimate_step(cli, write_wo
      ":23: steps.train.params.method.weights", "weights are given twice"),
     (("method: {name: gblend}", "fusion: mmtm, encoder: cnn, method: {name: gblend, mode: online}"),
      ":23: steps.train.params", "mmtm couples the modality streams"),
+    (("probe_epochs: 2,", "probe_epochs: 2, fusion: mmtm, encoder: cnn,"), ":19: steps.estimate.params",
+     "mmtm couples the modality streams"),
 ])
 def test_blend_wiring_mistakes_are_validation_errors(cli, write_workflow, edit, where, message):
     path = write_workflow(WORKFLOW.replace(*edit))
