@@ -39,11 +39,7 @@ def plain_loop(shards: Path, params: TrainClassifierParams, seed: int) -> float:
     torch.manual_seed(seed)
     reader = ShardReader(shards, seed=seed, shuffle_buffer=params.shuffle_buffer)
     manifest = reader.manifest
-    model = build_classifier({
-        "modalities": {m: manifest["modalities"][m]["shape"] for m in reader.modalities},
-        "num_classes": manifest["num_classes"], "hidden": params.hidden,
-        "embedding_dim": params.embedding_dim, "fusion": params.fusion,
-    })
+    model = build_classifier(params.architecture(manifest, reader.modalities))
     optimizer = make_optimizer(params, model.parameters())
     samples, started = 0, time.perf_counter()
     for epoch in range(params.epochs):

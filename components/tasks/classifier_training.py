@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 import time
@@ -19,7 +20,7 @@ from ..balance.gblend import ProbeLosses
 from ..data.shards import ShardReader, load_manifest, sample_keys
 from ..models.build import build_classifier, load_classifier, save_classifier
 from ..models.multimodal import MultimodalClassifier
-from .blend_probes import Samples, holdout_split, load_samples, probe_configs, probe_losses, run_probe
+from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
 from .classification import TrainClassifierParams
 from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
 from .optim import make_optimizer, make_schedule
@@ -33,10 +34,12 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     manifest = load_manifest(train_dir)
     num_classes = manifest["num_classes"]
     method = build_method(params.method, list(manifest["modalities"]), num_classes, params.fusion, session.seed)
-    train_keys, holdout_keys = None, []
+    train_keys, holdout = None, None
     if method.holdout > 0:  # the method's own validation data never trains the model
         train_keys, holdout_keys = holdout_split(sample_keys(manifest), method.params, session.seed)
         session.log(f"{len(holdout_keys)} training samples held out as {params.method.name} validation")
+        if session.rank == 0:  # measured by the probes rank 0 launches, read once
+            holdout = load_samples(train_dir, holdout_keys)
     reader = ShardReader(train_dir, rank=session.rank, world_size=session.world_size, seed=session.seed,
                          shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys)
     plan = reader.plan(0)
@@ -53,17 +56,14 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
                       all_reduce_sum=session.all_reduce_sum)
 
-    holdout: list[Samples] = []  # read once, on rank 0, at the first estimate
-
     def run_probes(heads: list[str]) -> dict[str, ProbeLosses]:
-        """Rank 0 runs the probes as side tasks; every rank gets their losses."""
+        """Rank 0 runs the probes as side tasks on the held-out data; every rank gets their losses."""
         losses = torch.zeros(len(heads), 4, dtype=torch.float64, device=device)
         if session.rank == 0:
-            holdout[:] = holdout or [load_samples(train_dir, holdout_keys)]
-            configs = probe_configs(heads, core, architecture, train_dir, manifest, train_keys or sample_keys(manifest),
-                                    holdout[0], params.method, params, session.seed, draw=state.epoch)
+            configs = probe_configs(heads, core, architecture, train_dir, manifest, train_keys, holdout,
+                                    params.method, params, session.seed, draw=state.epoch)
             found = probe_losses(session.run_tasks(run_probe, configs), heads)
-            losses += torch.tensor([list(vars(found[h]).values()) for h in heads], dtype=torch.float64)
+            losses += torch.tensor([dataclasses.astuple(found[h]) for h in heads], dtype=torch.float64)
         session.all_reduce_sum(losses)  # a broadcast: the other ranks hold zeros
         return {h: ProbeLosses(*row.tolist()) for h, row in zip(heads, losses)}
 
