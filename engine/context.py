@@ -45,8 +45,11 @@ class StepContext:
                             storage=self.work_dir / "train", seed=self.seed, log=self.log,
                             parallel_tasks=parallel_tasks)
 
-    def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
-        """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline)."""
+    def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:
+        """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline).
+
+        `at_once`: how many must run side by side (default all; e.g. 1 for many small jobs that may queue).
+        """
         from .distributed import run_tasks
 
-        return run_tasks(fn, configs, executor=self.executor, resources=self.resources)
+        return run_tasks(fn, configs, executor=self.executor, resources=self.resources, at_once=at_once)

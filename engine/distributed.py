@@ -36,11 +36,13 @@ TaskFunction = Callable[[dict[str, Any], "torch.device"], Any]
 
 
 def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str, resources: Resources,
-              device: torch.device | None = None) -> list[Any]:
+              device: torch.device | None = None, at_once: int | None = None) -> list[Any]:
     """`fn(config, device)` for every config, results in order: parallel Ray tasks or, inline, in turn.
 
-    Each Ray task gets `resources.cpus_per_task` CPUs and `gpus_per_task` GPUs; inline tasks
-    run on `device` (default: the GPU when gpus_per_task > 0, else the CPU).
+    Each Ray task gets `resources.cpus_per_task` CPUs and `gpus_per_task` GPUs; a local Ray is
+    sized to run `at_once` of them together (default: all), the rest queue. Inline tasks run
+    on `device` (default: the GPU when gpus_per_task > 0, else the CPU). A failing task raises
+    its own exception, after every task has stopped (none is left writing).
     """
     import torch
 
@@ -50,9 +52,14 @@ def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str,
         return [fn(config, device) for config in configs]
     import ray
 
-    ensure_ray(len(configs) * resources.cpus_per_task)
+    ensure_ray(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
-    return ray.get([task.remote(fn, config, use_gpu, resources.cpus_per_task) for config in configs])
+    pending = [task.remote(fn, config, use_gpu, resources.cpus_per_task) for config in configs]
+    ray.wait(pending, num_returns=len(pending), fetch_local=False)
+    try:
+        return ray.get(pending)
+    except ray.exceptions.RayTaskError as error:
+        raise error.cause from error  # the chain keeps the remote traceback for error.log
 
 
 def _task_entry(fn: TaskFunction, config: dict[str, Any], use_gpu: bool, cpus: float) -> Any:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and numpy load only when data is made or read
+    import numpy as np
+    import torch
 
-if TYPE_CHECKING:
     from .synthetic import SyntheticParams
 
 META_FILE = "dataset.json"
@@ -37,6 +37,8 @@ class Sample:
 def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """Draw train/test splits: x_m = signal_m[y] * mean_m[y] + noise_m * N(0, I), with unit-norm means
     supported on `informative` random dimensions of each modality (all by default)."""
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     means = {}
     for m in params.modalities:
@@ -60,6 +62,8 @@ def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str
 
 def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], num_classes: int) -> None:
     """Write splits as `<split>.pt` tensor dicts plus `dataset.json`."""
+    import torch
+
     out.mkdir(parents=True)
     first = next(iter(splits.values()))
     info = {
@@ -81,6 +85,8 @@ def read_info(path: Path) -> DatasetInfo:
 
 def iter_samples(path: Path, split: str) -> Iterator[Sample]:
     """Yield the samples of one split in stored order."""
+    import torch
+
     meta = json.loads((path / META_FILE).read_text())
     if meta.get("format") != "tensors":
         raise ValueError(f"{path / META_FILE}: unsupported dataset format {meta.get('format')!r}")

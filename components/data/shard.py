@@ -1,36 +1,99 @@
-"""`data.shard`: write a dataset's train/test splits as webdataset tar shards with manifests."""
+"""`data.shard`: write a dataset's train/val/test splits as webdataset tar shards with manifests."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
 from mmflow.engine import Params, StepContext, component
 
+from .preprocess import AudioParams, VisualParams
+
+SPLITS = ("train", "val", "test")
+
 
 class ShardParams(Params):
-    """How to cut the splits into shards."""
+    """How to cut the splits into shards; for media datasets, what to store and how to preprocess."""
 
     samples_per_shard: int = Field(256, ge=1, description="samples per tar shard (the last may hold fewer)")
     shuffle: bool = Field(True, description="shuffle sample order before writing, so shards mix classes")
+    store: Literal["raw", "arrays"] = Field(
+        "raw", description="media datasets: raw keeps WAV and JPEG bytes (decoded while training); arrays keeps "
+        "audio features and resized uint8 frames (less work per epoch, larger shards)")
+    audio: AudioParams = Field(default_factory=AudioParams, description="media datasets: audio features")
+    visual: VisualParams = Field(default_factory=VisualParams, description="media datasets: frames per clip, sizes")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="media datasets: a missing or undecodable file fails the step (naming it), or is "
+        "skipped and counted in the metrics")
 
 
 @component("data.shard", params=ShardParams, inputs={"dataset": "dataset"},
-           outputs={"train": "shards", "test": "shards"})
+           outputs={"train": "shards", "val": "shards", "test": "shards"}, version="2")
 def shard(ctx: StepContext, params: ShardParams) -> dict:
-    """Write train/test splits as fixed-size webdataset shards plus a manifest (keys, counts, classes, digest)."""
+    """Write each split as fixed-size webdataset shards plus a manifest (keys, counts per class and shard,
+    sizes, digests); a split the dataset lacks is written empty. Media datasets convert in parallel tasks."""
+    import json
     import random
 
-    from .datasets import iter_samples, read_info
+    from .datasets import META_FILE, iter_samples, read_info
     from .shards import write_shards
 
+    info = json.loads((ctx.inputs["dataset"] / META_FILE).read_text())
+    if info.get("format") == "media":
+        return _shard_media(ctx, params, info)
     info = read_info(ctx.inputs["dataset"])
     metrics = {}
-    for split in ("train", "test"):
-        samples = list(iter_samples(ctx.inputs["dataset"], split))
+    for split in SPLITS:
+        samples = list(iter_samples(ctx.inputs["dataset"], split)) if split in info.splits else []
         if params.shuffle:
             random.Random(f"{ctx.seed}:{split}").shuffle(samples)
         manifest = write_shards(samples, ctx.output(split), params.samples_per_shard, info.num_classes)
-        metrics[f"{split}_samples"] = manifest["num_samples"]
-        metrics[f"{split}_shards"] = len(manifest["shards"])
-        ctx.log(f"{split}: {manifest['num_samples']} samples in {len(manifest['shards'])} shard(s)")
+        metrics.update(_split_metrics(ctx, split, manifest))
     return metrics
+
+
+def _shard_media(ctx: StepContext, params: ShardParams, info: dict) -> dict:
+    """Convert clips to shards, one Ray task per shard; skipped clips are listed in the manifest."""
+    import dataclasses
+    import random
+
+    from .media_dataset import read_clips
+    from .media_shards import media_modalities, write_media_shard
+    from .shards import shard_name, write_manifest
+
+    modalities = media_modalities(params.audio.model_dump(), params.visual)
+    media = {"store": params.store, "audio": params.audio.settings(), "visual": params.visual.model_dump()}
+    jobs, splits = [], []
+    for split in SPLITS:
+        clips = read_clips(ctx.inputs["dataset"], split)
+        if params.shuffle:
+            random.Random(f"{ctx.seed}:{split}").shuffle(clips)
+        ctx.output(split).mkdir()
+        for index, start in enumerate(range(0, len(clips), params.samples_per_shard)):
+            chunk = clips[start:start + params.samples_per_shard]
+            jobs.append({"clips": [dataclasses.asdict(c) for c in chunk], "store": params.store,
+                         "audio": media["audio"], "visual": media["visual"], "on_error": params.on_error,
+                         "num_classes": info["num_classes"], "path": str(ctx.output(split) / shard_name(index))})
+            splits.append(split)
+    ctx.log(f"converting {sum(info['splits'].values())} clips into {len(jobs)} shard(s) ({params.store})")
+    entries = ctx.run_tasks(write_media_shard, jobs, at_once=1)
+    metrics: dict[str, float] = {}
+    for split in SPLITS:
+        mine = [entry for entry, owner in zip(entries, splits) if owner == split]
+        skipped = [s for entry in mine for s in entry.pop("skipped")]
+        manifest = write_manifest(ctx.output(split), [e for e in mine if e["count"]], modalities,
+                                  info["num_classes"], params.samples_per_shard, classes=info["classes"],
+                                  media=media, skipped=skipped)
+        metrics.update(_split_metrics(ctx, split, manifest), **{f"{split}_skipped": len(skipped)})
+        for item in skipped[:3]:
+            ctx.log(f"skipped {item['error']}")
+    metrics["skipped_samples"] = sum(metrics[f"{split}_skipped"] for split in SPLITS)
+    return metrics
+
+
+def _split_metrics(ctx: StepContext, split: str, manifest: dict) -> dict[str, int]:
+    ctx.log(f"{split}: {manifest['num_samples']} samples in {len(manifest['shards'])} shard(s), "
+            f"{manifest['bytes'] / 2**20:.1f} MiB")
+    return {f"{split}_samples": manifest["num_samples"], f"{split}_shards": len(manifest["shards"]),
+            f"{split}_bytes": manifest["bytes"]}

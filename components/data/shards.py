@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Iterable, Iterator, Literal
 import numpy as np
 import torch
 import webdataset as wds
+
+from mmflow.engine import InputDataError
 
 from .datasets import Sample
 
@@ -31,41 +34,65 @@ def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, n
     """Write samples into `shard-NNNNNN.tar` files of `samples_per_shard` each, plus the manifest."""
     out.mkdir(parents=True)
     shards: list[dict] = []
-    histogram = [0] * num_classes
     modalities: dict[str, dict] = {}
-    writer, current = None, None
+    batch: list[dict] = []
+
+    def flush() -> None:
+        shards.append(write_tar(batch, out / shard_name(len(shards)), num_classes))
+        batch.clear()
+
     for sample in samples:
-        if writer is None:
-            current = {"name": f"shard-{len(shards):06d}.tar", "count": 0, "keys": []}
-            # A fixed mtime keeps float timestamps out of the headers: no PAX header per member
-            # (half the tar parsing when reading) and byte-identical shards for identical data.
-            writer = wds.TarWriter(str(out / current["name"]), mtime=0)
         record = {"__key__": sample.key, "cls": sample.label}
         for name, array in sample.features.items():
             record[f"{name}.npy"] = np.ascontiguousarray(array)
             modalities.setdefault(name, {"shape": list(array.shape), "dtype": str(array.dtype)})
-        writer.write(record)
-        current["count"] += 1
-        current["keys"].append(sample.key)
-        histogram[sample.label] += 1
-        if current["count"] == samples_per_shard:
-            writer.close()
-            shards.append(current)
-            writer = None
-    if writer is not None:
-        writer.close()
-        shards.append(current)
-    for shard in shards:
-        shard["sha256"] = hashlib.sha256((out / shard["name"]).read_bytes()).hexdigest()
+        batch.append(record)
+        if len(batch) == samples_per_shard:
+            flush()
+    if batch:
+        flush()
+    return write_manifest(out, shards, modalities, num_classes, samples_per_shard)
+
+
+def shard_name(index: int) -> str:
+    """The file name of the index-th shard."""
+    return f"shard-{index:06d}.tar"
+
+
+def write_tar(records: Iterable[dict], path: Path, num_classes: int) -> dict:
+    """Write webdataset records (`__key__`, `cls`, fields) to `path`; return its manifest entry.
+
+    Written under a temporary name and renamed when complete, so no truncated tar is left behind.
+    """
+    partial = path.with_name(path.name + ".partial")
+    entry = {"name": path.name, "count": 0, "keys": [], "class_counts": [0] * num_classes}
+    # A fixed mtime keeps float timestamps out of the headers: no PAX header per member
+    # (half the tar parsing when reading) and byte-identical shards for identical data.
+    with wds.TarWriter(str(partial), mtime=0) as writer:
+        for record in records:
+            writer.write(record)
+            entry["count"] += 1
+            entry["keys"].append(record["__key__"])
+            entry["class_counts"][record["cls"]] += 1
+    partial.rename(path)
+    data = path.read_bytes()
+    return {**entry, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_manifest(out: Path, shards: list[dict], modalities: dict[str, dict], num_classes: int,
+                   samples_per_shard: int, **extra: object) -> dict:
+    """Write `manifest.json` for `shards` (entries from `write_tar`) and return it."""
     manifest = {
         "format": "mmflow.shards/1",
         "modalities": modalities,
         "num_classes": num_classes,
         "num_samples": sum(s["count"] for s in shards),
         "samples_per_shard": samples_per_shard,
-        "class_histogram": histogram,
+        "class_histogram": [sum(s["class_counts"][c] for s in shards) for c in range(num_classes)],
+        "bytes": sum(s["bytes"] for s in shards),
         "shards": shards,
         "digest": hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest(),
+        **extra,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -99,12 +126,14 @@ def sample_keys(manifest: dict) -> list[str]:
 
 
 def split_keys(keys: list[str], fraction: float, seed: int, salt: str) -> tuple[list[str], list[str]]:
-    """Split keys into (rest, picked) with round(fraction * len) picked by a seeded hash, order kept.
+    """Split keys into (rest, picked) with round(fraction * len) picked by a seeded hash, order kept;
+    a fraction > 0 picks at least one key.
 
     The pick depends only on (salt, seed, key), not on sharding or world size.
     """
     ranked = sorted(keys, key=lambda key: hashlib.sha256(f"{salt}:{seed}:{key}".encode()).digest())
-    picked = set(ranked[:round(fraction * len(keys))])
+    count = max(1, round(fraction * len(keys))) if fraction > 0 else 0
+    picked = set(ranked[:count])
     return [k for k in keys if k not in picked], [k for k in keys if k in picked]
 
 
@@ -115,7 +144,8 @@ def restrict_manifest(manifest: dict, keys: Iterable[str]) -> dict:
     for shard in manifest["shards"]:
         kept = [k for k in shard["keys"] if k in wanted]
         if kept:
-            shards.append({**shard, "keys": kept, "count": len(kept)})
+            entry = {k: v for k, v in shard.items() if k != "class_counts"}  # no longer true
+            shards.append({**entry, "keys": kept, "count": len(kept)})
     restricted = {k: v for k, v in manifest.items() if k != "class_histogram"}  # no longer true
     return {**restricted, "shards": shards, "num_samples": sum(s["count"] for s in shards)}
 
@@ -158,47 +188,85 @@ def plan_rank(manifest: dict, rank: int, world_size: int, *, epoch: int = 0, see
 
 
 class ShardReader:
-    """Reads one rank's share of a shard folder, epoch by epoch; `keys` limits it to those samples."""
+    """Reads one rank's share of a shard folder, epoch by epoch; `keys` limits it to those samples.
+
+    Media shards (a manifest with a `media` section) are decoded and transformed as they are
+    read, with training augmentation when `augment`.
+    """
 
     def __init__(self, shards_dir: Path, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, uneven: Uneven = "pad",
-                 keys: Iterable[str] | None = None) -> None:
+                 keys: Iterable[str] | None = None, augment: bool = False, workers: int = 0) -> None:
         self.dir = Path(shards_dir)
         self.manifest = load_manifest(self.dir)
+        if not self.manifest["num_samples"]:
+            raise InputDataError(f"{self.dir / MANIFEST}: no samples (is this the split of a dataset that has none?)")
         self._keys = None if keys is None else frozenset(keys)
         if self._keys is not None:
             self.manifest = restrict_manifest(self.manifest, self._keys)
+            if not self.manifest["num_samples"]:
+                raise InputDataError(f"{self.dir / MANIFEST}: none of the {len(self._keys)} requested keys is here")
         self.modalities = list(self.manifest["modalities"])
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer, self.uneven = shuffle, shuffle_buffer, uneven
+        self.workers = workers
+        self._decode_media = None
+        if "media" in self.manifest:
+            from .media_shards import MediaDecoder
+
+            self._decode_media = MediaDecoder(self.manifest["media"], augment)
 
     def plan(self, epoch: int) -> RankPlan:
         """This rank's shards and sample count for `epoch`."""
         return plan_rank(self.manifest, self.rank, self.world_size, epoch=epoch, seed=self.seed,
                          shuffle=self.shuffle, uneven=self.uneven)
 
-    def samples(self, epoch: int) -> Iterator[dict]:
-        """Decoded samples (`__key__`, `<modality>.npy`, `cls`) this rank yields in `epoch`."""
+    def samples(self, epoch: int, part: tuple[int, int] = (0, 1), chunk: int = 1) -> Iterator[dict]:
+        """Decoded samples (`__key__`, `<modality>.npy`, `cls`) this rank yields in `epoch`.
+
+        `part=(i, n)`: decode and yield only chunks i, i + n, i + 2n, ... of `chunk` samples of
+        that sequence, so n loader processes together yield exactly it (each reads the tars and
+        decodes its share).
+        """
+        index, parts = part
         plan = self.plan(epoch)
-        stages = [wds.SimpleShardList([str(self.dir / name) for name in plan.shards]), wds.tarfile_to_samples()]
+        stages = [wds.SimpleShardList([str(self.dir / name) for name in plan.shards]),
+                  wds.tarfile_to_samples(handler=_corrupt_shard)]
         if self._keys is not None:
             stages.append(wds.select(lambda sample: sample["__key__"] in self._keys))
         if self.shuffle:
             stages.append(wds.shuffle(self.shuffle_buffer, rng=random.Random(f"{self.seed}:{epoch}:{self.rank}")))
+        position = itertools.count()  # across padding passes, like the sequence itself
+        stages.append(lambda source: (s for s in source if next(position) // chunk % parts == index))
         stages.append(wds.decode(wds.handle_extension("npy", decode_npy)))
+        if self._decode_media is not None:
+            stages.append(wds.map(self._decode_media))
         pipeline = wds.DataPipeline(*stages)
+        target = sum(min(chunk, plan.num_samples - start) for start in range(index * chunk, plan.num_samples,
+                                                                             parts * chunk))
         yielded = 0
-        while yielded < plan.num_samples:  # a second pass only happens when padding
+        while yielded < target:  # a second pass only happens when padding
             for sample in pipeline:
                 yield sample
                 yielded += 1
-                if yielded == plan.num_samples:
+                if yielded == target:
                     return
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """(features by modality, labels) batches; every rank yields the same number of batches."""
+        """(features by modality, labels) batches; every rank yields the same number of batches.
+
+        With `workers` > 0, that many processes decode and collate whole batches in turn; the
+        batches are the same.
+        """
+        if self.workers:
+            yield from torch.utils.data.DataLoader(_LoaderPart(self, epoch, batch_size), batch_size=None,
+                                                   num_workers=self.workers)
+        else:
+            yield from self._batched(self.samples(epoch), batch_size)
+
+    def _batched(self, samples: Iterable[dict], batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         batch: list[dict] = []
-        for sample in self.samples(epoch):
+        for sample in samples:
             batch.append(sample)
             if len(batch) == batch_size:
                 yield self._collate(batch)
@@ -211,5 +279,24 @@ class ShardReader:
         return -(-self.plan(0).num_samples // batch_size)
 
     def _collate(self, batch: list[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        features = {m: torch.from_numpy(np.stack([s[f"{m}.npy"] for s in batch])) for m in self.modalities}
-        return features, torch.tensor([s["cls"] for s in batch], dtype=torch.long)
+        features = {m: torch.from_numpy(np.stack([np.asarray(s[f"{m}.npy"]) for s in batch])) for m in self.modalities}
+        return features, torch.tensor([int(s["cls"]) for s in batch], dtype=torch.long)
+
+
+class _LoaderPart(torch.utils.data.IterableDataset):
+    """One DataLoader process's batches of a reader's epoch: every n-th batch (the processes take
+    turns, so the order is kept)."""
+
+    def __init__(self, reader: ShardReader, epoch: int, batch_size: int) -> None:
+        self.reader, self.epoch, self.batch_size = reader, epoch, batch_size
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        part = self.reader.samples(self.epoch, (info.id, info.num_workers), chunk=self.batch_size)
+        return self.reader._batched(part, self.batch_size)
+
+
+def _corrupt_shard(error: Exception) -> bool:
+    """webdataset's tar-error handler: name the shard (webdataset appends its URL to the error's args)."""
+    url = next((a for a in reversed(error.args) if isinstance(a, str) and a.endswith(".tar")), "a shard")
+    raise InputDataError(f"{url}: truncated or corrupt shard ({type(error).__name__}: {error.args[0]})") from error

@@ -25,10 +25,46 @@ class MLPEncoder(nn.Module):
         return self.net(x)
 
 
-class ConvEncoder(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder run stage by stage: `prepare` -> `stages` -> `embed`, so intermediate fusions
+    (MMTM, CentralNet) can reach between stages. Feature maps are N x C x H x W; the hooks
+    below let an encoder whose N is not the batch (frames folded in) take part."""
+
+    stages: nn.ModuleList
+    fc: nn.Module  # applied to the pooled last map
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the first stage takes it."""
+        return x
+
+    def as_map(self, x: torch.Tensor) -> torch.Tensor:
+        """A stage's output as a per-sample B x C x H x W map (CentralNet mixes these)."""
+        return x
+
+    def squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        """A stage's output pooled to B x C (MMTM's squeeze)."""
+        return self.as_map(x).mean(dim=(2, 3))
+
+    def excite(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """A stage's output rescaled channel-wise by per-sample B x C weights (MMTM's excitation)."""
+        return x * weights[:, :, None, None]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output -> the embedding fed to fusion."""
+        return self.fc(self.squeeze(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.embed(x)
+
+
+class ConvEncoder(StagedEncoder):
     """The PMR paper's CG-MNIST encoder: 4 conv layers, average pooling, Linear(64 -> out_dim).
 
-    The conv blocks are exposed as `stages` so intermediate fusions can reach inside.
+    No ReLU after the Linear (as the reference): with one, a suppressed modality's units die
+    early in joint training and its embedding collapses.
     Input: C x H x W images (uint8 or float); uint8 is scaled to [0, 1].
     """
 
@@ -50,20 +86,17 @@ class ConvEncoder(nn.Module):
             x = x.float() / 255
         return x.unsqueeze(1) if x.dim() == 3 else x
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Last stage's feature map -> embedding. No ReLU (as the reference): with one, a
-        suppressed modality's units die early in joint training and its embedding collapses."""
-        return self.fc(x.mean(dim=(2, 3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.embed(x)
-
 
 def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: int) -> nn.Module:
-    """`mlp` for vectors, `cnn` for images."""
+    """`mlp` for vectors, `cnn` for images, `resnet18` for F x T spectrograms or T x 3 x H x W frames."""
+    if kind == "resnet18":
+        from .resnet import AudioResNet18, FramesResNet18
+
+        if len(in_shape) == 2:
+            return AudioResNet18()
+        if len(in_shape) == 4 and in_shape[1] == 3:
+            return FramesResNet18(num_frames=in_shape[0])
+        raise ValueError(f"encoder resnet18 takes F x T spectrograms or T x 3 x H x W frames, not shape {in_shape}")
     if kind == "cnn":
         return ConvEncoder(in_shape, out_dim)
     return MLPEncoder(in_shape, hidden, out_dim)

@@ -7,7 +7,7 @@
   running features with each modality's features by learned scalar weights; the fused logits
   come from the central stream, which does not split by modality.
 
-Both need encoders exposing `stages` with equal spatial sizes (the CNN encoder).
+Both need staged encoders (`encoders.StagedEncoder`: the CNN and the ResNet-18s).
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from .encoders import StagedEncoder
 from .fusion import ConcatFusion
 from .multimodal import MultimodalClassifier, MultimodalOutput
 
 
 def _staged(encoders: dict[str, nn.Module], fusion: str) -> None:
-    if not all(hasattr(e, "stages") for e in encoders.values()):
-        raise ValueError(f"fusion '{fusion}' needs encoders that expose their stages (encoder: cnn)")
+    if not all(isinstance(e, StagedEncoder) for e in encoders.values()):
+        raise ValueError(f"fusion '{fusion}' needs encoders that expose their stages (encoder: cnn or resnet18)")
 
 
 class MMTM(nn.Module):
@@ -35,9 +37,9 @@ class MMTM(nn.Module):
         self.squeeze = nn.Sequential(nn.Linear(total, max(1, total // ratio)), nn.ReLU())
         self.excite = nn.ModuleDict({m: nn.Linear(max(1, total // ratio), c) for m, c in channels.items()})
 
-    def forward(self, maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        joint = self.squeeze(torch.cat([x.mean(dim=(2, 3)) for x in maps.values()], dim=1))
-        return {m: x * 2 * torch.sigmoid(self.excite[m](joint))[:, :, None, None] for m, x in maps.items()}
+    def forward(self, maps: dict[str, torch.Tensor], encoders: nn.ModuleDict) -> dict[str, torch.Tensor]:
+        joint = self.squeeze(torch.cat([encoders[m].squeeze(x) for m, x in maps.items()], dim=1))
+        return {m: encoders[m].excite(x, 2 * torch.sigmoid(self.excite[m](joint))) for m, x in maps.items()}
 
 
 class MMTMClassifier(MultimodalClassifier):
@@ -56,7 +58,7 @@ class MMTMClassifier(MultimodalClassifier):
         for i in range(len(next(iter(self.encoders.values())).stages)):
             maps = {m: self.encoders[m].stages[i](x) for m, x in maps.items()}
             if i in self.mmtm_at:
-                maps = self.mmtm[self.mmtm_at.index(i)](maps)
+                maps = self.mmtm[self.mmtm_at.index(i)](maps, self.encoders)
         embeddings = {m: self.encoders[m].embed(x) for m, x in maps.items()}
         logits, modality_logits = self.fusion(embeddings)
         return MultimodalOutput(logits, embeddings, modality_logits)
@@ -77,8 +79,11 @@ class CentralStream(nn.Module):
         self.head = nn.Linear(template.out_dim, num_classes)
 
     def mix(self, i: int, maps: list[torch.Tensor], central: torch.Tensor | None) -> torch.Tensor:
-        """The central features after stage i, from the modality features of stage i."""
-        mixed = sum(self.alpha_modality[i, j] * x for j, x in enumerate(maps))
+        """The central features after stage i, from the modality maps of stage i (B x C x H x W;
+        maps of other sizes than the first modality's are average-pooled to its size)."""
+        size = maps[0].shape[2:]
+        mixed = sum(self.alpha_modality[i, j] * (x if x.shape[2:] == size else F.adaptive_avg_pool2d(x, size))
+                    for j, x in enumerate(maps))
         return mixed if central is None else mixed + self.alpha_central[i] * self.stages[i - 1](central)
 
     def forward(self, central: torch.Tensor) -> torch.Tensor:
@@ -100,7 +105,7 @@ class CentralNetClassifier(MultimodalClassifier):
         central = None
         for i in range(len(self.fusion.alpha_central)):
             maps = {m: self.encoders[m].stages[i](x) for m, x in maps.items()}
-            central = self.fusion.mix(i, list(maps.values()), central)
+            central = self.fusion.mix(i, [self.encoders[m].as_map(x) for m, x in maps.items()], central)
         embeddings = {m: self.encoders[m].embed(x) for m, x in maps.items()}
         modality_logits = {m: head(embeddings[m]) for m, head in self.heads.items()}
         return MultimodalOutput(self.fusion(central), embeddings, modality_logits)

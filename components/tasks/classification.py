@@ -16,29 +16,36 @@ class ClassifierParams(Params):
     """Model, optimizer and batching of a multimodal classifier (shared by training and G-Blend probes)."""
 
     batch_size: int = Field(64, ge=1, description="samples per batch on each worker")
-    encoder: Literal["mlp", "cnn"] = Field("mlp", description="mlp for vectors; cnn (4 conv layers) for images")
+    encoder: Literal["mlp", "cnn", "resnet18"] = Field(
+        "mlp", description="mlp for vectors; cnn (4 conv layers) for images; resnet18 for spectrograms and frames")
     hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
-    embedding_dim: int = Field(64, ge=1, description="each modality's embedding size (fusion input)")
+    embedding_dim: int | None = Field(None, ge=1, description="each modality's embedding size (fusion input); "
+                                      "null: 512 for resnet18 (its only size), 64 otherwise")
     fusion: Literal["concat", "sum", "film", "gated", "mmtm", "centralnet"] = Field(
-        "concat", description="late: concat, sum, film, gated; intermediate (encoder: cnn): mmtm, centralnet")
+        "concat", description="late: concat, sum, film, gated; intermediate (encoder: cnn or resnet18): mmtm, centralnet")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
     lr: float = Field(0.05, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(1e-4, ge=0, description="L2 weight decay")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm to this (null: no clipping)")
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
+    loader_workers: int = Field(0, ge=0, le=64, description="processes decoding samples for each training worker "
+                                "(media shards; count them in cpus_per_worker); 0: in the training process")
 
     @model_validator(mode="after")
     def _fits_encoder(self) -> "ClassifierParams":
-        if self.fusion in ("mmtm", "centralnet") and self.encoder != "cnn":
-            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn")
+        if self.fusion in ("mmtm", "centralnet") and self.encoder == "mlp":
+            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn or resnet18")
+        if self.encoder == "resnet18" and self.embedding_dim not in (None, 512):
+            raise ValueError("encoder resnet18 gives 512-d embeddings: leave embedding_dim out or set it to 512")
         return self
 
     def architecture(self, manifest: dict, modalities: list[str], modality_heads: str = "fusion") -> dict[str, Any]:
         """The JSON-able model description for `build_classifier`, from the shards' manifest."""
         return {"modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
                 "num_classes": manifest["num_classes"], "encoder": self.encoder, "hidden": self.hidden,
-                "embedding_dim": self.embedding_dim, "fusion": self.fusion, "modality_heads": modality_heads}
+                "embedding_dim": self.embedding_dim or (512 if self.encoder == "resnet18" else 64),
+                "fusion": self.fusion, "modality_heads": modality_heads}
 
 
 class TrainClassifierParams(ClassifierParams):
@@ -60,7 +67,7 @@ class TrainClassifierParams(ClassifierParams):
 
     @model_validator(mode="after")
     def _fits_method(self) -> "TrainClassifierParams":
-        if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder != "cnn":
+        if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder == "mlp":
             raise ValueError("method ogm_ge with parameters: conv modulates convolution kernels, which mlp "
                              "encoders do not have: use parameters: weights")
         if isinstance(self.method, GBlendParams) and self.method.unsupported_fusion(self.fusion):

@@ -41,7 +41,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         if session.rank == 0:  # measured by the probes rank 0 launches, read once
             holdout = load_samples(train_dir, holdout_keys)
     reader = ShardReader(train_dir, rank=session.rank, world_size=session.world_size, seed=session.seed,
-                         shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys)
+                         shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys,
+                         augment=True, workers=params.loader_workers)
     plan = reader.plan(0)
     if plan.padded or plan.dropped:
         session.log(f"shards split unevenly over {session.world_size} workers: "

@@ -117,3 +117,43 @@ def test_online_gblend_on_two_ray_workers_reestimates_every_super_epoch(tmp_path
         assert sum(weights) == pytest.approx(1) and all(w >= 0 for w in weights)
         assert {"gblend_G/a", "gblend_O/b", "gblend_dO/fused"} <= set(row)
     assert "80 training samples held out as gblend validation" in done.stdout + done.stderr
+
+
+MEDIA_SHARD = """
+name: media_on_ray
+executor: ray
+steps:
+  data:
+    component: data.cremad
+    params: {{root: "{root}"}}
+  shard:
+    component: data.shard
+    inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}
+    params:
+      samples_per_shard: 3
+      store: arrays
+      on_error: {on_error}
+      audio: {{preset: null, sample_rate: 8000, duration: 1.0, features: stft, n_fft: 128, hop: 64}}
+      visual: {{num_frames: 1, size: 16, store_size: 16}}
+"""
+
+
+def test_media_shards_convert_as_parallel_ray_tasks_and_a_bad_file_fails_by_name(tmp_path):
+    from ..components.data.media_trees import cremad_tree
+
+    root = cremad_tree(tmp_path / "CREMA-D", train_per_class=2)
+    bad = root / "Image-01-FPS" / "1001_TEST_FEA_XX" / "000001.jpg"
+    bad.write_bytes(b"not a jpeg")
+    results = {}
+    for on_error in ("skip", "fail"):
+        wf = tmp_path / f"{on_error}.yaml"
+        wf.write_text(MEDIA_SHARD.format(root=root, on_error=on_error))
+        results[on_error] = subprocess.run(
+            [sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(tmp_path / on_error)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    assert results["skip"].returncode == 0, results["skip"].stderr[-3000:]
+    metrics = json.loads((tmp_path / "skip" / "shard" / "metrics.json").read_text())
+    assert (metrics["train_shards"], metrics["test_skipped"], metrics["test_samples"]) == (4, 1, 5)
+    failed = results["fail"]
+    assert failed.returncode == 2 and f"{bad}: corrupt or unreadable JPEG" in failed.stderr
+    assert "Traceback" not in failed.stderr and not (tmp_path / "fail" / "shard" / "outputs").exists()

@@ -114,3 +114,13 @@ def test_decode_npy_matches_numpy(array):
     np.testing.assert_array_equal(decoded, array)
     with pytest.raises(ValueError, match="not a .npy"):
         decode_npy(b"garbage")
+
+
+def test_loader_processes_yield_the_same_batches_in_the_same_order(shards, workers=2):
+    folder = shards(23, 5)  # 5 shards over 2 ranks: rank 1 is padded
+    for rank in range(2):
+        single = ShardReader(folder, rank=rank, world_size=2, seed=1)
+        parallel = ShardReader(folder, rank=rank, world_size=2, seed=1, workers=workers)
+        expected = [(f["b"][:, 0].tolist(), y.tolist()) for f, y in single.batches(1, 4)]
+        got = [(f["b"][:, 0].tolist(), y.tolist()) for f, y in parallel.batches(1, 4)]
+        assert got == expected and len(expected) == 4  # 13 samples per rank

@@ -1,0 +1,126 @@
+"""Media datasets to webdataset shards, and decoding them back while reading.
+
+`store: raw` keeps each clip's WAV (`audio.wav`) and JPEG frames (`visual.000.jpg`, ...) as
+bytes, decoded by the loader; `store: arrays` keeps the audio features (`audio.npy`) and the
+frames resized to `store_size` as uint8 (`visual.npy`), so the loader only picks frames and
+augments. Either way every file is decoded once while converting, so bad media surface here,
+named, rather than mid-training. One shard is one task; tasks run in parallel on Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmflow.engine import InputDataError
+
+from .media import MediaError, decode_jpeg, encode_wav, read_audio, read_bytes
+from .media_dataset import Clip
+from .preprocess import AudioFeatures, FrameTransform, VisualParams, frame_indices, resize_frames
+from .shards import write_tar
+
+
+def media_modalities(audio: dict[str, Any], visual: VisualParams) -> dict[str, dict[str, Any]]:
+    """What the loader yields per sample: audio F x T and visual T x 3 x S x S, float32."""
+    return {"audio": {"shape": AudioFeatures(audio).shape(), "dtype": "float32"},
+            "visual": {"shape": [visual.num_frames, 3, visual.size, visual.size], "dtype": "float32"}}
+
+
+def write_media_shard(job: dict[str, Any], device: Any = None) -> dict[str, Any]:
+    """Task: write one shard of clips; returns its manifest entry plus `skipped` [{key, error}]."""
+    audio = AudioFeatures(job["audio"]) if job["store"] == "arrays" else None
+    visual = VisualParams(**job["visual"])
+    skipped: list[dict[str, str]] = []
+
+    def records():
+        for fields in job["clips"]:
+            clip = Clip(**fields)
+            try:
+                yield clip_record(clip, job["store"], audio, visual)
+            except MediaError as error:
+                if job["on_error"] == "fail":
+                    raise InputDataError(f"{error} (clip {clip.key}; on_error: skip skips such clips)") from None
+                skipped.append({"key": clip.key, "error": str(error)})
+
+    path = Path(job["path"])
+    entry = write_tar(records(), path, job["num_classes"])
+    if entry["count"] == 0:
+        path.unlink()
+    return {**entry, "skipped": skipped}
+
+
+def clip_record(clip: Clip, store: str, audio: AudioFeatures | None, visual: VisualParams) -> dict[str, Any]:
+    """The webdataset record of one clip; raises MediaError for missing or undecodable media."""
+    if clip.missing:
+        raise MediaError(clip.missing.split(": ", 1)[0], clip.missing.split(": ", 1)[-1])
+    if clip.audio is None or not clip.frames:
+        raise MediaError(clip.key, "no audio or no frames")
+    record: dict[str, Any] = {"__key__": clip.key, "cls": clip.label}
+    frame_files = clip.frames
+    if clip.start is not None:  # frame i is second i
+        frame_files = clip.frames[int(clip.start):max(int(clip.start) + 1, math.ceil(clip.end))]
+        if not frame_files:
+            raise MediaError(Path(clip.frames[0]).parent, f"no frame in the event segment {clip.start}-{clip.end} s")
+    frames = [(file, read_bytes(file)) for file in frame_files]
+    images = [decode_jpeg(data, file) for file, data in frames]  # decoded once: bad JPEGs fail here
+    samples, rate = _segment_audio(clip)
+    if store == "raw":
+        record["audio.wav"] = encode_wav(samples, rate) if clip.start is not None else read_bytes(clip.audio)
+        for i, (_, data) in enumerate(frames):
+            record[f"visual.{i:03d}.jpg"] = data
+    else:
+        record["audio.npy"] = audio(samples, rate)
+        record["visual.npy"] = resize_frames(stack_frames(images), visual.store_size)
+    return record
+
+
+def _segment_audio(clip: Clip) -> tuple[np.ndarray, int]:
+    samples, rate = read_audio(clip.audio)
+    if clip.start is not None:
+        samples = samples[round(clip.start * rate):round(clip.end * rate)]
+        if samples.size == 0:
+            raise MediaError(clip.audio, f"no audio in the event segment {clip.start}-{clip.end} s")
+    return samples, rate
+
+
+def stack_frames(images: list[torch.Tensor]) -> torch.Tensor:
+    """T x 3 x H x W, frames of another size than the first resized to it."""
+    from torchvision.transforms import v2
+
+    size = list(images[0].shape[1:])
+    return torch.stack([x if list(x.shape[1:]) == size else v2.functional.resize(x, size, antialias=True)
+                        for x in images])
+
+
+class MediaDecoder:
+    """Turns a media shard's record into `audio.npy` (F x T) and `visual.npy` (T x 3 x S x S) arrays."""
+
+    def __init__(self, media: dict[str, Any], augment: bool) -> None:
+        self.store = media["store"]
+        self.audio = AudioFeatures(media["audio"]) if self.store == "raw" else None
+        self.num_frames = media["visual"]["num_frames"]
+        self.augment = augment
+        self.frames = FrameTransform(media["visual"]["size"], train=augment)
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        where = f"{sample.get('__url__', 'shard')}: {sample['__key__']}"
+        try:
+            if self.store == "raw":
+                samples, rate = read_audio(sample["audio.wav"], name=f"{where}.audio.wav")
+                audio = self.audio(samples, rate)
+                names = sorted(k for k in sample if k.startswith("visual.") and k.endswith(".jpg"))
+                picked = frame_indices(len(names), self.num_frames, self.augment)
+                frames = stack_frames([decode_jpeg(sample[names[i]], f"{where}.{names[i]}") for i in picked])
+            else:
+                audio = sample["audio.npy"]
+                stored = sample["visual.npy"]
+                frames = torch.from_numpy(stored[frame_indices(len(stored), self.num_frames, self.augment)])
+        except MediaError as error:
+            raise InputDataError(str(error)) from None
+        return {"__key__": sample["__key__"], "cls": sample["cls"], "audio.npy": audio,
+                "visual.npy": self.frames(frames)}
+
