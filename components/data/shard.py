@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mmflow.engine import Params, StepContext, component
 
@@ -26,6 +27,23 @@ class ShardParams(Params):
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="media datasets: a missing or undecodable file fails the step (naming it), or is "
         "skipped and counted in the metrics")
+    url_template: str | None = Field(
+        None, description="where readers fetch the shards once you copy each split's folder there, e.g. "
+        "https://host/cremad/{split}/{name} (schemes http, https, gs, hf, ais); null: from the run directory")
+
+    @field_validator("url_template")
+    @classmethod
+    def _streamable(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        if template.startswith("pipe:"):
+            raise ValueError("pipe: URLs run shell commands, which a workflow may not do; publish the shards at an "
+                             "http(s), gs, hf or ais URL")
+        if not re.match(r"^(https?|gs|hf|ais)://", template) or re.search(r"['\s]", template):
+            raise ValueError(f"{template!r} is not an http(s)://, gs://, hf:// or ais:// URL without quotes or spaces")
+        if "{name}" not in template:
+            raise ValueError("the template must contain {name} (the shard's file name); {split} is optional")
+        return template
 
 
 @component("data.shard", params=ShardParams, inputs={"dataset": "dataset"},
@@ -49,7 +67,7 @@ def shard(ctx: StepContext, params: ShardParams) -> dict:
         if params.shuffle:
             random.Random(f"{ctx.seed}:{split}").shuffle(samples)
         manifest = write_shards(samples, ctx.output(split), params.samples_per_shard, info.num_classes)
-        metrics.update(_split_metrics(ctx, split, manifest))
+        metrics.update(_split_metrics(ctx, split, _with_urls(ctx, params, split, manifest)))
     return metrics
 
 
@@ -85,11 +103,26 @@ def _shard_media(ctx: StepContext, params: ShardParams, info: dict) -> dict:
         manifest = write_manifest(ctx.output(split), [e for e in mine if e["count"]], modalities,
                                   info["num_classes"], params.samples_per_shard, classes=info["classes"],
                                   media=media, skipped=skipped)
-        metrics.update(_split_metrics(ctx, split, manifest), **{f"{split}_skipped": len(skipped)})
+        metrics.update(_split_metrics(ctx, split, _with_urls(ctx, params, split, manifest)),
+                       **{f"{split}_skipped": len(skipped)})
         for item in skipped[:3]:
             ctx.log(f"skipped {item['error']}")
     metrics["skipped_samples"] = sum(metrics[f"{split}_skipped"] for split in SPLITS)
     return metrics
+
+
+def _with_urls(ctx: StepContext, params: ShardParams, split: str, manifest: dict) -> dict:
+    """Record each shard's streaming URL in the manifest (the template filled in)."""
+    import json
+
+    from .shards import MANIFEST
+
+    if params.url_template is None:
+        return manifest
+    for shard in manifest["shards"]:
+        shard["url"] = params.url_template.format(split=split, name=shard["name"])
+    (ctx.output(split) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def _split_metrics(ctx: StepContext, split: str, manifest: dict) -> dict[str, int]:

@@ -230,7 +230,8 @@ class ShardReader:
         """
         index, parts = part
         plan = self.plan(epoch)
-        stages = [wds.SimpleShardList([str(self.dir / name) for name in plan.shards]),
+        urls = {shard["name"]: shard.get("url") or str(self.dir / shard["name"]) for shard in self.manifest["shards"]}
+        stages = [wds.SimpleShardList([urls[name] for name in plan.shards]),
                   wds.tarfile_to_samples(handler=_corrupt_shard)]
         if self._keys is not None:
             stages.append(wds.select(lambda sample: sample["__key__"] in self._keys))
@@ -298,5 +299,5 @@ class _LoaderPart(torch.utils.data.IterableDataset):
 
 def _corrupt_shard(error: Exception) -> bool:
     """webdataset's tar-error handler: name the shard (webdataset appends its URL to the error's args)."""
-    url = next((a for a in reversed(error.args) if isinstance(a, str) and a.endswith(".tar")), "a shard")
+    url = next((a for a in reversed(error.args) if isinstance(a, str) and ".tar" in a), "a shard")
     raise InputDataError(f"{url}: truncated or corrupt shard ({type(error).__name__}: {error.args[0]})") from error

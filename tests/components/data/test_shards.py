@@ -124,3 +124,59 @@ def test_loader_processes_yield_the_same_batches_in_the_same_order(shards, worke
         expected = [(f["b"][:, 0].tolist(), y.tolist()) for f, y in single.batches(1, 4)]
         got = [(f["b"][:, 0].tolist(), y.tolist()) for f, y in parallel.batches(1, 4)]
         assert got == expected and len(expected) == 4  # 13 samples per rank
+
+
+def test_shards_stream_from_the_url_the_manifest_records(cli, write_workflow, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "published"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        wf = write_workflow(f"""
+            name: stream
+            executor: inline
+            steps:
+              data: {{component: data.synthetic, params: {{train_size: 40, test_size: 10}}}}
+              shard:
+                component: data.shard
+                inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}
+                params: {{samples_per_shard: 16, url_template: "http://127.0.0.1:{server.server_port}/{{split}}/{{name}}"}}
+            """)
+        status, out, err = cli("run", wf, "--run-dir", tmp_path / "run")
+        assert status == 0, out + err
+        local = tmp_path / "run" / "shard" / "outputs" / "train"
+        manifest = load_manifest(local)
+        assert manifest["shards"][0]["url"] == f"http://127.0.0.1:{server.server_port}/train/shard-000000.tar"
+        import shutil
+
+        shutil.copytree(local, served / "train")
+        for tar in local.glob("*.tar"):
+            tar.chmod(0o644)
+            tar.unlink()  # only the published copy remains
+        keys = [s["__key__"] for s in ShardReader(local, shuffle=False).samples(0)]
+        assert keys == [k for s in manifest["shards"] for k in s["keys"]]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("template, message", [
+    ("pipe:aws s3 cp s3://b/{name} -", "pipe: URLs run shell commands"),
+    ("https://host/x'; rm -rf ~; '{name}", "without quotes or spaces"),
+    ("https://host/data.tar", "must contain {name}"),
+])
+def test_unsafe_or_unusable_url_templates_are_refused(cli, write_workflow, template, message):
+    wf = write_workflow(f"""
+        name: stream
+        steps:
+          data: {{component: data.synthetic}}
+          shard:
+            component: data.shard
+            inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}
+            params: {{url_template: "{template}"}}
+        """)
+    status, _, err = cli("validate", wf)
+    assert status == 2 and message in err and "wf.yaml:7: steps.shard.params.url_template" in err
