@@ -9,6 +9,7 @@ either way the plan reports how many samples were padded or dropped.
 from __future__ import annotations
 
 import ast
+import collections
 import functools
 import hashlib
 import itertools
@@ -145,7 +146,8 @@ def restrict_manifest(manifest: dict, keys: Iterable[str]) -> dict:
         kept = [k for k in shard["keys"] if k in wanted]
         if kept:
             entry = {k: v for k, v in shard.items() if k != "class_counts"}  # no longer true
-            shards.append({**entry, "keys": kept, "count": len(kept)})
+            stored = shard.get("stored", shard["count"])  # what the tar holds, to detect truncation
+            shards.append({**entry, "keys": kept, "count": len(kept), "stored": stored})
     restricted = {k: v for k, v in manifest.items() if k != "class_histogram"}  # no longer true
     return {**restricted, "shards": shards, "num_samples": sum(s["count"] for s in shards)}
 
@@ -191,12 +193,15 @@ class ShardReader:
     """Reads one rank's share of a shard folder, epoch by epoch; `keys` limits it to those samples.
 
     Media shards (a manifest with a `media` section) are decoded and transformed as they are
-    read, with training augmentation when `augment`.
+    read, with training augmentation when `augment`. A truncated or corrupt tar (one that
+    yields fewer samples than its manifest entry says) raises an InputDataError naming it, or
+    with `on_error="skip"` is counted in `corrupt_reads` while padding keeps the rank's count.
     """
 
     def __init__(self, shards_dir: Path, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, uneven: Uneven = "pad",
-                 keys: Iterable[str] | None = None, augment: bool = False, workers: int = 0) -> None:
+                 keys: Iterable[str] | None = None, augment: bool = False, workers: int = 0,
+                 on_error: Literal["fail", "skip"] = "fail") -> None:
         self.dir = Path(shards_dir)
         self.manifest = load_manifest(self.dir)
         if not self.manifest["num_samples"]:
@@ -209,7 +214,8 @@ class ShardReader:
         self.modalities = list(self.manifest["modalities"])
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer, self.uneven = shuffle, shuffle_buffer, uneven
-        self.workers = workers
+        self.workers, self.on_error = workers, on_error
+        self.corrupt_reads = 0  # shard reads cut short, in this process (on_error="skip")
         self._decode_media = None
         if "media" in self.manifest:
             from .media_shards import MediaDecoder
@@ -231,8 +237,28 @@ class ShardReader:
         index, parts = part
         plan = self.plan(epoch)
         urls = {shard["name"]: shard.get("url") or str(self.dir / shard["name"]) for shard in self.manifest["shards"]}
+        stored = {urls[s["name"]]: s.get("stored", s["count"]) for s in self.manifest["shards"]}
+        seen: collections.Counter[str] = collections.Counter()  # samples read per tar in this pass
+        required = {"cls", *self.modalities}
+        flagged: set[str] = set()
+
+        def tar_error(error: Exception) -> bool:
+            url = next((a for a in reversed(error.args) if isinstance(a, str) and a in stored), "a shard")
+            flagged.add(url)
+            return self._corrupt(url, f"truncated or corrupt shard ({type(error).__name__}: {error.args[0]})")
+
+        def count(source: Iterable[dict]) -> Iterator[dict]:
+            for sample in source:
+                fields = {name.split(".")[0] for name in sample if not name.startswith("__")}
+                if fields < required:  # the tar ends inside this sample
+                    flagged.add(sample["__url__"])
+                    self._corrupt(sample["__url__"], f"truncated shard: sample {sample['__key__']} is incomplete")
+                    continue
+                seen[sample["__url__"]] += 1
+                yield sample
+
         stages = [wds.SimpleShardList([urls[name] for name in plan.shards]),
-                  wds.tarfile_to_samples(handler=_corrupt_shard)]
+                  wds.tarfile_to_samples(handler=tar_error), count]
         if self._keys is not None:
             stages.append(wds.select(lambda sample: sample["__key__"] in self._keys))
         if self.shuffle:
@@ -247,11 +273,25 @@ class ShardReader:
                                                                              parts * chunk))
         yielded = 0
         while yielded < target:  # a second pass only happens when padding
+            seen.clear()
+            flagged.clear()
             for sample in pipeline:
                 yield sample
                 yielded += 1
                 if yielded == target:
                     return
+            for url in (urls[name] for name in plan.shards):  # a tar cut at a member boundary reads silently short
+                if url not in flagged and seen[url] < stored[url]:
+                    self._corrupt(url, f"truncated shard: {seen[url]} of {stored[url]} samples readable")
+            if not seen:
+                raise InputDataError(f"{self.dir}: no readable sample in this rank's shards for epoch {epoch}")
+
+    def _corrupt(self, url: str, reason: str) -> bool:
+        """Fail naming the shard, or count it and go on (webdataset handler protocol: True = continue)."""
+        if self.on_error == "fail":
+            raise InputDataError(f"{url}: {reason}")
+        self.corrupt_reads += 1
+        return True
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """(features by modality, labels) batches; every rank yields the same number of batches.
@@ -260,8 +300,12 @@ class ShardReader:
         batches are the same.
         """
         if self.workers:
-            yield from torch.utils.data.DataLoader(_LoaderPart(self, epoch, batch_size), batch_size=None,
-                                                   num_workers=self.workers)
+            loader = torch.utils.data.DataLoader(_LoaderPart(self, epoch, batch_size), batch_size=None,
+                                                 num_workers=self.workers)
+            try:
+                yield from loader
+            except InputDataError as error:  # re-raised by the DataLoader with the worker's traceback in it
+                raise InputDataError(str(error).strip().splitlines()[-1].split("InputDataError: ", 1)[-1]) from None
         else:
             yield from self._batched(self.samples(epoch), batch_size)
 
@@ -296,8 +340,3 @@ class _LoaderPart(torch.utils.data.IterableDataset):
         part = self.reader.samples(self.epoch, (info.id, info.num_workers), chunk=self.batch_size)
         return self.reader._batched(part, self.batch_size)
 
-
-def _corrupt_shard(error: Exception) -> bool:
-    """webdataset's tar-error handler: name the shard (webdataset appends its URL to the error's args)."""
-    url = next((a for a in reversed(error.args) if isinstance(a, str) and ".tar" in a), "a shard")
-    raise InputDataError(f"{url}: truncated or corrupt shard ({type(error).__name__}: {error.args[0]})") from error

@@ -31,6 +31,9 @@ class ClassifierParams(Params):
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
     loader_workers: int = Field(0, ge=0, le=64, description="processes decoding samples for each training worker "
                                 "(media shards; count them in cpus_per_worker); 0: in the training process")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
+        "(corrupt_shard_reads; ranks stay even by padding)")
 
     @model_validator(mode="after")
     def _fits_encoder(self) -> "ClassifierParams":
@@ -122,6 +125,9 @@ class EvalClassifierParams(Params):
     """Evaluation settings."""
 
     batch_size: int = Field(512, ge=1, description="samples per inference batch")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
+        "(corrupt_shard_reads)")
 
 
 @component("eval.classifier", params=EvalClassifierParams,
@@ -132,7 +138,8 @@ def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
 
     from .classifier_training import evaluate
 
-    metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size)
+    metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
+                       params.on_error)
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     ctx.log(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("accuracy")))
     return metrics

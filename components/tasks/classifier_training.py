@@ -42,7 +42,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
             holdout = load_samples(train_dir, holdout_keys)
     reader = ShardReader(train_dir, rank=session.rank, world_size=session.world_size, seed=session.seed,
                          shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys,
-                         augment=True, workers=params.loader_workers)
+                         augment=True, workers=params.loader_workers, on_error=params.on_error)
     plan = reader.plan(0)
     if plan.padded or plan.dropped:
         session.log(f"shards split unevenly over {session.world_size} workers: "
@@ -112,6 +112,9 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         seconds = time.perf_counter() - started
         metrics.update(epoch_seconds=seconds, samples_per_s=plan.num_samples * session.world_size / seconds,
                        padded_samples=plan.padded, dropped_samples=plan.dropped)
+        if params.on_error == "skip":  # shard reads cut short this epoch, over all ranks
+            reads = session.all_reduce_sum(torch.tensor(float(reader.corrupt_reads), device=device))
+            metrics["corrupt_shard_reads"], reader.corrupt_reads = int(reads.item()), 0
         session.log(_progress(epoch, params.epochs, metrics))
         with tempfile.TemporaryDirectory() as tmp:
             if session.rank == 0:
@@ -162,16 +165,17 @@ METHOD_STATE = "method_state.pt"
 
 
 @torch.no_grad()
-def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int) -> dict[str, float]:
+def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
+             on_error: str = "fail") -> dict[str, float]:
     """Fused, per-modality head and per-modality prototype accuracy over every test sample.
 
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
     """
     model, architecture = load_classifier(model_dir)
-    train = ShardReader(train_dir, shuffle=False)
+    train = ShardReader(train_dir, shuffle=False, on_error=on_error)
     sums, counts = class_sums(model, train.batches(0, batch_size), architecture["num_classes"], torch.device("cpu"))
     prototypes = {m: update_prototypes(None, s, counts) for m, s in sums.items()}
-    reader = ShardReader(test_dir, shuffle=False)
+    reader = ShardReader(test_dir, shuffle=False, on_error=on_error)
     correct: dict[str, int] = {}
     total = 0
     for features, labels in reader.batches(0, batch_size):
@@ -186,5 +190,7 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int) 
         total += labels.numel()
     metrics = {name: c / total for name, c in correct.items()}
     metrics["chance"] = 1 / architecture["num_classes"]
+    if on_error == "skip":
+        metrics["corrupt_shard_reads"] = train.corrupt_reads + reader.corrupt_reads
     metrics["test_samples"] = total
     return metrics

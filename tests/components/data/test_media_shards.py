@@ -129,3 +129,41 @@ def test_an_empty_split_is_refused_by_the_reader(tmp_path):
     write_shards([], tmp_path / "val", 4, num_classes=2)
     with pytest.raises(InputDataError, match="no samples"):
         ShardReader(tmp_path / "val")
+
+
+SKIPPING = """
+name: skipping
+executor: inline
+steps:
+  data: {component: data.synthetic, params: {train_size: 60, test_size: 20}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 10, shuffle: false}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 2, batch_size: 16, on_error: skip, diagnostics: false}
+  eval:
+    component: eval.classifier
+    inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+             test: "${steps.shard.outputs.test}"}
+    params: {on_error: skip}
+"""
+
+
+def test_training_and_evaluation_skip_and_count_a_truncated_shard(cli, write_workflow, tmp_path):
+    from .test_shards import truncate_at_sample
+
+    wf = write_workflow(SKIPPING)
+    status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs", "--set", "steps.train.params.epochs=1")
+    assert status == 0, out + err
+    shards = next((tmp_path / "runs" / "skipping").glob("*/shard/outputs"))
+    truncate_at_sample(shards / "train" / "shard-000002.tar", 3, inside=False)
+    status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs")
+    assert status == 0, out + err
+    first = shards.parent.parent
+    run = next(p for p in (tmp_path / "runs" / "skipping").glob("*/") if p != first)
+    history = json.loads((run / "train" / "metrics.json").read_text())["history"]
+    assert [epoch["corrupt_shard_reads"] for epoch in history] == [1, 1]
+    assert json.loads((run / "eval" / "metrics.json").read_text())["corrupt_shard_reads"] == 1

@@ -9,6 +9,7 @@ import pytest
 
 from mmflow.components.data.datasets import Sample
 from mmflow.components.data.shards import ShardReader, load_manifest, plan_rank, write_shards
+from mmflow.engine import InputDataError
 
 
 def samples(n: int, classes: int = 3) -> list[Sample]:
@@ -180,3 +181,32 @@ def test_unsafe_or_unusable_url_templates_are_refused(cli, write_workflow, templ
         """)
     status, _, err = cli("validate", wf)
     assert status == 2 and message in err and "wf.yaml:7: steps.shard.params.url_template" in err
+
+
+def truncate_at_sample(tar, sample: int, inside: bool) -> None:
+    """Cut `tar` where sample number `sample` starts (tarfile then reads silently short), or after
+    that sample's first member (an incomplete sample)."""
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        members = archive.getmembers()
+    keys = list(dict.fromkeys(m.name.split(".")[0] for m in members))
+    first = next(i for i, m in enumerate(members) if m.name.split(".")[0] == keys[sample])
+    cut = members[first + 1 if inside else first].offset
+    tar.chmod(0o644)
+    tar.write_bytes(tar.read_bytes()[:cut])
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["clean cut", "incomplete sample"])
+def test_a_truncated_shard_fails_naming_it_or_is_skipped_and_counted(shards, inside):
+    folder = shards(20, 10)
+    tar = folder / "shard-000001.tar"
+    truncate_at_sample(tar, 4, inside)
+    with pytest.raises(InputDataError, match=f"{tar}: truncated"):
+        list(ShardReader(folder, shuffle=False).samples(0))
+    with pytest.raises(InputDataError, match=f"^{tar}: truncated"):  # one line, from a loader process too
+        list(ShardReader(folder, shuffle=False, workers=2).batches(0, 4))
+    reader = ShardReader(folder, shuffle=False, on_error="skip")
+    keys = [s["__key__"] for s in reader.samples(0)]
+    assert len(keys) == 20 and reader.corrupt_reads >= 1  # padded back to the planned count
+    assert set(keys) >= {f"k{i:05d}" for i in range(14)} and not set(keys) & {f"k{i:05d}" for i in range(15, 20)}
