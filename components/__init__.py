@@ -4,9 +4,9 @@ Importing this package registers the built-in components (the `mmflow.components
 point points here). Modules imported here must stay light: pydantic only, no torch.
 """
 
-from .data import ave, cg_mnist, cremad, kinetics_sounds, shard, synthetic
+from .data import ave, ave_features, cg_mnist, cremad, events, kinetics_sounds, shard, synthetic
 from .report import compare
-from .tasks import classification, gblend_estimate
+from .tasks import classification, gblend_estimate, localization
 
-__all__ = ["ave", "cg_mnist", "classification", "compare", "cremad", "gblend_estimate", "kinetics_sounds", "shard",
-           "synthetic"]
+__all__ = ["ave", "ave_features", "cg_mnist", "classification", "compare", "cremad", "events", "gblend_estimate",
+           "kinetics_sounds", "localization", "shard", "synthetic"]

@@ -36,6 +36,8 @@ class LoopState:
     subset_sums: dict[str, torch.Tensor] = field(default_factory=dict)
     subset_counts: torch.Tensor | None = None
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks
+    # Localization trains on segments: the background class, which prototype penalties leave out.
+    background: int | None = None
     # Probe trainings from the current model, one per head (a modality or "fused"), for
     # methods that estimate from them (G-Blend): heads -> their losses before and after.
     run_probes: Callable[[list[str]], dict[str, ProbeLosses]] | None = None

@@ -32,15 +32,15 @@ def modality_coefficients(scores: torch.Tensor, rule: Literal["paper", "binary"]
     return coefs
 
 
-def pmr_terms(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
-              prototypes: dict[str, torch.Tensor], *, alpha: float, mu: float,
-              coefficient: Literal["paper", "binary"], regularize: bool) -> tuple[torch.Tensor, Stats]:
-    """PMR loss and statistics as tensors (no host sync): the training loop's version of pmr_loss."""
+def pmr_penalty(embeddings: dict[str, torch.Tensor], labels: torch.Tensor, prototypes: dict[str, torch.Tensor], *,
+                alpha: float, mu: float, coefficient: Literal["paper", "binary"],
+                regularize: bool) -> tuple[torch.Tensor, Stats]:
+    """PMR's terms beyond the fused cross-entropy (PCE, PER) and statistics, as tensors (no host sync)."""
     names = list(embeddings)
     logits = {m: prototype_logits(embeddings[m], prototypes[m]) for m in names}
     scores = true_class_scores(logits, labels)
     coefs = modality_coefficients(scores, coefficient)
-    loss = F.cross_entropy(fused_logits, labels)
+    loss = torch.zeros((), device=labels.device)
     for i, m in enumerate(names):
         loss = loss + alpha * coefs[i] * F.cross_entropy(logits[m], labels)
     if regularize and mu > 0:
@@ -52,6 +52,15 @@ def pmr_terms(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], l
         stats[f"coef_{m}"] = coefs[i]
         stats[f"score_{m}"] = scores[i] / labels.numel()
     return loss, stats
+
+
+def pmr_terms(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
+              prototypes: dict[str, torch.Tensor], *, alpha: float, mu: float,
+              coefficient: Literal["paper", "binary"], regularize: bool) -> tuple[torch.Tensor, Stats]:
+    """PMR loss (Eq. 10, with PER) and statistics as tensors: the training loop's version of pmr_loss."""
+    penalty, stats = pmr_penalty(embeddings, labels, prototypes, alpha=alpha, mu=mu, coefficient=coefficient,
+                                 regularize=regularize)
+    return F.cross_entropy(fused_logits, labels) + penalty, stats
 
 
 def pmr_loss(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -84,11 +93,18 @@ class PMR(BalanceMethod):
         }
 
     def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
+        """CE on every sample; PCE and PER on the samples that are not background (all, in classification)."""
+        fused = F.cross_entropy(out.logits, labels)
         if not self.params.active(state.epoch):
-            return F.cross_entropy(out.logits, labels), {}
-        return pmr_terms(out.logits, out.embeddings, labels, self.prototypes, alpha=self.params.alpha,
-                         mu=self.params.mu, coefficient=self.params.coefficient,
-                         regularize=state.epoch < self.params.per_epochs)
+            return fused, {}
+        embeddings, labels = out.embeddings, labels
+        if state.background is not None:  # localization: PMR applies to event segments only, as the paper
+            events = labels != state.background
+            embeddings, labels = {m: z[events] for m, z in embeddings.items()}, labels[events]
+        penalty, stats = pmr_penalty(embeddings, labels, self.prototypes, alpha=self.params.alpha,
+                                     mu=self.params.mu, coefficient=self.params.coefficient,
+                                     regularize=state.epoch < self.params.per_epochs)
+        return fused + penalty, stats
 
     def state_dict(self) -> dict:
         return {"prototypes": self.prototypes}

@@ -16,22 +16,28 @@ if TYPE_CHECKING:  # torch and numpy load only when data is made or read
 META_FILE = "dataset.json"
 
 
+SEGMENTS = "segments"  # per-segment labels of a sequence dataset (event localization)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset holds: modalities (name -> per-sample shape), classes, split sizes."""
+    """What a dataset holds: modalities (name -> per-sample shape), classes, split sizes, and for
+    sequence datasets the background class of their per-segment labels."""
 
     modalities: dict[str, list[int]]
     num_classes: int
     splits: dict[str, int]
+    background: int | None = None
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled multimodal sample."""
+    """One labelled multimodal sample; sequence samples also label each segment."""
 
     key: str
     features: dict[str, np.ndarray]
     label: int
+    segments: np.ndarray | None = None
 
 
 def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -60,8 +66,10 @@ def generate_synthetic(params: SyntheticParams, seed: int) -> dict[str, dict[str
     return splits
 
 
-def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], num_classes: int) -> None:
-    """Write splits as `<split>.pt` tensor dicts plus `dataset.json`."""
+def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], num_classes: int,
+                        background: int | None = None) -> None:
+    """Write splits as `<split>.pt` tensor dicts (features, `label`, optional per-segment `segments`)
+    plus `dataset.json`."""
     import torch
 
     out.mkdir(parents=True)
@@ -69,8 +77,9 @@ def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], n
     info = {
         "format": "tensors",
         "num_classes": num_classes,
-        "modalities": {k: list(v.shape[1:]) for k, v in first.items() if k != "label"},
+        "modalities": {k: list(v.shape[1:]) for k, v in first.items() if k not in ("label", SEGMENTS)},
         "splits": {name: int(data["label"].shape[0]) for name, data in splits.items()},
+        **({"background": background} if background is not None else {}),
     }
     for name, data in splits.items():
         torch.save(data, out / f"{name}.pt")
@@ -80,18 +89,25 @@ def save_tensor_dataset(out: Path, splits: dict[str, dict[str, torch.Tensor]], n
 def read_info(path: Path) -> DatasetInfo:
     """Read a dataset's description."""
     meta = json.loads((path / META_FILE).read_text())
-    return DatasetInfo(meta["modalities"], meta["num_classes"], meta["splits"])
+    return DatasetInfo(meta["modalities"], meta["num_classes"], meta["splits"], meta.get("background"))
 
 
-def iter_samples(path: Path, split: str) -> Iterator[Sample]:
-    """Yield the samples of one split in stored order."""
-    import torch
-
+def iter_samples(path: Path, split: str, order: list[int] | None = None) -> Iterator[Sample]:
+    """Yield the samples of one split, in stored order or by the indices in `order`, one at a time."""
     meta = json.loads((path / META_FILE).read_text())
+    if meta.get("format") == "ave_features":
+        from .ave_features import iter_feature_samples
+
+        yield from iter_feature_samples(meta, split, order)
+        return
     if meta.get("format") != "tensors":
         raise ValueError(f"{path / META_FILE}: unsupported dataset format {meta.get('format')!r}")
+    import torch
+
     data = torch.load(path / f"{split}.pt", weights_only=True)
     labels = data.pop("label")
+    segments = data.pop(SEGMENTS, None)
     arrays = {name: tensor.numpy() for name, tensor in data.items()}
-    for i in range(labels.shape[0]):
-        yield Sample(f"{split}-{i:08d}", {name: a[i] for name, a in arrays.items()}, int(labels[i]))
+    for i in range(labels.shape[0]) if order is None else order:
+        yield Sample(f"{split}-{i:08d}", {name: a[i] for name, a in arrays.items()}, int(labels[i]),
+                     None if segments is None else segments[i].numpy())

@@ -51,11 +51,23 @@ class ListedClip:
     where: str = ""  # list file:line, for errors
 
 
-class MediaReaderParams(Params):
-    """Where a real-layout dataset lives and how to complete it."""
+class RootParams(Params):
+    """A source read from a folder on disk: `root` is required, and shipped workflows leave it to --set."""
 
     root: str | None = Field(None, description="the dataset's root folder (required; a shipped workflow leaves it "
                              "to --set steps.<step>.params.root=PATH)")
+
+    @field_validator("root")
+    @classmethod
+    def _required(cls, root: str | None) -> str:
+        if not root:
+            raise ValueError("set the dataset's root folder, e.g. --set steps.<step>.params.root=/path/to/dataset")
+        return root
+
+
+class MediaReaderParams(RootParams):
+    """Where a real-layout dataset lives and how to complete it."""
+
     lists: dict[str, str] = Field(description="split (train, val, test) -> list file, relative to root; "
                                   "no val: validation is drawn from train")
     audio_dir: str = Field("AudioWAV", description="folder of <clip>.wav files, relative to root")
@@ -66,13 +78,6 @@ class MediaReaderParams(Params):
                                 "when the dataset has no validation list")
     classes: list[str] | None = Field(None, description="class names in index order (null: the labels found "
                                       "in the lists, sorted)")
-
-    @field_validator("root")
-    @classmethod
-    def _required(cls, root: str | None) -> str:
-        if not root:
-            raise ValueError("set the dataset's root folder, e.g. --set steps.<step>.params.root=/path/to/dataset")
-        return root
 
     @field_validator("lists")
     @classmethod

@@ -63,10 +63,12 @@ def shard(ctx: StepContext, params: ShardParams) -> dict:
     info = read_info(ctx.inputs["dataset"])
     metrics = {}
     for split in SPLITS:
-        samples = list(iter_samples(ctx.inputs["dataset"], split)) if split in info.splits else []
+        order = list(range(info.splits.get(split, 0)))
         if params.shuffle:
-            random.Random(f"{ctx.seed}:{split}").shuffle(samples)
-        manifest = write_shards(samples, ctx.output(split), params.samples_per_shard, info.num_classes)
+            random.Random(f"{ctx.seed}:{split}").shuffle(order)
+        samples = iter_samples(ctx.inputs["dataset"], split, order) if order else []  # read one at a time
+        manifest = write_shards(samples, ctx.output(split), params.samples_per_shard, info.num_classes,
+                                info.background)
         metrics.update(_split_metrics(ctx, split, _with_urls(ctx, params, split, manifest)))
     return metrics
 

@@ -25,14 +25,19 @@ import webdataset as wds
 
 from mmflow.engine import InputDataError
 
-from .datasets import Sample
+from .datasets import SEGMENTS, Sample
 
 MANIFEST = "manifest.json"
 Uneven = Literal["pad", "drop"]
 
 
-def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, num_classes: int) -> dict:
-    """Write samples into `shard-NNNNNN.tar` files of `samples_per_shard` each, plus the manifest."""
+def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, num_classes: int,
+                 background: int | None = None) -> dict:
+    """Write samples into `shard-NNNNNN.tar` files of `samples_per_shard` each, plus the manifest.
+
+    Sequence samples also store their per-segment labels (`segments.npy`); `background` is
+    their background class, recorded in the manifest.
+    """
     out.mkdir(parents=True)
     shards: list[dict] = []
     modalities: dict[str, dict] = {}
@@ -47,12 +52,15 @@ def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, n
         for name, array in sample.features.items():
             record[f"{name}.npy"] = np.ascontiguousarray(array)
             modalities.setdefault(name, {"shape": list(array.shape), "dtype": str(array.dtype)})
+        if sample.segments is not None:
+            record[f"{SEGMENTS}.npy"] = np.ascontiguousarray(sample.segments, dtype=np.int64)
         batch.append(record)
         if len(batch) == samples_per_shard:
             flush()
     if batch:
         flush()
-    return write_manifest(out, shards, modalities, num_classes, samples_per_shard)
+    extra = {} if background is None else {"background": background}
+    return write_manifest(out, shards, modalities, num_classes, samples_per_shard, **extra)
 
 
 def shard_name(index: int) -> str:
@@ -325,6 +333,8 @@ class ShardReader:
 
     def _collate(self, batch: list[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         features = {m: torch.from_numpy(np.stack([np.asarray(s[f"{m}.npy"]) for s in batch])) for m in self.modalities}
+        if f"{SEGMENTS}.npy" in batch[0]:  # sequence samples: a label per segment
+            return features, torch.from_numpy(np.stack([np.asarray(s[f"{SEGMENTS}.npy"]) for s in batch]))
         return features, torch.tensor([int(s["cls"]) for s in batch], dtype=torch.long)
 
 

@@ -20,7 +20,12 @@ WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
 def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
     """Build from a JSON-able description: modalities (name -> shape), encoder, hidden, embedding_dim,
     fusion, num_classes and `modality_heads`: "fusion" (the fusion's own split, if any), "unsplit"
-    (add linear heads where the fusion doesn't split) or "own" (a linear head per modality always)."""
+    (add linear heads where the fusion doesn't split) or "own" (a linear head per modality always).
+    `task: localization` builds an event-localization model instead (models/localization.py)."""
+    if architecture.get("task") == "localization":
+        from .localization import build_localizer
+
+        return build_localizer(architecture)
     dim, classes = architecture["embedding_dim"], architecture["num_classes"]
     encoders = {
         name: build_encoder(architecture.get("encoder", "mlp"), shape, architecture["hidden"], dim)

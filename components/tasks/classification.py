@@ -99,14 +99,19 @@ def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
     import json
 
-    from .classifier_training import train_worker
-
     if "weights" in ctx.inputs:  # offline G-Blend: the estimate step's weights
         estimate = json.loads(ctx.inputs["weights"].read_text())
         params = params.model_copy(update={"method": params.method.model_copy(update={"weights": estimate["weights"]})})
-    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve())}
     online_probes = isinstance(params.method, GBlendParams) and params.method.mode == "online"
-    result = ctx.train(train_worker, config, parallel_tasks=len(_modalities(ctx)) + 1 if online_probes else 0)
+    return train_model(ctx, params, "classification", parallel_tasks=len(_modalities(ctx)) + 1 if online_probes else 0)
+
+
+def train_model(ctx: StepContext, params: TrainClassifierParams, task: str, parallel_tasks: int = 0) -> dict:
+    """Run the shared training loop for `task` on the step's `train` shards; keep the model; return metrics."""
+    from .classifier_training import train_worker
+
+    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "task": task}
+    result = ctx.train(train_worker, config, parallel_tasks=parallel_tasks)
     if result.checkpoint is None or not result.history:
         raise RuntimeError("training reported no checkpoint")
     shutil.copytree(result.checkpoint, ctx.output("model"))

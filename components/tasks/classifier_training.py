@@ -1,4 +1,9 @@
-"""Per-worker training loop and evaluation of the multimodal classifier (runs on Ray workers)."""
+"""Per-worker training loop and evaluation of the multimodal classifier (runs on Ray workers).
+
+The same loop trains event localization (`config["task"] == "localization"`): its model
+treats segments as samples, labels are flattened to match, and the manifest's background
+class reaches the balancing method through `LoopState.background`.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ from .optim import make_optimizer, make_schedule
 
 def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     """One worker's loop: its shards, DDP model, the balancing method's hooks, diagnostics, checkpoint."""
-    params = TrainClassifierParams(**config["params"])
+    if config.get("task") == "localization":
+        from .localization import TrainLocalizationParams as params_class
+    else:
+        params_class = TrainClassifierParams
+    params = params_class(**config["params"])
     torch.manual_seed(session.seed)
     train_dir = Path(config["train"])
     manifest = load_manifest(train_dir)
@@ -55,7 +64,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     optimizer = make_optimizer(params, model.parameters())
     schedule = make_schedule(params, optimizer)
     state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
-                      all_reduce_sum=session.all_reduce_sum)
+                      all_reduce_sum=session.all_reduce_sum, background=manifest.get("background"))
 
     def run_probes(heads: list[str]) -> dict[str, ProbeLosses]:
         """Rank 0 runs the probes as side tasks on the held-out data; every rank gets their losses."""
@@ -86,7 +95,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         totals = EpochTotals()
         for step, (features, labels) in enumerate(reader.batches(epoch, params.batch_size)):
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
-            labels = labels.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True).reshape(-1)  # segments as samples in localization
             if params.diagnostics and step < params.angle_batches:
                 for m, angle in gradient_angles(core, features, labels, prototypes).items():
                     totals.add(f"grad_angle_{m}", angle)
@@ -138,7 +147,7 @@ def class_sums(model: MultimodalClassifier, batches: Iterable[tuple[dict[str, to
     sums: dict[str, torch.Tensor] = {}
     counts = torch.zeros(num_classes, device=device)
     for features, labels in batches:
-        labels = labels.to(device)
+        labels = labels.to(device).reshape(-1)
         counts += torch.bincount(labels, minlength=num_classes)
         for m, z in model({m: x.to(device) for m, x in features.items()}).embeddings.items():
             sums.setdefault(m, torch.zeros(num_classes, z.shape[1], device=device)).index_add_(0, labels, z)

@@ -157,3 +157,35 @@ def test_media_shards_convert_as_parallel_ray_tasks_and_a_bad_file_fails_by_name
     failed = results["fail"]
     assert failed.returncode == 2 and f"{bad}: corrupt or unreadable JPEG" in failed.stderr
     assert "Traceback" not in failed.stderr and not (tmp_path / "fail" / "shard" / "outputs").exists()
+
+
+LOCALIZATION = """
+name: localization_on_ray
+resources: {workers: 2, cpus_per_worker: 1}
+steps:
+  data: {component: data.synthetic_events, params: {train_size: 64, test_size: 16}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 16}
+  train:
+    component: train.localization
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {fusion: dmrn, epochs: 2, batch_size: 8, hidden: 8, attention_dim: 8, method: {name: pmr}}
+  eval:
+    component: eval.localization
+    inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+             test: "${steps.shard.outputs.test}"}
+"""
+
+
+def test_localization_with_pmr_on_two_ray_workers(tmp_path):
+    wf = tmp_path / "loc.yaml"
+    wf.write_text(LOCALIZATION)
+    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(tmp_path / "run")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Ray Train: 2 worker(s)" in done.stderr
+    history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all("pmr_rho" in h for h in history)
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["test_segments"] == 160

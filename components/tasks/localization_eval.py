@@ -1,0 +1,81 @@
+"""Evaluation of an event-localization model on every test segment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.shards import ShardReader
+from ..models.build import load_classifier
+
+
+@torch.no_grad()
+def segment_outputs(model: torch.nn.Module, shards: Path, batch_size: int) -> tuple[dict, dict, torch.Tensor]:
+    """(fused logits + per-modality logits, embeddings by modality, labels) of every segment, in eval mode."""
+    logits: dict[str, list[torch.Tensor]] = {}
+    embeddings: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for features, segment_labels in ShardReader(shards, shuffle=False).batches(0, batch_size):
+        out = model(features)
+        logits.setdefault("fused", []).append(out.logits)
+        for m, value in out.modality_logits.items():
+            logits.setdefault(m, []).append(value)
+        for m, value in out.embeddings.items():
+            embeddings.setdefault(m, []).append(value)
+        labels.append(segment_labels.reshape(-1))
+    return ({k: torch.cat(v) for k, v in logits.items()}, {k: torch.cat(v) for k, v in embeddings.items()},
+            torch.cat(labels))
+
+
+def segment_accuracy(predictions: torch.Tensor, labels: torch.Tensor, background: int | None = None) -> float:
+    """Share of segments predicted right; with `background`, only over event segments."""
+    keep = torch.ones_like(labels, dtype=torch.bool) if background is None else labels != background
+    return int((predictions[keep] == labels[keep]).sum()) / int(keep.sum()) if keep.any() else float("nan")
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps: int, seed: int) -> torch.nn.Linear:
+    """A linear classifier on frozen features: full-batch Adam on cross-entropy, standardised inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.nn.Linear(train_x.shape[1], num_classes)
+    with torch.no_grad():
+        probe.weight.copy_(torch.randn(probe.weight.shape, generator=generator) * 0.01)
+        probe.bias.zero_()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(probe(train_x), train_y).backward()
+        optimizer.step()
+    return probe
+
+
+def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, probe_steps: int,
+                          seed: int) -> dict:
+    """Segment accuracy (all, events only, per class), confusion matrix, head and probe accuracy per modality."""
+    model, architecture = load_classifier(model_dir)
+    classes = architecture["num_classes"]
+    background = ShardReader(test_dir).manifest["background"]
+    logits, embeddings, labels = segment_outputs(model, test_dir, batch_size)
+    predicted = logits["fused"].argmax(1)
+    confusion = torch.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    metrics: dict = {"accuracy": segment_accuracy(predicted, labels),
+                     "event_accuracy": segment_accuracy(predicted, labels, background)}
+    for c in range(classes):
+        name = "background" if c == background else str(c)
+        hits = confusion[c]
+        metrics[f"class_accuracy/{name}"] = float(hits[c] / hits.sum()) if hits.sum() else float("nan")
+    for m, value in logits.items():
+        if m != "fused":
+            metrics[f"accuracy_{m}_head"] = segment_accuracy(value.argmax(1), labels)
+    _, train_embeddings, train_labels = segment_outputs(model, train_dir, batch_size)
+    for m, train_x in train_embeddings.items():
+        mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+        with torch.enable_grad():
+            probe = linear_probe((train_x - mean) / std, train_labels, classes, probe_steps, seed)
+        with torch.no_grad():
+            metrics[f"accuracy_{m}_probe"] = segment_accuracy(probe((embeddings[m] - mean) / std).argmax(1), labels)
+    metrics.update(test_segments=int(labels.numel()), event_segments=int((labels != background).sum()),
+                   chance=float(torch.bincount(labels, minlength=classes).max() / labels.numel()),
+                   confusion_matrix=confusion.tolist())
+    return metrics
