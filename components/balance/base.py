@@ -38,6 +38,8 @@ class LoopState:
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks
     # Localization trains on segments: the background class, which prototype penalties leave out.
     background: int | None = None
+    # The loss on the fused logits of plain training (localization may use AVEL's original one).
+    fused_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     # Probe trainings from the current model, one per head (a modality or "fused"), for
     # methods that estimate from them (G-Blend): heads -> their losses before and after.
     run_probes: Callable[[list[str]], dict[str, ProbeLosses]] | None = None
@@ -76,7 +78,7 @@ class BalanceMethod:
 
     def loss(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> tuple[torch.Tensor, Stats]:
         """The batch loss to backpropagate and per-batch statistics."""
-        return F.cross_entropy(out.logits, labels), {}
+        return state.fused_loss(out.logits, labels), {}
 
     def after_backward(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> Stats:
         """Adjust gradients after backward, before the optimizer step."""

@@ -94,7 +94,7 @@ class PMR(BalanceMethod):
 
     def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
         """CE on every sample; PCE and PER on the samples that are not background (all, in classification)."""
-        fused = F.cross_entropy(out.logits, labels)
+        fused = state.fused_loss(out.logits, labels)
         if not self.params.active(state.epoch):
             return fused, {}
         embeddings, labels = out.embeddings, labels

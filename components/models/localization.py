@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .fusion import ConcatFusion
@@ -124,3 +125,9 @@ def build_localizer(architecture: dict[str, Any]) -> LocalizationModel:
         heads = {m: nn.Linear(2 * hidden, classes) for m in (audio[0], visual[0])}
     return LocalizationModel(audio[0], visual[0], shapes[audio[0]][-1], shapes[visual[0]][-1], classes, hidden,
                              architecture["attention_dim"], architecture["fusion"], architecture["dmrn_blocks"], heads)
+
+
+def avel_margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AVEL's original loss: a multi-label soft-margin loss on the per-segment softmax, one-hot targets."""
+    targets = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+    return F.multilabel_soft_margin_loss(torch.softmax(logits, dim=1), targets)

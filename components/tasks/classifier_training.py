@@ -65,6 +65,10 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     schedule = make_schedule(params, optimizer)
     state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
                       all_reduce_sum=session.all_reduce_sum, background=manifest.get("background"))
+    if getattr(params, "loss", "cross_entropy") == "avel_margin":  # localization's original loss
+        from ..models.localization import avel_margin_loss
+
+        state.fused_loss = avel_margin_loss
 
     def run_probes(heads: list[str]) -> dict[str, ProbeLosses]:
         """Rank 0 runs the probes as side tasks on the held-out data; every rank gets their losses."""

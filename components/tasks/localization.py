@@ -1,10 +1,10 @@
 """`train.localization` and `eval.localization`: audio-visual event localization (AVEL) per segment.
 
-Training runs the shared multimodal loop with segments as samples (cross-entropy on each
-segment's logits over the events plus background). The original AVEL code instead applies a
-softmax and a multi-label margin loss to the per-segment scores; with one label per segment
-the two differ only in the margin-vs-log-likelihood penalty, and cross-entropy is what PMR's
-prototype terms are defined against, so mmflow uses it.
+Training runs the shared multimodal loop with segments as samples, by default with
+cross-entropy on each segment's logits over the events plus background. The original AVEL code
+instead applies a softmax and then a multi-label soft-margin loss against one-hot targets
+(`loss: avel_margin`): the softmax squashes its inputs into [0, 1], so the loss saturates and
+its gradients are small; cross-entropy is also what PMR's prototype terms are defined against.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class TrainLocalizationParams(TrainClassifierParams):
     attention_dim: int = Field(256, ge=1, description="hidden size of the audio-guided attention")
     fusion: Literal["concat", "dmrn"] = Field("concat", description="concat, or dmrn (dual multimodal residual)")
     dmrn_blocks: int = Field(1, ge=1, le=8, description="residual blocks of the DMRN fusion")
+    loss: Literal["cross_entropy", "avel_margin"] = Field(
+        "cross_entropy", description="per-segment loss: cross-entropy, or AVEL's original softmax + multi-label "
+        "soft-margin loss")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("adam", description="optimizer (AVEL: Adam)")
     lr: float = Field(1e-3, gt=0, description="learning rate (AVEL: 1e-3)")
     batch_size: int = Field(64, ge=1, description="videos per batch on each worker")

@@ -62,9 +62,9 @@ def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batc
     metrics: dict = {"accuracy": segment_accuracy(predicted, labels),
                      "event_accuracy": segment_accuracy(predicted, labels, background)}
     for c in range(classes):
-        name = "background" if c == background else str(c)
         hits = confusion[c]
-        metrics[f"class_accuracy/{name}"] = float(hits[c] / hits.sum()) if hits.sum() else float("nan")
+        if hits.sum():  # classes the test split has
+            metrics[f"class_accuracy/{'background' if c == background else c}"] = float(hits[c] / hits.sum())
     for m, value in logits.items():
         if m != "fused":
             metrics[f"accuracy_{m}_head"] = segment_accuracy(value.argmax(1), labels)

@@ -43,16 +43,19 @@ def test_pmr_on_localization_leaves_background_segments_out_of_pce():
     assert torch.allclose(moved_loss, loss)
 
 
-def test_the_localization_workflow_runs_through_the_cli(cli, tmp_path):
-    sets = ["executor=inline", "steps.data.params.train_size=64", "steps.data.params.test_size=16",
-            "steps.shard.params.samples_per_shard=32"]
+def run_workflow(cli, tmp_path, data_sets):
+    sets = ["executor=inline", "steps.shard.params.samples_per_shard=32", *data_sets]
     for step in ("concat", "concat_pmr", "dmrn", "dmrn_pmr"):
         sets += [f"steps.{step}.params.epochs=2", f"steps.{step}.params.batch_size=16",
                  f"steps.{step}.params.hidden=8", f"steps.{step}.params.attention_dim=8"]
     args = [a for s in sets for a in ("--set", s)]
     status, out, err = cli("run", REPO / "workflows" / "ave_localization.yaml", "--run-dir", tmp_path / "run", *args)
     assert status == 0, out + err
-    run = tmp_path / "run"
+    return tmp_path / "run"
+
+
+def test_the_localization_workflow_runs_on_synthetic_events(cli, tmp_path):
+    run = run_workflow(cli, tmp_path, ["steps.data.params.train_size=64", "steps.data.params.test_size=16"])
     table = (run / "compare" / "outputs" / "table").read_text()
     assert all(name in table for name in ("eval_concat", "eval_concat_pmr", "eval_dmrn", "eval_dmrn_pmr"))
     metrics = json.loads((run / "eval_dmrn_pmr" / "metrics.json").read_text())
@@ -61,3 +64,41 @@ def test_the_localization_workflow_runs_through_the_cli(cli, tmp_path):
     assert {"accuracy_audio_probe", "accuracy_visual_probe", "event_accuracy", "class_accuracy/background"} <= set(metrics)
     history = json.loads((run / "concat_pmr" / "metrics.json").read_text())["history"]
     assert "pmr_rho" in history[-1] and len(history) == 2
+
+
+def test_the_localization_workflow_runs_on_ave_format_feature_files(cli, tmp_path):
+    from ..data.test_events import write_ave_features
+
+    root = write_ave_features(tmp_path / "features", videos=12, regions=3, visual_dim=16)
+    run = run_workflow(cli, tmp_path, ["steps.data.component=data.ave_features", f"steps.data.params={{root: {root}}}"])
+    metrics = json.loads((run / "eval_concat_pmr" / "metrics.json").read_text())
+    assert metrics["test_segments"] == 20 and len(metrics["confusion_matrix"]) == 29
+    assert json.loads((run / "dmrn_pmr" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_avel_margin_loss_is_the_soft_margin_loss_of_the_softmax():
+    from mmflow.components.models.localization import avel_margin_loss
+
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    p = torch.softmax(logits, 1)
+    y = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
+    hand = -(y * torch.log(torch.sigmoid(p)) + (1 - y) * torch.log(torch.sigmoid(-p))).mean(1).mean()
+    assert torch.allclose(avel_margin_loss(logits, labels), hand)
+
+
+def test_the_original_avel_loss_trains_through_the_loop(cli, write_workflow, tmp_path):
+    wf = write_workflow("""
+        name: margin
+        executor: inline
+        steps:
+          data: {component: data.synthetic_events, params: {train_size: 32, test_size: 8}}
+          shard: {component: data.shard, inputs: {dataset: "${steps.data.outputs.dataset}"}}
+          train:
+            component: train.localization
+            inputs: {train: "${steps.shard.outputs.train}"}
+            params: {epochs: 2, batch_size: 16, hidden: 8, attention_dim: 8, loss: avel_margin}
+        """)
+    status, out, err = cli("run", wf, "--run-dir", tmp_path / "run")
+    assert status == 0, out + err
+    losses = [h["loss"] for h in json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]]
+    assert all(0 < loss < 1 for loss in losses)  # a soft-margin loss of probabilities, not a cross-entropy (~1.8)
