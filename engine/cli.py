@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan and cached steps; run nothing")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
 
+    sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
+    workflow_args(sweep)
+    sweep.add_argument("--runs-root", type=Path, default=Path("runs"),
+                       help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
+    sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+
     validate = add("validate", _cmd_validate, "check a workflow file and report every problem")
     workflow_args(validate)
 
@@ -217,6 +223,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"resume with: mmflow run --resume {run_dir}", file=sys.stderr)
         raise
     print(_summary(outcomes, time.perf_counter() - started, run_dir))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .sweep import run_sweep
+
+    wf = load_workflow(args.workflow, args.overrides)
+    if wf.spec.sweep is None:
+        raise UsageError(f"{args.workflow}: no sweep: section to run (mmflow run runs the workflow once)")
+    distributed.configure_ray(args.address)
+    echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    started = time.perf_counter()
+    sweep_dir, table, best = run_sweep(wf, args.runs_root, echo)
+    print(table)
+    print(f"finished in {time.perf_counter() - started:.1f}s; results: {sweep_dir / 'results.csv'}")
+    if best is not None:
+        print(f"best: {best.name} {wf.spec.sweep.metric}={best.metrics[wf.spec.sweep.metric]:.6g}; "
+              f"run it with: mmflow run {sweep_dir / 'best.yaml'}")
     return 0
 
 

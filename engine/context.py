@@ -43,7 +43,7 @@ class StepContext:
 
         return run_training(fn, config, executor=self.executor, resources=self.resources,
                             storage=self.work_dir / "train", seed=self.seed, log=self.log,
-                            parallel_tasks=parallel_tasks)
+                            parallel_tasks=parallel_tasks, name=self.step)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:
         """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline).

@@ -229,21 +229,23 @@ def run_training(
     seed: int,
     log: Callable[[str], None],
     parallel_tasks: int = 0,
+    name: str = "train",
 ) -> TrainResult:
     """Run `fn` on the chosen executor and return its history and final checkpoint.
 
     `parallel_tasks`: how many `run_tasks` tasks `fn` may run at once (a local Ray is sized for them).
+    `name` (the step) prefixes the per-epoch metrics forwarded to Ray Tune inside a sweep trial.
     """
     storage.mkdir(parents=True, exist_ok=True)
     if executor == "inline":
         session = InlineSession(storage, seed, resources, log)
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
-    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks)
+    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks, name)
 
 
 def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path,
-                seed: int, log: Callable[[str], None], parallel_tasks: int) -> TrainResult:
+                seed: int, log: Callable[[str], None], parallel_tasks: int, name: str) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -264,6 +266,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
             storage_path=str(storage),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=[_step_to_tune(name)] if _IN_SWEEP_TRIAL else None,
         ),
     )
     try:
@@ -290,6 +293,58 @@ def _root_cause(error: BaseException) -> BaseException:
 
 _STARTED_RAY = False
 _RAY_ADDRESS: str | None = None
+_IN_SWEEP_TRIAL = False  # set in a sweep trial's process: training steps report every epoch to Tune
+
+
+def _step_to_tune(step: str) -> Any:
+    """Ray Tune's TuneReportCallback, with the step's name before every metric ('train.loss')."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class StepToTune(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            named = [{f"{step}.{k}": v for k, v in m.items()} for m in metrics]
+            super().after_report(run_context, named, checkpoint)
+
+    return StepToTune()
+
+
+def run_sweep_trials(trial: Callable[[dict[str, Any]], None], param_space: dict[str, Any], *, num_samples: int,
+                     scheduler: Any, max_concurrent_trials: int | None, trial_cpus: float,
+                     storage: Path) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
+    """Ray Tune over `trial(config)`; per trial (name, config, last reported metrics, error or None)."""
+    from ray import tune
+
+    ensure_ray()
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": trial_cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler,
+                                    max_concurrent_trials=max_concurrent_trials,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name="tune", storage_path=str(storage), verbose=0),
+    )
+    results = tuner.fit()
+    return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))
+            for r in results]
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id.rsplit('_', 1)[-1]}"
+
+
+def asha(metric: str, mode: str, max_t: int, grace_period: int, reduction_factor: float) -> Any:
+    """Ray Tune's ASHA scheduler over the per-epoch `metric`, stopping no trial after `max_t` epochs
+    before its final report (one more result)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(metric=metric, mode=mode, max_t=max_t + 1, grace_period=grace_period,
+                         reduction_factor=reduction_factor)
+
+
+def enter_sweep_trial() -> None:
+    """Mark this process as a sweep trial: training steps forward their epochs to Tune."""
+    global _IN_SWEEP_TRIAL
+    _IN_SWEEP_TRIAL = True
 
 
 def configure_ray(address: str | None) -> None:

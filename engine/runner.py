@@ -111,8 +111,9 @@ class Runner:
     """Runs a workflow in a run directory, reusing cached steps from the same runs root."""
 
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, keep_ray: bool = False) -> None:
         self.workflow = workflow
+        self.keep_ray = keep_ray  # a sweep runs trials on the same Ray after its shared steps
         self.run_dir = run_dir.resolve()  # Ray workers do not share the driver's working directory
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -156,7 +157,7 @@ class Runner:
         finally:
             from . import distributed
 
-            if "ray" in sys.modules:
+            if "ray" in sys.modules and not self.keep_ray:
                 distributed.shutdown_ray()
         self._write_run_record("done")
         return outcomes
@@ -273,10 +274,9 @@ class Runner:
         staging.rename(step_dir / "outputs")
 
     def _write_run_record(self, state: str) -> None:
-        source = Path(self.workflow.document.file)
         copy = self.run_dir / "workflow.yaml"
-        if source.resolve() != copy.resolve():
-            shutil.copy2(source, copy)
+        if Path(self.workflow.document.file).resolve() != copy.resolve():
+            copy.write_text(self.workflow.document.text)  # as read: the file may be elsewhere (a sweep trial)
         write_json(self.run_dir / "run.json", {
             "workflow": self.workflow.name, "overrides": self.workflow.overrides,
             "order": self.workflow.order, "state": state, "updated": _now(),

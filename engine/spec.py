@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import Problem, UsageError, WorkflowError, did_you_mean
 from .graph import Wiring, plan_graph
 from .registry import REGISTRY, ComponentSpec, Registry
+from .sweep import SweepSpec, check_sweep
 from .yaml_source import YamlDocument, YamlPath, dotted, load_yaml
 
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -56,6 +57,7 @@ class WorkflowSpec(_Strict):
     )
     resources: Resources = Field(default_factory=Resources)
     steps: dict[str, StepSpec] = Field(min_length=1)
+    sweep: SweepSpec | None = Field(None, description="a Ray Tune sweep over steps' params (mmflow sweep)")
 
 
 @dataclass
@@ -160,6 +162,8 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
         if step.component.check is not None:
             for path, message in step.component.check(step.params, set(spec.steps[name].inputs)):
                 problems.append(_locate(doc, ("steps", name) + path, message))
+    if spec.sweep is not None:
+        problems.extend(check_sweep(spec.sweep, steps, {n: s.params for n, s in spec.steps.items()}, doc))
     if problems:
         raise WorkflowError(problems)
     for name, step_wiring in edges.items():

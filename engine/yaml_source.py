@@ -20,6 +20,7 @@ class YamlDocument:
     file: str
     data: Any
     lines: dict[YamlPath, int] = field(default_factory=dict)
+    text: str = ""  # the source, as read (run folders keep a copy)
     overrides: dict[YamlPath, str] = field(default_factory=dict)  # path -> the --set that wrote it
 
     def line_of(self, path: YamlPath) -> int | None:
@@ -63,7 +64,7 @@ def parse_yaml(text: str, name: str) -> YamlDocument:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise WorkflowError([Problem(name, line, "", f"malformed YAML: {problem}")]) from None
-    doc = YamlDocument(name, data)
+    doc = YamlDocument(name, data, text=text)
     problems: list[Problem] = []
     if root is not None:
         _index(root, (), doc.lines, problems, name)

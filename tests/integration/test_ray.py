@@ -189,3 +189,56 @@ def test_localization_with_pmr_on_two_ray_workers(tmp_path):
     history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
     assert len(history) == 2 and all("pmr_rho" in h for h in history)
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["test_segments"] == 160
+
+
+SWEEP = """
+name: tiny_sweep
+resources: {workers: 1, cpus_per_worker: 1}
+steps:
+  data: {component: data.synthetic, params: {train_size: 600, test_size: 200}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 200}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 4, batch_size: 64, diagnostics: false}
+  eval:
+    component: eval.classifier
+    inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+             test: "${steps.shard.outputs.test}"}
+sweep:
+  parameters:
+    steps.train.params.lr: {grid: [0.3, 0.05, 0.001, 0.0001]}
+  metric: eval.accuracy
+  scheduler: {name: asha, metric: train.train_accuracy, mode: max, max_t: 4, grace_period: 1, reduction_factor: 2}
+  max_concurrent_trials: 2
+"""
+
+
+def test_a_sweep_with_asha_through_the_cli_twice(tmp_path):
+    import csv
+
+    wf = tmp_path / "sweep.yaml"
+    wf.write_text(SWEEP)
+    for attempt in range(2):  # the second sweep must start: nothing leaked by the first one's stopped trials
+        done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "sweep", str(wf), "--runs-root",
+                               str(tmp_path / "runs")], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+    sweeps = sorted((tmp_path / "runs" / "tiny_sweep").iterdir())
+    assert len(sweeps) == 2
+    for sweep_dir in sweeps:
+        rows = list(csv.DictReader((sweep_dir / "results.csv").open()))
+        assert len(rows) == 4 and {r["status"] for r in rows} <= {"done", "stopped"}
+        assert any(r["status"] == "stopped" for r in rows)  # ASHA stopped at least one early
+        assert rows[0]["status"] == "done" and float(rows[0]["eval.accuracy"]) > 0.3
+        assert (sweep_dir / "best.yaml").read_text().startswith("# best trial")
+        trial = sweep_dir / "trials" / "trial_00000"
+        assert json.loads((trial / "data" / "status.json").read_text())["state"] == "done"
+    first = sweeps[0]
+    for trial in (first / "trials").iterdir():  # upstream steps ran once, before the trials, and were reused
+        for step in ("data", "shard"):
+            status = json.loads((trial / step / "status.json").read_text())
+            assert status["reused_from"] == str(first / step)
+    assert "best: trial_" in done.stdout

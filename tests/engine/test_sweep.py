@@ -1,0 +1,100 @@
+"""The sweep: section: validation at file:line, which steps trials share, results and the best workflow."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from mmflow.engine.errors import WorkflowError
+from mmflow.engine.spec import load_workflow
+from mmflow.engine.sweep import Trial, best_workflow, override, swept_steps, write_results
+
+BASE = """\
+name: swp
+steps:
+  data: {component: data.synthetic}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 3}
+  eval:
+    component: eval.classifier
+    inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+             test: "${steps.shard.outputs.test}"}
+sweep:
+  parameters:
+"""
+
+
+def workflow(tmp_path, parameters: str, rest: str = "  metric: eval.accuracy\n"):
+    path = tmp_path / "wf.yaml"
+    path.write_text(BASE + parameters + rest)
+    return load_workflow(path)
+
+
+def problems(tmp_path, parameters: str, rest: str = "  metric: eval.accuracy\n") -> str:
+    with pytest.raises(WorkflowError) as caught:
+        workflow(tmp_path, parameters, rest)
+    return str(caught.value)
+
+
+def test_a_valid_sweep_loads_and_knows_which_steps_trials_share(tmp_path):
+    wf = workflow(tmp_path, "    steps.train.params.lr: {loguniform: [0.001, 0.1]}\n"
+                            "    steps.train.params.batch_size: {grid: [32, 64]}\n",
+                  "  metric: eval.accuracy\n  scheduler: {name: asha, metric: train.loss, mode: min}\n")
+    assert wf.spec.sweep.scheduler.name == "asha"
+    assert swept_steps(wf) == {"train", "eval"}  # data and shard run once for all trials
+
+
+@pytest.mark.parametrize("parameters, rest, expected", [
+    ("    steps.trian.params.lr: {grid: [0.1]}\n", "  metric: eval.accuracy\n",
+     "wf.yaml:17: sweep.parameters.steps.trian.params.lr: unknown step 'trian' (did you mean 'train'?)"),
+    ("    steps.train.params.lrr: {grid: [0.1]}\n", "  metric: eval.accuracy\n",
+     "wf.yaml:17: sweep.parameters.steps.train.params.lrr: value 0.1: lrr: unknown parameter"),
+    ("    steps.train.params.lr: {choice: [0.1, -1]}\n", "  metric: eval.accuracy\n",
+     "value -1: lr: Input should be greater than 0"),
+    ("    train.lr: {grid: [0.1]}\n", "  metric: eval.accuracy\n", "must look like steps.<step>.params.<name>"),
+    ("    steps.train.params.lr: {grid: [0.1], uniform: [0, 1]}\n", "  metric: eval.accuracy\n",
+     "wf.yaml:17: sweep.parameters.steps.train.params.lr: give exactly one of grid, choice, uniform"),
+    ("    steps.train.params.lr: {uniform: [0.5, 0.1]}\n", "  metric: eval.accuracy\n", "low 0.5 must be below high"),
+    ("    steps.train.params.lr: {loguniform: [0, 0.1]}\n", "  metric: eval.accuracy\n", "low must be > 0"),
+    ("    steps.train.params.lr: {normal: [0, 1]}\n", "  metric: eval.accuracy\n", "unknown field 'normal'"),
+    ("    steps.train.params.lr: {grid: [0.1]}\n", "  metric: evl.accuracy\n",
+     "wf.yaml:18: sweep.metric: 'evl.accuracy' must be '<step>.<metric>' of a step of this workflow (did you "
+     "mean 'eval'?)"),
+    ("    steps.train.params.lr: {grid: [0.1]}\n", "  metric: eval.accuracy\n  scheduler: {name: asha}\n",
+     "asha needs metric"),
+    ("    steps.train.params.lr: {grid: [0.1]}\n",
+     "  metric: eval.accuracy\n  scheduler: {name: asha, metric: eval.accuracy}\n",
+     "step 'eval' does not train: ASHA needs a per-epoch metric"),
+])
+def test_sweep_mistakes_are_reported_at_their_line(tmp_path, parameters, rest, expected):
+    assert expected in problems(tmp_path, parameters, rest)
+
+
+def test_overrides_round_trip_any_yaml_value():
+    assert override("steps.t.params.lr", 0.05) == "steps.t.params.lr=0.05"
+    assert yaml.safe_load(override("a", {"name": "pmr", "alpha": 2}).split("=", 1)[1]) == {"name": "pmr", "alpha": 2}
+    assert yaml.safe_load(override("a", [1, 2]).split("=", 1)[1]) == [1, 2]
+    assert yaml.safe_load(override("a", "text").split("=", 1)[1]) == "text"
+
+
+def test_results_rank_finished_trials_and_the_best_becomes_a_runnable_workflow(tmp_path):
+    wf = workflow(tmp_path, "    steps.train.params.lr: {grid: [0.1, 0.01, 0.5]}\n")
+    trials = [Trial("t0", {"steps.train.params.lr": 0.1}, {"eval.accuracy": 0.6, "training_iteration": 4}, "done"),
+              Trial("t1", {"steps.train.params.lr": 0.01}, {"train.loss": 1.0, "training_iteration": 1}, "stopped"),
+              Trial("t2", {"steps.train.params.lr": 0.5}, {"eval.accuracy": 0.8, "training_iteration": 4}, "done")]
+    table = write_results(wf.spec.sweep, trials, tmp_path)
+    assert [line.split()[0] for line in table.splitlines()] == ["trial", "t2", "t0", "t1"]
+    rows = list(csv.reader((tmp_path / "results.csv").open()))
+    assert rows[1][:4] == ["t2", "done", "0.5", "0.8"] and rows[3][:3] == ["t1", "stopped", "0.01"]
+    best, text = best_workflow(wf, wf.spec.sweep, trials)
+    assert best.name == "t2" and text.startswith("# best trial t2")
+    (tmp_path / "best.yaml").write_text(text)
+    again = load_workflow(tmp_path / "best.yaml")
+    assert again.spec.sweep is None and again.steps["train"].params.lr == 0.5
