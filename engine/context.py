@@ -27,6 +27,7 @@ class StepContext:
     executor: str
     log: Callable[[str], None]
     sources: dict[str, list[str]] = field(default_factory=dict)  # input -> the upstream step names
+    max_failures: int = 0  # worker restarts of a training step (the workflow's failure.max_failures)
 
     def output(self, name: str) -> Path:
         """Path where declared output `name` must be written (a file or a folder)."""
@@ -43,7 +44,7 @@ class StepContext:
 
         return run_training(fn, config, executor=self.executor, resources=self.resources,
                             storage=self.work_dir / "train", seed=self.seed, log=self.log,
-                            parallel_tasks=parallel_tasks, name=self.step)
+                            parallel_tasks=parallel_tasks, name=self.step, max_failures=self.max_failures)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:
         """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline).

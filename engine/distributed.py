@@ -112,6 +112,18 @@ class TrainSession:
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
         raise NotImplementedError
 
+    def restored(self) -> Path | None:
+        """The checkpoint folder to continue from, after a worker or the driver died (else None);
+        the history reported up to it is restored too, so reports continue where they were."""
+        folder = self._checkpoint_to_restore()
+        if folder is None or not (folder / HISTORY_FILE).exists():
+            return None
+        self.history = json.loads((folder / HISTORY_FILE).read_text())
+        return folder
+
+    def _checkpoint_to_restore(self) -> Path | None:
+        return None
+
     def log(self, message: str) -> None:
         """Print progress once (rank 0)."""
         if self.rank == 0:
@@ -155,6 +167,10 @@ class InlineSession(TrainSession):
     def prepare_model(self, model: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
         return model.to(self._device)
 
+    def _checkpoint_to_restore(self) -> Path | None:
+        found = self._storage / "checkpoint"  # an earlier attempt of this step (mmflow run --resume)
+        return found if found.is_dir() else None
+
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
         if checkpoint_dir is None:
             return
@@ -172,7 +188,7 @@ class RaySession(TrainSession):
 
     executor = "ray"
 
-    def __init__(self, seed: int, resources: Resources) -> None:
+    def __init__(self, seed: int, resources: Resources, resume_from: str | None = None) -> None:
         super().__init__(resources, lambda message: print(message, flush=True))
         import ray.train
 
@@ -180,6 +196,20 @@ class RaySession(TrainSession):
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.seed = seed
+        self._resume_from = resume_from
+
+    def _checkpoint_to_restore(self) -> Path | None:
+        import tempfile
+
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()  # this fit's latest, after a worker failure
+        if checkpoint is not None:
+            folder = Path(tempfile.mkdtemp(prefix="mmflow-restore-"))
+            checkpoint.to_directory(str(folder))
+            return folder
+        # an earlier fit of this step whose driver died (mmflow run --resume)
+        return Path(self._resume_from) if self._resume_from else None
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +246,7 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     # Ray 2.60 logs every report at INFO through a logger named by file path, which escapes
     # RunConfig's LoggingConfig; those lines drown the progress output.
     train_context.logger.setLevel(logging.WARNING)
-    config["fn"](RaySession(config["seed"], config["resources"]), config["config"])
+    config["fn"](RaySession(config["seed"], config["resources"], config.get("resume_from")), config["config"])
 
 
 def run_training(
@@ -230,22 +260,25 @@ def run_training(
     log: Callable[[str], None],
     parallel_tasks: int = 0,
     name: str = "train",
+    max_failures: int = 0,
 ) -> TrainResult:
     """Run `fn` on the chosen executor and return its history and final checkpoint.
 
     `parallel_tasks`: how many `run_tasks` tasks `fn` may run at once (a local Ray is sized for them).
     `name` (the step) prefixes the per-epoch metrics forwarded to Ray Tune inside a sweep trial.
+    `max_failures`: Ray Train restarts the workers from the latest checkpoint that many times.
+    A checkpoint an earlier attempt left in `storage` is offered to `fn` (`session.restored()`).
     """
     storage.mkdir(parents=True, exist_ok=True)
     if executor == "inline":
         session = InlineSession(storage, seed, resources, log)
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
-    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks, name)
+    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks, name, max_failures)
 
 
-def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path,
-                seed: int, log: Callable[[str], None], parallel_tasks: int, name: str) -> TrainResult:
+def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path, seed: int,
+                log: Callable[[str], None], parallel_tasks: int, name: str, max_failures: int) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -255,9 +288,17 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
+    earlier = _latest_checkpoint(storage / "run")
+    if earlier is not None:
+        log(f"an earlier attempt left {earlier.name}: training continues from it")
+        kept = storage / "resume_checkpoint"  # the new fit may prune checkpoints under storage/run
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(earlier, kept)
+        earlier = kept
     trainer = TorchTrainer(
         _ray_worker_entry,
-        train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources},
+        train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources,
+                           "resume_from": str(earlier) if earlier else None},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
@@ -267,6 +308,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=[_step_to_tune(name)] if _IN_SWEEP_TRIAL else None,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
         ),
     )
     try:
@@ -283,6 +325,12 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     history_file = local / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.exists() else []
     return TrainResult(history, local)
+
+
+def _latest_checkpoint(run_storage: Path) -> Path | None:
+    """The newest complete checkpoint Ray Train wrote under a run's storage, if any."""
+    found = sorted(p for p in run_storage.glob("checkpoint_*") if (p / HISTORY_FILE).exists())
+    return found[-1] if found else None
 
 
 def _root_cause(error: BaseException) -> BaseException:

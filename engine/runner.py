@@ -198,6 +198,7 @@ class Runner:
             sources={name: [e.step for e in edges_of(w)] for name, w in step.inputs.items()},
             outputs_dir=staging, work_dir=step_dir / "work", resources=self.workflow.spec.resources,
             executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
+            max_failures=self.workflow.spec.failure.max_failures,
         )
         started = time.perf_counter()
         try:

@@ -35,6 +35,13 @@ class Resources(_Strict):
     gpus_per_task: float = Field(0, ge=0, description="GPUs for each parallel task; > 0 runs it on GPU")
 
 
+class Failure(_Strict):
+    """What a training step does when a worker dies."""
+
+    max_failures: int = Field(0, ge=-1, description="restarts of a training step's workers from their latest "
+                              "checkpoint (Ray Train FailureConfig; -1: unlimited)")
+
+
 class StepSpec(_Strict):
     """One step: a registered component, its parameters and where its inputs come from."""
 
@@ -56,6 +63,7 @@ class WorkflowSpec(_Strict):
         "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging)"
     )
     resources: Resources = Field(default_factory=Resources)
+    failure: Failure = Field(default_factory=Failure)
     steps: dict[str, StepSpec] = Field(min_length=1)
     sweep: SweepSpec | None = Field(None, description="a Ray Tune sweep over steps' params (mmflow sweep)")
 

@@ -91,3 +91,8 @@ class BalanceMethod:
     def state_dict(self) -> dict[str, Any]:
         """State saved with each checkpoint (tensors and plain values)."""
         return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned (after a worker failure or a resumed run)."""
+        for name, value in state.items():
+            setattr(self, name, value)

@@ -8,7 +8,9 @@ class reaches the balancing method through `LoopState.background`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from ..balance.methods import build_method
 from ..balance.prototypes import update_prototypes
 from ..balance.gblend import ProbeLosses
 from ..data.shards import ShardReader, load_manifest, sample_keys
-from ..models.build import build_classifier, load_classifier, save_classifier
+from ..models.build import WEIGHTS, build_classifier, load_classifier, save_classifier
 from ..models.multimodal import MultimodalClassifier
 from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
 from .classification import TrainClassifierParams
@@ -59,10 +61,22 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     architecture = params.architecture(manifest, method.model_modalities(), method.modality_heads)
     device = session.device
     built = build_classifier(architecture)
+    restored = _restorable(session, config)
+    if restored is not None:  # a worker or the driver died: continue from the last checkpoint
+        built.load_state_dict(torch.load(restored / WEIGHTS, weights_only=True, map_location="cpu"))
     model = session.prepare_model(built, find_unused_parameters=built.may_leave_parameters_unused)
     core = getattr(model, "module", model)
     optimizer = make_optimizer(params, model.parameters())
     schedule = make_schedule(params, optimizer)
+    first_epoch = 0
+    if restored is not None:
+        saved = torch.load(restored / TRAINING_STATE, weights_only=False, map_location=device)
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        if (restored / METHOD_STATE).exists():
+            method.load_state_dict(torch.load(restored / METHOD_STATE, weights_only=False, map_location=device))
+        first_epoch = saved["epoch"] + 1
+        session.log(f"resumed from the checkpoint of epoch {first_epoch}")
     state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
                       all_reduce_sum=session.all_reduce_sum, background=manifest.get("background"))
     if getattr(params, "loss", "cross_entropy") == "avel_margin":  # localization's original loss
@@ -85,7 +99,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     fraction = max(method.prototype_fraction, params.diagnostic_fraction if params.diagnostics else 0.0)
     prototypes: dict[str, torch.Tensor] = {}  # plain class means, for the diagnostics
 
-    for epoch in range(params.epochs):
+    for epoch in range(first_epoch, params.epochs):
         started = time.perf_counter()
         state.epoch = epoch
         if fraction > 0:
@@ -128,12 +142,16 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         if params.on_error == "skip":  # shard reads cut short this epoch, over all ranks
             reads = session.all_reduce_sum(torch.tensor(float(reader.corrupt_reads), device=device))
             metrics["corrupt_shard_reads"], reader.corrupt_reads = int(reads.item()), 0
+        if restored is not None and epoch == first_epoch:
+            metrics["resumed_at_epoch"] = first_epoch
         session.log(_progress(epoch, params.epochs, metrics))
         with tempfile.TemporaryDirectory() as tmp:
             if session.rank == 0:
                 save_classifier(Path(tmp), core, architecture)
                 if method.state_dict():  # e.g. PMR's prototypes
                     torch.save(method.state_dict(), Path(tmp) / METHOD_STATE)
+                torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch,
+                            "config": _config_digest(config)}, Path(tmp) / TRAINING_STATE)
             session.report(metrics, tmp if session.rank == 0 else None)
 
 
@@ -175,6 +193,23 @@ def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: i
 
 _SUBSET_EPOCH_OFFSET = 1_000_003
 METHOD_STATE = "method_state.pt"
+TRAINING_STATE = "training_state.pt"  # optimizer, schedule, epoch: what resuming needs beyond the weights
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _restorable(session: TrainSession, config: dict[str, Any]) -> Path | None:
+    """The checkpoint to continue from, if there is one and it was written for this very config."""
+    folder = session.restored()
+    if folder is None or not (folder / TRAINING_STATE).exists():
+        return None
+    saved = torch.load(folder / TRAINING_STATE, weights_only=False, map_location="cpu")
+    if saved.get("config") != _config_digest(config):
+        session.history = []  # another configuration's run: start over
+        return None
+    return folder
 
 
 @torch.no_grad()

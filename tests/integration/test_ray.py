@@ -242,3 +242,77 @@ def test_a_sweep_with_asha_through_the_cli_twice(tmp_path):
             status = json.loads((trial / step / "status.json").read_text())
             assert status["reused_from"] == str(first / step)
     assert "best: trial_" in done.stdout
+
+
+FAULTS = """
+name: faults
+resources: {workers: 2, cpus_per_worker: 1}
+failure: {max_failures: 1}
+steps:
+  data: {component: data.synthetic, params: {train_size: 6000, test_size: 200, modalities: [{name: a, dim: 256}, {name: b, dim: 256}]}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 500}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 8, batch_size: 16, hidden: [512], method: {name: pmr}}
+"""
+
+
+def wait_for_checkpoint(run: Path, process: subprocess.Popen, timeout: float = 150) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not list((run / "train" / "work" / "train" / "run").glob("checkpoint_*/mmflow_history.json")):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "no checkpoint in time"
+        time.sleep(0.5)
+
+
+def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tmp_path):
+    import os
+    import signal
+
+    wf = tmp_path / "faults.yaml"
+    wf.write_text(FAULTS)
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(run)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(run, process)
+    workers = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+    assert workers, "no Ray Train worker process found"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    out, err = process.communicate(timeout=280)
+    assert process.returncode == 0, err[-3000:]
+    history = json.loads((run / "train" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(8))
+    resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
+    assert len(resumed) == 1 and resumed[0] >= 1
+
+
+def test_after_the_driver_dies_resume_keeps_finished_steps_and_continues_training(tmp_path):
+    import os
+    import signal
+
+    wf = tmp_path / "faults.yaml"
+    wf.write_text(FAULTS)
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(run)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    wait_for_checkpoint(run, process)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    process.communicate(timeout=60)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=60)
+    shard_status = (run / "shard" / "status.json").read_text()
+    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", "--resume", str(run)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "shard" / "status.json").read_text() == shard_status  # not re-run
+    assert "kept" in done.stderr and "training continues from" in done.stderr
+    history = json.loads((run / "train" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(8))
+    resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
+    assert len(resumed) == 1 and resumed[0] >= 1
