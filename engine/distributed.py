@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .spec import Resources
 
 HISTORY_FILE = "mmflow_history.json"
+PLACEMENT_FILE = "placement.json"  # rank -> node of a Ray Train run
 
 RAY_ENV = {
     # The Train controller takes one report per poll and a worker's next report waits for it;
@@ -79,6 +80,7 @@ class TrainSession:
 
     def __init__(self, resources: Resources, log: Callable[[str], None] = print) -> None:
         self.history: list[dict[str, Any]] = []
+        self.placement: list[dict[str, Any]] = []  # where each rank runs (Ray), kept with checkpoints
         self.resources = resources
         self._log = log
 
@@ -107,6 +109,8 @@ class TrainSession:
         self.history.append(dict(metrics))
         if checkpoint_dir is not None:
             (Path(checkpoint_dir) / HISTORY_FILE).write_text(json.dumps(self.history))
+            if self.placement:
+                (Path(checkpoint_dir) / PLACEMENT_FILE).write_text(json.dumps(self.placement, indent=1))
         self._report(metrics, checkpoint_dir)
 
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
@@ -197,6 +201,20 @@ class RaySession(TrainSession):
         self.world_size = context.get_world_size()
         self.seed = seed
         self._resume_from = resume_from
+        self.placement = self._gather_placement()
+
+    def _gather_placement(self) -> list[dict[str, Any]]:
+        """Where every rank runs (node id, IP, process), known to all ranks."""
+        import ray
+        import torch.distributed as dist
+
+        mine = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(),
+                "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
+        if self.world_size == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, mine)
+        return gathered
 
     def _checkpoint_to_restore(self) -> Path | None:
         import tempfile
@@ -396,9 +414,10 @@ def enter_sweep_trial() -> None:
 
 
 def configure_ray(address: str | None) -> None:
-    """Remember the cluster to use (`--address`); None starts a local Ray on first use."""
+    """Remember the cluster to use (`--address`, else RAY_ADDRESS as `ray job submit` sets it);
+    neither starts a local Ray on first use."""
     global _RAY_ADDRESS
-    _RAY_ADDRESS = address
+    _RAY_ADDRESS = address or os.environ.get("RAY_ADDRESS") or None
 
 
 def ensure_ray(min_cpus: float = 1) -> None:

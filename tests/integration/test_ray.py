@@ -316,3 +316,56 @@ def test_after_the_driver_dies_resume_keeps_finished_steps_and_continues_trainin
     assert [h["epoch"] for h in history] == list(range(8))
     resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
     assert len(resumed) == 1 and resumed[0] >= 1
+
+
+TWO_NODES = """
+name: two_nodes
+resources: {workers: 2, cpus_per_worker: 1}
+steps:
+  data: {component: data.synthetic, params: {train_size: 400, test_size: 100}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 100}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 2}
+"""
+
+
+def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster(tmp_path, monkeypatch):
+    import os
+
+    import ray
+
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    address = "127.0.0.1:6390"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # one auth mode for both nodes, the driver and this test
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    env = dict(os.environ)
+    nodes = [[ray_cli, "start", "--head", "--port", "6390", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+              "--resources", '{"node_a": 1}', "--include-dashboard", "false", "--disable-usage-stats"],
+             [ray_cli, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+              "--resources", '{"node_b": 1}', "--disable-usage-stats"]]
+    try:
+        for command in nodes:  # two raylets, each a separate process tree with one CPU
+            started = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+            assert started.returncode == 0, started.stderr[-2000:]
+        wf = tmp_path / "two.yaml"
+        wf.write_text(TWO_NODES)
+        done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir",
+                               str(tmp_path / "run"), "--address", address], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=240, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        placement = json.loads((tmp_path / "run" / "train" / "outputs" / "model" / "placement.json").read_text())
+        assert sorted(p["rank"] for p in placement) == [0, 1]
+        ray.init(address=address, logging_level="ERROR")
+        try:
+            resources = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+        finally:
+            ray.shutdown()
+        used = {name for p in placement for name in resources[p["node_id"]] if name.startswith("node_")}
+        assert used == {"node_a", "node_b"}  # one worker on each node
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)

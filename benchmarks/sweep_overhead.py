@@ -1,0 +1,116 @@
+"""Sweep overhead and data-parallel scaling on this machine.
+
+1. A tiny sweep (4 learning rates, FIFO, 2 trials at a time, each a 1-worker Ray Train run of
+   the classifier plus its evaluation) with `mmflow sweep`, against the same 4 trainings run
+   one by one with `mmflow run --set ...lr=X` (data and shards cached after the first, as in
+   the sweep): wall time per trial, Ray start-up included in both.
+2. Ray Train throughput of one training (the CG-MNIST CNN, 4,000 digit pairs, batch 256 per
+   worker) with 2 workers (1 CPU each, gloo all-reduce) vs 1 worker: samples/s, median over the
+   epochs after the first (target >= 1.7x on 2 cores).
+
+    python benchmarks/sweep_overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LRS = [0.2, 0.05, 0.01, 0.002]
+
+TINY = """
+name: tiny
+resources: {workers: 1, cpus_per_worker: 1}
+steps:
+  data: {component: data.synthetic, params: {train_size: 2000, test_size: 500}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 250}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 5, diagnostics: false}
+  eval:
+    component: eval.classifier
+    inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+             test: "${steps.shard.outputs.test}"}
+"""
+SWEEP = f"""
+sweep:
+  parameters:
+    steps.train.params.lr: {{grid: {LRS}}}
+  metric: eval.accuracy
+  max_concurrent_trials: 2
+"""
+# convolutions: much compute per parameter, so the gradient all-reduce is a small share of a step
+SCALING = """
+name: scaling
+resources: {workers: 1, cpus_per_worker: 1}
+steps:
+  data: {component: data.cg_mnist, params: {test_size: 100}}
+  shard:
+    component: data.shard
+    inputs: {dataset: "${steps.data.outputs.dataset}"}
+    params: {samples_per_shard: 245}
+  train:
+    component: train.classifier
+    inputs: {train: "${steps.shard.outputs.train}"}
+    params: {epochs: 3, batch_size: 256, encoder: cnn, embedding_dim: 512, diagnostics: false}
+"""
+
+
+def mmflow(*args: str, cwd: Path) -> float:
+    """Seconds `mmflow ARGS` took (it must succeed)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    return time.perf_counter() - started
+
+
+def samples_per_s(run: Path) -> float:
+    history = json.loads((run / "train" / "metrics.json").read_text())["history"]
+    return statistics.median(h["samples_per_s"] for h in history[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "sweep_overhead.json")
+    args = parser.parse_args()
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "tiny.yaml").write_text(TINY)
+        (tmp / "sweep.yaml").write_text(TINY + SWEEP)
+        sweep_seconds = mmflow("sweep", "sweep.yaml", "--runs-root", "sweep-runs", cwd=tmp)
+        one_by_one = sum(mmflow("run", "tiny.yaml", "--runs-root", "runs", "--set", f"steps.train.params.lr={lr}",
+                                cwd=tmp) for lr in LRS)
+        results.update(sweep_seconds_per_trial=sweep_seconds / len(LRS), run_seconds_per_training=one_by_one / len(LRS))
+        print(f"tiny sweep: {results['sweep_seconds_per_trial']:.1f} s per trial ({len(LRS)} trials, 2 at a time); "
+              f"one by one with mmflow run: {results['run_seconds_per_training']:.1f} s per training", flush=True)
+
+        (tmp / "scaling.yaml").write_text(SCALING)
+        for workers in (1, 2):
+            run = tmp / f"scale{workers}"
+            mmflow("run", "scaling.yaml", "--runs-root", "scale-runs", "--run-dir", str(run),
+                   "--set", f"resources.workers={workers}", cwd=tmp)
+            results[f"workers_{workers}_samples_per_s"] = samples_per_s(run)
+            print(f"Ray Train, {workers} worker(s): {results[f'workers_{workers}_samples_per_s']:.0f} samples/s",
+                  flush=True)
+    results["two_over_one_worker"] = results["workers_2_samples_per_s"] / results["workers_1_samples_per_s"]
+    print(f"2 workers / 1 worker: {results['two_over_one_worker']:.2f}x (target >= 1.7)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
