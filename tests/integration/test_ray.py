@@ -334,7 +334,7 @@ steps:
 """
 
 
-def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster(tmp_path, monkeypatch):
+def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster_and_runs_as_a_ray_job(tmp_path, monkeypatch):
     import os
 
     import ray
@@ -345,7 +345,8 @@ def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster(tmp_path, m
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     env = dict(os.environ)
     nodes = [[ray_cli, "start", "--head", "--port", "6390", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-              "--resources", '{"node_a": 1}', "--include-dashboard", "false", "--disable-usage-stats"],
+              "--resources", '{"node_a": 1}', "--dashboard-host", "127.0.0.1", "--dashboard-port", "8266",
+              "--disable-usage-stats"],
              [ray_cli, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
               "--resources", '{"node_b": 1}', "--disable-usage-stats"]]
     try:
@@ -367,5 +368,14 @@ def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster(tmp_path, m
             ray.shutdown()
         used = {name for p in placement for name in resources[p["node_id"]] if name.startswith("node_")}
         assert used == {"node_a", "node_b"}  # one worker on each node
+        # the same workflow submitted as a Ray job: no --address, the job's RAY_ADDRESS is used
+        job = subprocess.run([ray_cli, "job", "submit", "--address", "http://127.0.0.1:8266", "--", sys.executable,
+                              "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(tmp_path / "job"),
+                              "--set", "steps.train.params.epochs=1"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+        assert json.loads((tmp_path / "job" / "run.json").read_text())["state"] == "done"
+        job_placement = json.loads((tmp_path / "job" / "train" / "outputs" / "model" / "placement.json").read_text())
+        assert {p["node_id"] for p in job_placement} == {p["node_id"] for p in placement}  # on the cluster
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
