@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmflow.engine import Params, StepContext, component
 
@@ -36,6 +36,13 @@ class TrainLocalizationParams(TrainClassifierParams):
     method: Annotated[Union[NaiveParams, PMRParams], Field(discriminator="name")] = Field(
         default_factory=NaiveParams, description="naive, or pmr (prototypes over segments; PCE and PER on "
         "event segments only)")
+
+    @model_validator(mode="after")
+    def _no_embedding_dim(self) -> "TrainLocalizationParams":
+        if self.embedding_dim is not None:
+            raise ValueError("localization embeddings are the BiLSTM outputs (2 x hidden): set hidden, not "
+                             "embedding_dim")
+        return self
 
     def architecture(self, manifest: dict, modalities: list[str], modality_heads: str = "fusion") -> dict[str, Any]:
         """The JSON-able localization model description, from the shards' manifest."""

@@ -102,3 +102,15 @@ def test_the_original_avel_loss_trains_through_the_loop(cli, write_workflow, tmp
     assert status == 0, out + err
     losses = [h["loss"] for h in json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]]
     assert all(0 < loss < 1 for loss in losses)  # a soft-margin loss of probabilities, not a cross-entropy (~1.8)
+
+
+def test_localization_params_refuse_an_embedding_size_they_would_ignore():
+    import pytest
+    from pydantic import ValidationError
+
+    from mmflow.components.tasks.localization import TrainLocalizationParams
+
+    with pytest.raises(ValidationError, match="set hidden, not embedding_dim"):
+        TrainLocalizationParams(embedding_dim=64)
+    assert TrainLocalizationParams(hidden=16).architecture(
+        {"modalities": {"a": {"shape": [4, 3]}, "v": {"shape": [4, 2, 2, 5]}}, "num_classes": 3}, ["a", "v"])["hidden"] == 16
