@@ -175,6 +175,11 @@ class InlineSession(TrainSession):
         found = self._storage / "checkpoint"  # an earlier attempt of this step (mmflow run --resume)
         return found if found.is_dir() else None
 
+    def restored(self) -> Path | None:
+        folder = super().restored()
+        self.checkpoint = folder  # the result, if every epoch had already run (a later report replaces it)
+        return folder
+
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
         if checkpoint_dir is None:
             return
@@ -335,11 +340,14 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
         raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
     if result.error is not None:
         raise _root_cause(result.error) from result.error
-    if result.checkpoint is None:
+    if result.checkpoint is not None:
+        local = storage / "final_checkpoint"
+        shutil.rmtree(local, ignore_errors=True)
+        result.checkpoint.to_directory(str(local))
+    elif earlier is not None:  # every epoch had run before the driver died: that checkpoint is the result
+        local = earlier
+    else:
         return TrainResult()
-    local = storage / "final_checkpoint"
-    shutil.rmtree(local, ignore_errors=True)
-    result.checkpoint.to_directory(str(local))
     history_file = local / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.exists() else []
     return TrainResult(history, local)

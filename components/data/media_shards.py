@@ -55,8 +55,9 @@ def write_media_shard(job: dict[str, Any], device: Any = None) -> dict[str, Any]
 
 def clip_record(clip: Clip, store: str, audio: AudioFeatures | None, visual: VisualParams) -> dict[str, Any]:
     """The webdataset record of one clip; raises MediaError for missing or undecodable media."""
-    if clip.missing:
-        raise MediaError(clip.missing.split(": ", 1)[0], clip.missing.split(": ", 1)[-1])
+    if clip.missing:  # recorded by the reader as "<path>: <reason>"
+        path, _, reason = clip.missing.partition(": ")
+        raise MediaError(path, reason)
     if clip.audio is None or not clip.frames:
         raise MediaError(clip.key, "no audio or no frames")
     record: dict[str, Any] = {"__key__": clip.key, "cls": clip.label}

@@ -60,6 +60,22 @@ def test_a_crashed_run_continues_where_it_stopped_and_ends_as_if_uninterrupted(s
         torch.testing.assert_close(final[name], tensor)
 
 
+def test_a_run_that_died_after_its_last_epoch_returns_that_checkpoint(shards, tmp_path, monkeypatch):
+    report = distributed.InlineSession._report
+
+    def crash_after_last_epoch(self, metrics, checkpoint_dir):
+        report(self, metrics, checkpoint_dir)
+        if metrics["epoch"] == 1:
+            raise Crash
+
+    monkeypatch.setattr(distributed.InlineSession, "_report", crash_after_last_epoch)
+    with pytest.raises(Crash):
+        train(shards, tmp_path / "s", {"name": "naive"}, epochs=2)
+    monkeypatch.setattr(distributed.InlineSession, "_report", report)
+    again = train(shards, tmp_path / "s", {"name": "naive"}, epochs=2)
+    assert [h["epoch"] for h in again.history] == [0, 1] and (again.checkpoint / "model.pt").exists()
+
+
 def test_a_checkpoint_of_another_configuration_is_not_resumed(shards, tmp_path):
     train(shards, tmp_path / "s", {"name": "naive"}, epochs=2)
     other = train(shards, tmp_path / "s", {"name": "naive"}, epochs=3)
