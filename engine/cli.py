@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", type=Path, help="run directory (default runs/<workflow>/<run-id>)")
     run.add_argument("--runs-root", type=Path, default=Path("runs"),
                      help="where runs live and cached steps are looked up (default ./runs)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish a failed run in RUN_DIR")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish a failed run in RUN_DIR, or the run at a storage "
+                     "URI (s3://.../<workflow>/<run-id>: copied into the runs root first)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and cached steps; run nothing")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
 
@@ -195,13 +196,14 @@ def _jsonable(value: Any) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import distributed
-    from .runner import Runner, new_run_dir, resume_workflow
+    from .runner import Runner, fetch_run, new_run_dir, resume_workflow
+    from .storage import Storage, is_uri
 
     if args.resume:
         if args.run_dir:
             raise UsageError("--resume RUN_DIR already names the run directory; drop --run-dir")
-        wf = resume_workflow(args.resume, args.overrides)
-        run_dir = args.resume
+        run_dir = fetch_run(Storage.open(args.resume), args.runs_root) if is_uri(args.resume) else Path(args.resume)
+        wf = resume_workflow(run_dir, args.overrides)
     elif args.workflow:
         wf = load_workflow(args.workflow, args.overrides)
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
@@ -215,12 +217,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             detail = f"  ({entry.source})" if entry.source else ""
             print(f"  {entry.action:6s} {entry.name}{detail}")
         return 0
-    print(f"run {wf.name} -> {run_dir}", file=sys.stderr)
+    stored = f" (storage: {runner.storage})" if runner.storage else ""
+    print(f"run {wf.name} -> {run_dir}{stored}", file=sys.stderr)
     started = time.perf_counter()
     try:
         outcomes = runner.run()
     except StepFailed:
         print(f"resume with: mmflow run --resume {run_dir}", file=sys.stderr)
+        if runner.storage is not None:
+            print(f"  or, on another machine: mmflow run --resume '{runner.storage}'", file=sys.stderr)
         raise
     print(_summary(outcomes, time.perf_counter() - started, run_dir))
     return 0

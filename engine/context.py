@@ -11,6 +11,7 @@ from .registry import ComponentSpec
 if TYPE_CHECKING:
     from .distributed import TaskFunction, TrainFunction, TrainResult
     from .spec import Resources
+    from .storage import Storage
 
 
 @dataclass
@@ -28,6 +29,7 @@ class StepContext:
     log: Callable[[str], None]
     sources: dict[str, list[str]] = field(default_factory=dict)  # input -> the upstream step names
     max_failures: int = 0  # worker restarts of a training step (the workflow's failure.max_failures)
+    storage: Storage | None = None  # this step's folder in the workflow's storage, if it has one
 
     def output(self, name: str) -> Path:
         """Path where declared output `name` must be written (a file or a folder)."""
@@ -41,9 +43,12 @@ class StepContext:
         `parallel_tasks`: how many side tasks `fn` runs at once through `session.run_tasks`.
         """
         from .distributed import run_training
+        from .storage import Storage
 
-        return run_training(fn, config, executor=self.executor, resources=self.resources,
-                            storage=self.work_dir / "train", seed=self.seed, log=self.log,
+        scratch = self.work_dir / "train"
+        storage = self.storage.joinpath("train") if self.storage else Storage.open(scratch)
+        return run_training(fn, config, executor=self.executor, resources=self.resources, storage=storage,
+                            scratch=scratch, seed=self.seed, log=self.log,
                             parallel_tasks=parallel_tasks, name=self.step, max_failures=self.max_failures)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:

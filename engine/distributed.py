@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from .spec import Resources
+    from .storage import Storage
 
 HISTORY_FILE = "mmflow_history.json"
 PLACEMENT_FILE = "placement.json"  # rank -> node of a Ray Train run
@@ -151,13 +153,16 @@ class TrainResult:
 
 
 class InlineSession(TrainSession):
-    """World of size 1 in this process; checkpoints are copied under `storage`."""
+    """World of size 1 in this process; checkpoints are copied under `scratch` and, when given, to
+    `storage` as `checkpoint_<n>` (so a restart on another machine finds them)."""
 
-    def __init__(self, storage: Path, seed: int, resources: Resources, log: Callable[[str], None]) -> None:
+    def __init__(self, scratch: Path, seed: int, resources: Resources, log: Callable[[str], None],
+                 storage: Storage | None = None) -> None:
         super().__init__(resources, log)
         import torch
 
         self.seed = seed
+        self._scratch = scratch
         self._storage = storage
         self.checkpoint: Path | None = None
         if resources.gpus_per_worker > 0 and not torch.cuda.is_available():
@@ -172,7 +177,10 @@ class InlineSession(TrainSession):
         return model.to(self._device)
 
     def _checkpoint_to_restore(self) -> Path | None:
-        found = self._storage / "checkpoint"  # an earlier attempt of this step (mmflow run --resume)
+        found = self._scratch / "checkpoint"  # an earlier attempt of this step (mmflow run --resume)
+        stored = _latest_checkpoint(self._storage) if self._storage and not found.is_dir() else None
+        if stored is not None:  # the attempt ran on another machine
+            stored.download(found)
         return found if found.is_dir() else None
 
     def restored(self) -> Path | None:
@@ -183,13 +191,20 @@ class InlineSession(TrainSession):
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | Path | None) -> None:
         if checkpoint_dir is None:
             return
-        target = self._storage / "checkpoint"
-        staging = self._storage / ".checkpoint.tmp"
+        target = self._scratch / "checkpoint"
+        staging = self._scratch / ".checkpoint.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(checkpoint_dir, staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         self.checkpoint = target
+        if self._storage is not None:
+            earlier = self._storage.folders()
+            # the history file goes last: a checkpoint without it is incomplete (_latest_checkpoint)
+            self._storage.joinpath(f"checkpoint_{len(self.history):06d}").upload(target, last=HISTORY_FILE)
+            for name in earlier:
+                if name.startswith("checkpoint_") and name != f"checkpoint_{len(self.history):06d}":
+                    self._storage.joinpath(name).delete()
 
 
 class RaySession(TrainSession):
@@ -197,7 +212,7 @@ class RaySession(TrainSession):
 
     executor = "ray"
 
-    def __init__(self, seed: int, resources: Resources, resume_from: str | None = None) -> None:
+    def __init__(self, seed: int, resources: Resources, resume_from: Any = None) -> None:
         super().__init__(resources, lambda message: print(message, flush=True))
         import ray.train
 
@@ -205,7 +220,8 @@ class RaySession(TrainSession):
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.seed = seed
-        self._resume_from = resume_from
+        self._resume_from = resume_from  # a ray.train.Checkpoint an earlier fit left (mmflow run --resume)
+        self._restore_dir: Path | None = None
         self.placement = self._gather_placement()
 
     def _gather_placement(self) -> list[dict[str, Any]]:
@@ -226,13 +242,20 @@ class RaySession(TrainSession):
 
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()  # this fit's latest, after a worker failure
-        if checkpoint is not None:
-            folder = Path(tempfile.mkdtemp(prefix="mmflow-restore-"))
-            checkpoint.to_directory(str(folder))
-            return folder
-        # an earlier fit of this step whose driver died (mmflow run --resume)
-        return Path(self._resume_from) if self._resume_from else None
+        # this fit's latest after a worker failure, else an earlier fit's whose driver died
+        checkpoint = ray.train.get_checkpoint() or self._resume_from
+        if checkpoint is None:
+            return None
+        self.close()
+        self._restore_dir = Path(tempfile.mkdtemp(prefix="mmflow-restore-"))
+        checkpoint.to_directory(str(self._restore_dir))
+        return self._restore_dir
+
+    def close(self) -> None:
+        """Remove the local copy of a restored checkpoint."""
+        if self._restore_dir is not None:
+            shutil.rmtree(self._restore_dir, ignore_errors=True)
+            self._restore_dir = None
 
     @property
     def device(self) -> torch.device:
@@ -269,7 +292,11 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     # Ray 2.60 logs every report at INFO through a logger named by file path, which escapes
     # RunConfig's LoggingConfig; those lines drown the progress output.
     train_context.logger.setLevel(logging.WARNING)
-    config["fn"](RaySession(config["seed"], config["resources"], config.get("resume_from")), config["config"])
+    session = RaySession(config["seed"], config["resources"], config.get("resume_from"))
+    try:
+        config["fn"](session, config["config"])
+    finally:
+        session.close()
 
 
 def run_training(
@@ -278,30 +305,44 @@ def run_training(
     *,
     executor: str,
     resources: Resources,
-    storage: Path,
+    storage: Path | Storage,
     seed: int,
     log: Callable[[str], None],
     parallel_tasks: int = 0,
     name: str = "train",
     max_failures: int = 0,
+    scratch: Path | None = None,
 ) -> TrainResult:
     """Run `fn` on the chosen executor and return its history and final checkpoint.
 
+    `storage`: where Ray Train keeps checkpoints, a local folder or a Storage (object store);
+    `scratch`: the local folder for the final checkpoint's copy and inline checkpoints
+    (default: `storage`, which must then be a local folder).
     `parallel_tasks`: how many `run_tasks` tasks `fn` may run at once (a local Ray is sized for them).
     `name` (the step) prefixes the per-epoch metrics forwarded to Ray Tune inside a sweep trial.
     `max_failures`: Ray Train restarts the workers from the latest checkpoint that many times.
     A checkpoint an earlier attempt left in `storage` is offered to `fn` (`session.restored()`).
     """
-    storage.mkdir(parents=True, exist_ok=True)
+    from .storage import Storage
+
+    if isinstance(storage, Path):
+        scratch = scratch or storage
+        storage = Storage.open(storage)
+    if scratch is None:
+        raise ValueError("run_training: give a local `scratch` folder with a non-local storage")
+    scratch.mkdir(parents=True, exist_ok=True)
     if executor == "inline":
-        session = InlineSession(storage, seed, resources, log)
+        session = InlineSession(scratch, seed, resources, log, None if storage.path == scratch.resolve().as_posix()
+                                and storage.is_local else storage.joinpath("inline"))
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
-    return _fit_on_ray(fn, config, resources, storage.resolve(), seed, log, parallel_tasks, name, max_failures)
+    return _fit_on_ray(fn, config, resources, storage, scratch.resolve(), seed, log, parallel_tasks, name,
+                       max_failures)
 
 
-def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Path, seed: int,
-                log: Callable[[str], None], parallel_tasks: int, name: str, max_failures: int) -> TrainResult:
+def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Storage, scratch: Path,
+                seed: int, log: Callable[[str], None], parallel_tasks: int, name: str,
+                max_failures: int) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -311,23 +352,24 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
-    earlier = _latest_checkpoint(storage / "run")
+    earlier = _latest_checkpoint(storage.joinpath("run"))
     if earlier is not None:
-        log(f"an earlier attempt left {earlier.name}: training continues from it")
-        kept = storage / "resume_checkpoint"  # the new fit may prune checkpoints under storage/run
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(earlier, kept)
+        log(f"an earlier attempt left {posixpath.basename(earlier.path)}: training continues from it")
+        kept = storage.joinpath("resume_checkpoint")  # the new fit may prune checkpoints under storage/run
+        earlier.copy_to(kept)
         earlier = kept
+    resume_from = ray.train.Checkpoint(earlier.path, earlier.filesystem) if earlier else None
     trainer = TorchTrainer(
         _ray_worker_entry,
         train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources,
-                           "resume_from": str(earlier) if earlier else None},
+                           "resume_from": resume_from},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
         run_config=ray.train.RunConfig(
             name="run",
-            storage_path=str(storage),
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=[_step_to_tune(name)] if _IN_SWEEP_TRIAL else None,
@@ -340,23 +382,22 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
         raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
     if result.error is not None:
         raise _root_cause(result.error) from result.error
-    if result.checkpoint is not None:
-        local = storage / "final_checkpoint"
-        shutil.rmtree(local, ignore_errors=True)
-        result.checkpoint.to_directory(str(local))
-    elif earlier is not None:  # every epoch had run before the driver died: that checkpoint is the result
-        local = earlier
-    else:
+    checkpoint = result.checkpoint or resume_from  # resumed with every epoch run: that checkpoint is the result
+    if checkpoint is None:
         return TrainResult()
+    local = scratch / "final_checkpoint"
+    shutil.rmtree(local, ignore_errors=True)
+    checkpoint.to_directory(str(local))
     history_file = local / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.exists() else []
     return TrainResult(history, local)
 
 
-def _latest_checkpoint(run_storage: Path) -> Path | None:
+def _latest_checkpoint(run_storage: Storage) -> Storage | None:
     """The newest complete checkpoint Ray Train wrote under a run's storage, if any."""
-    found = sorted(p for p in run_storage.glob("checkpoint_*") if (p / HISTORY_FILE).exists())
-    return found[-1] if found else None
+    found = [run_storage.joinpath(name) for name in run_storage.folders() if name.startswith("checkpoint_")]
+    complete = [c for c in found if c.joinpath(HISTORY_FILE).exists()]
+    return complete[-1] if complete else None
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -384,8 +425,9 @@ def _step_to_tune(step: str) -> Any:
 
 def run_sweep_trials(trial: Callable[[dict[str, Any]], None], param_space: dict[str, Any], *, num_samples: int,
                      scheduler: Any, max_concurrent_trials: int | None, trial_cpus: float,
-                     storage: Path) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
-    """Ray Tune over `trial(config)`; per trial (name, config, last reported metrics, error or None)."""
+                     storage: Storage) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
+    """Ray Tune over `trial(config)` with its state under `storage`/tune; per trial (name, config,
+    last reported metrics, error or None)."""
     from ray import tune
 
     ensure_ray()
@@ -395,7 +437,8 @@ def run_sweep_trials(trial: Callable[[dict[str, Any]], None], param_space: dict[
         tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=scheduler,
                                     max_concurrent_trials=max_concurrent_trials,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name="tune", storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(name="tune", storage_path=storage.path, storage_filesystem=storage.filesystem,
+                                  verbose=0),
     )
     results = tuner.fit()
     return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))

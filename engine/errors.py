@@ -52,6 +52,10 @@ class UsageError(Exception):
     """A command-line mistake that is not about the workflow's content."""
 
 
+class StorageError(UsageError):
+    """A storage location that pyarrow cannot open or reach."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest candidate, or ''."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

@@ -9,6 +9,10 @@ Run layout::
 A step's outputs are written under `<step>/.outputs.tmp/` and renamed to `outputs/` only
 when the step succeeds, so a crash never leaves half-written outputs behind. `status.json`
 is written last and carries the cache key and a digest of every output.
+
+With a workflow `storage`, training checkpoints go to `<storage>/<workflow>/<run-id>/<step>/train`
+and every finished step is copied to `<storage>/<workflow>/<run-id>/<step>/` (status.json last),
+so `mmflow run --resume <that URI>` can finish the run on another machine.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import posixpath
 import secrets
 import shutil
 import sys
@@ -30,8 +35,11 @@ from .context import StepContext
 from .errors import InputDataError, StepFailed, UsageError
 from .graph import Wiring, edges_of
 from .spec import Step, Workflow, load_workflow
+from .storage import Storage
 
 STATUS = "status.json"
+RUN_RECORD = "run.json"
+MIRRORED = ("params.json", "metrics.json")  # with outputs/ and, last, status.json
 
 
 @dataclass
@@ -119,6 +127,10 @@ class Runner:
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest
         self._index: dict[str, Path] | None = None  # cache key -> finished step folder in the runs root
+        self.storage = self._run_storage()
+        # a run resumed inside its own local storage folder is its own copy
+        self._mirrors = self.storage is not None and not (self.storage.is_local
+                                                          and Path(self.storage.path) == self.run_dir)
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlanEntry]:
@@ -144,6 +156,8 @@ class Runner:
     # -- running ----------------------------------------------------------------------------
     def run(self) -> list[StepOutcome]:
         """Run every step in order; raise StepFailed on the first failing step."""
+        if self._mirrors:
+            self.storage.exists()  # unreachable storage fails here, before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_run_record("running")
         outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
@@ -177,8 +191,11 @@ class Runner:
             self._digests[step.name] = status["outputs"]
             state = "kept" if source == step_dir else "reused"
             self.echo(f"    {state} ({'this run' if state == 'kept' else source})")
+            self._mirror(step_dir, status)
             return StepOutcome(step.name, state, 0.0, _read_metrics(step_dir), status.get("reused_from"))
-        return self._execute(step, step_dir, key)
+        outcome = self._execute(step, step_dir, key)
+        self._mirror(step_dir, read_status(step_dir) or {})
+        return outcome
 
     def _execute(self, step: Step, step_dir: Path, key: str) -> StepOutcome:
         step_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +216,7 @@ class Runner:
             outputs_dir=staging, work_dir=step_dir / "work", resources=self.workflow.spec.resources,
             executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
             max_failures=self.workflow.spec.failure.max_failures,
+            storage=self.storage.joinpath(step.name) if self.storage else None,
         )
         started = time.perf_counter()
         try:
@@ -278,19 +296,78 @@ class Runner:
         copy = self.run_dir / "workflow.yaml"
         if Path(self.workflow.document.file).resolve() != copy.resolve():
             copy.write_text(self.workflow.document.text)  # as read: the file may be elsewhere (a sweep trial)
-        write_json(self.run_dir / "run.json", {
+        write_json(self.run_dir / RUN_RECORD, {
             "workflow": self.workflow.name, "overrides": self.workflow.overrides,
             "order": self.workflow.order, "state": state, "updated": _now(),
+            "storage": self.storage.uri if self.storage else None,
         })
+        if self.storage and self._mirrors:
+            self.storage.joinpath("workflow.yaml").upload(copy)
+            self.storage.joinpath(RUN_RECORD).upload(self.run_dir / RUN_RECORD)
+
+    # -- storage ------------------------------------------------------------------------------
+    def _run_storage(self) -> Storage | None:
+        """This run's folder in the workflow's storage: the one its record names (a resumed run), else
+        <storage>/<run dir relative to the runs root>."""
+        if self.workflow.spec.storage is None:
+            return None
+        record = _read_json(self.run_dir / RUN_RECORD)
+        if record.get("storage"):
+            return Storage.open(record["storage"])
+        try:
+            key = self.run_dir.relative_to(self.runs_root).parts
+        except ValueError:
+            key = (self.workflow.name, self.run_dir.name)
+        return Storage.open(self.workflow.spec.storage).joinpath(*key)
+
+    def _mirror(self, step_dir: Path, status: dict[str, Any]) -> None:
+        """Copy a finished step to the storage, status.json last (what a reader trusts), unless it is there."""
+        if self.storage is None or not self._mirrors:
+            return
+        target = self.storage.joinpath(step_dir.name)
+        there = json.loads(target.joinpath(STATUS).read_text() or "{}")
+        if there.get("state") == "done" and there.get("cache_key") == status.get("cache_key"):
+            return
+        target.joinpath(STATUS).delete()
+        target.joinpath("outputs").upload(step_dir / "outputs")
+        for name in MIRRORED:
+            if (step_dir / name).exists():
+                target.joinpath(name).upload(step_dir / name)
+        target.joinpath(STATUS).upload(step_dir / STATUS)
 
 
 def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
     """Reload the workflow a run directory was started with (plus its original overrides)."""
-    record_file = run_dir / "run.json"
+    record_file = run_dir / RUN_RECORD
     if not record_file.exists() or not (run_dir / "workflow.yaml").exists():
         raise UsageError(f"--resume {run_dir}: not a run directory (no run.json / workflow.yaml)")
     record = json.loads(record_file.read_text())
     return load_workflow(run_dir / "workflow.yaml", list(record.get("overrides", [])) + overrides)
+
+
+def fetch_run(stored: Storage, runs_root: Path) -> Path:
+    """Copy a run from its storage folder into `<runs_root>/<workflow>/<run-id>`: the record and every
+    finished step (a step already finished here is kept); returns the local run directory."""
+    record_text = stored.joinpath(RUN_RECORD).read_text()
+    if record_text is None or not stored.joinpath("workflow.yaml").exists():
+        raise UsageError(f"--resume {stored}: no run there (no run.json / workflow.yaml)")
+    record = json.loads(record_text)
+    run_dir = runs_root / record["workflow"] / posixpath.basename(stored.path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored.joinpath("workflow.yaml").download(run_dir / "workflow.yaml")
+    write_json(run_dir / RUN_RECORD, {**record, "storage": stored.uri})
+    for name in record.get("order", []):
+        status = json.loads(stored.joinpath(name, STATUS).read_text() or "{}")
+        here = read_status(run_dir / name) or {}
+        if status.get("state") != "done" or _is_done(run_dir / name, here, status.get("cache_key")):
+            continue
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+        stored.joinpath(name, "outputs").download(run_dir / name / "outputs")
+        for file in MIRRORED:
+            if stored.joinpath(name, file).exists():
+                stored.joinpath(name, file).download(run_dir / name / file)
+        write_json(run_dir / name / STATUS, status)
+    return run_dir
 
 
 def _is_done(step_dir: Path | None, status: dict[str, Any] | None, key: str | None) -> bool:
@@ -307,8 +384,12 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def _read_metrics(step_dir: Path) -> dict[str, Any]:
+    return _read_json(step_dir / "metrics.json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((step_dir / "metrics.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Problem, UsageError, WorkflowError, did_you_mean
 from .graph import Wiring, plan_graph
 from .registry import REGISTRY, ComponentSpec, Registry
+from .storage import check_location
 from .sweep import SweepSpec, check_sweep
 from .yaml_source import YamlDocument, YamlPath, dotted, load_yaml
 
@@ -66,6 +67,17 @@ class WorkflowSpec(_Strict):
     failure: Failure = Field(default_factory=Failure)
     steps: dict[str, StepSpec] = Field(min_length=1)
     sweep: SweepSpec | None = Field(None, description="a Ray Tune sweep over steps' params (mmflow sweep)")
+    storage: str | None = Field(
+        None, description="where checkpoints and a copy of every finished step go, for restarts on other "
+        "nodes: a shared path or a pyarrow filesystem URI (s3://bucket/prefix, gs://..., ?endpoint_override=...)")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_location(cls, value: str | None) -> str | None:
+        problem = check_location(value) if value is not None else ""
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 @dataclass

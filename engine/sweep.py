@@ -232,6 +232,7 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
     from . import distributed
     from .runner import Runner, new_run_dir
     from .spec import Workflow as WorkflowType
+    from .storage import Storage
 
     sweep = workflow.spec.sweep
     sweep_dir = new_run_dir(runs_root, workflow.name)
@@ -252,10 +253,13 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
         s = sweep.scheduler
         scheduler = distributed.asha(s.metric, s.mode, s.max_t, s.grace_period, s.reduction_factor)
     echo(f"trials of {', '.join(sweep.parameters)} ({sweep.scheduler.name}) -> {sweep_dir / 'trials'}")
+    # beside the trials' own folders in the workflow's storage, if it has one (they sit under the sweep's)
+    tune_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
+                    if workflow.spec.storage else Storage.open(sweep_dir))
     try:
         raw = distributed.run_sweep_trials(_trial, space, num_samples=sweep.num_samples, scheduler=scheduler,
                                            max_concurrent_trials=sweep.max_concurrent_trials,
-                                           trial_cpus=sweep.trial_cpus, storage=sweep_dir.resolve())
+                                           trial_cpus=sweep.trial_cpus, storage=tune_storage)
     finally:
         distributed.shutdown_ray()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,

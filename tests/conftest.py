@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -40,3 +40,23 @@ def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
         return status, out, err
 
     return run
+
+
+@pytest.fixture
+def s3_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An S3 bucket served by moto on localhost; yields its URI for a workflow's `storage`.
+
+    Credentials go through the environment, so subprocesses and Ray workers reach it too.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="mmflow")
+    yield f"s3://mmflow/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    server.stop()

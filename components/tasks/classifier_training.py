@@ -197,7 +197,9 @@ TRAINING_STATE = "training_state.pt"  # optimizer, schedule, epoch: what resumin
 
 
 def _config_digest(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    # input paths are left out: a run resumed on another machine reads the same shards from elsewhere
+    return hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "train"}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
 def _restorable(session: TrainSession, config: dict[str, Any]) -> Path | None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -15,9 +16,30 @@ from ..conftest import REPO
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
+def mmflow(*args: object, cwd: Path, timeout: float = 280, **popen: object) -> subprocess.CompletedProcess:
+    """`mmflow ARGS` in a fresh process, as a user runs it (its own local Ray unless told otherwise)."""
+    return subprocess.run([sys.executable, "-m", "mmflow.engine.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def start_mmflow(*args: object, cwd: Path, **popen: object) -> subprocess.Popen:
+    """`mmflow ARGS` in the background, to be interrupted."""
+    return subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def synthetic_steps(data: str, samples_per_shard: int) -> str:
+    """The data.synthetic and data.shard steps most workflows here begin with (YAML under `steps:`)."""
+    return f"""  data: {{component: data.synthetic, params: {data}}}
+  shard:
+    component: data.shard
+    inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}
+    params: {{samples_per_shard: {samples_per_shard}}}
+"""
+
+
 def test_quickstart_through_the_cli_on_two_ray_workers(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(REPO / "workflows" / "quickstart.yaml"),
-                           "--run-dir", str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    done = mmflow("run", REPO / "workflows" / "quickstart.yaml", "--run-dir", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
     assert json.loads((run / "run.json").read_text())["state"] == "done"
@@ -80,18 +102,8 @@ seed: 1
 executor: ray
 resources: {workers: 2, cpus_per_worker: 1, cpus_per_task: 0.5}
 steps:
-  data:
-    component: data.synthetic
-    params:
-      num_classes: 3
-      train_size: 320
-      test_size: 60
-      modalities: [{name: a, dim: 4, signal: 2.0}, {name: b, dim: 64, informative: 2, signal: 1.0}]
-  shard:
-    component: data.shard
-    inputs: {dataset: "${steps.data.outputs.dataset}"}
-    params: {samples_per_shard: 40}
-  train:
+""" + synthetic_steps("{num_classes: 3, train_size: 320, test_size: 60, modalities: [{name: a, dim: 4, signal: 2.0}, "
+                      "{name: b, dim: 64, informative: 2, signal: 1.0}]}", 40) + """  train:
     component: train.classifier
     inputs: {train: "${steps.shard.outputs.train}"}
     params:
@@ -107,8 +119,7 @@ steps:
 def test_online_gblend_on_two_ray_workers_reestimates_every_super_epoch(tmp_path):
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(GBLEND_ONLINE)
-    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(workflow), "--run-dir",
-                           str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    done = mmflow("run", workflow, "--run-dir", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
     assert len(history) == 3
@@ -148,9 +159,7 @@ def test_media_shards_convert_as_parallel_ray_tasks_and_a_bad_file_fails_by_name
     for on_error in ("skip", "fail"):
         wf = tmp_path / f"{on_error}.yaml"
         wf.write_text(MEDIA_SHARD.format(root=root, on_error=on_error))
-        results[on_error] = subprocess.run(
-            [sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(tmp_path / on_error)],
-            cwd=tmp_path, capture_output=True, text=True, timeout=200)
+        results[on_error] = mmflow("run", wf, "--run-dir", tmp_path / on_error, cwd=tmp_path, timeout=200)
     assert results["skip"].returncode == 0, results["skip"].stderr[-3000:]
     metrics = json.loads((tmp_path / "skip" / "shard" / "metrics.json").read_text())
     assert (metrics["train_shards"], metrics["test_skipped"], metrics["test_samples"]) == (4, 1, 5)
@@ -182,8 +191,7 @@ steps:
 def test_localization_with_pmr_on_two_ray_workers(tmp_path):
     wf = tmp_path / "loc.yaml"
     wf.write_text(LOCALIZATION)
-    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(tmp_path / "run")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    done = mmflow("run", wf, "--run-dir", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Ray Train: 2 worker(s)" in done.stderr
     history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
@@ -195,12 +203,7 @@ SWEEP = """
 name: tiny_sweep
 resources: {workers: 1, cpus_per_worker: 1}
 steps:
-  data: {component: data.synthetic, params: {train_size: 600, test_size: 200}}
-  shard:
-    component: data.shard
-    inputs: {dataset: "${steps.data.outputs.dataset}"}
-    params: {samples_per_shard: 200}
-  train:
+""" + synthetic_steps("{train_size: 600, test_size: 200}", 200) + """  train:
     component: train.classifier
     inputs: {train: "${steps.shard.outputs.train}"}
     params: {epochs: 4, batch_size: 64, diagnostics: false}
@@ -223,8 +226,7 @@ def test_a_sweep_with_asha_through_the_cli_twice(tmp_path):
     wf = tmp_path / "sweep.yaml"
     wf.write_text(SWEEP)
     for attempt in range(2):  # the second sweep must start: nothing leaked by the first one's stopped trials
-        done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "sweep", str(wf), "--runs-root",
-                               str(tmp_path / "runs")], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        done = mmflow("sweep", wf, "--runs-root", tmp_path / "runs", cwd=tmp_path, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
     sweeps = sorted((tmp_path / "runs" / "tiny_sweep").iterdir())
     assert len(sweeps) == 2
@@ -249,23 +251,20 @@ name: faults
 resources: {workers: 2, cpus_per_worker: 1}
 failure: {max_failures: 1}
 steps:
-  data: {component: data.synthetic, params: {train_size: 6000, test_size: 200, modalities: [{name: a, dim: 256}, {name: b, dim: 256}]}}
-  shard:
-    component: data.shard
-    inputs: {dataset: "${steps.data.outputs.dataset}"}
-    params: {samples_per_shard: 500}
-  train:
+""" + synthetic_steps("{train_size: 6000, test_size: 200, modalities: [{name: a, dim: 256}, {name: b, dim: 256}]}",
+                      500) + """  train:
     component: train.classifier
     inputs: {train: "${steps.shard.outputs.train}"}
     params: {epochs: 8, batch_size: 16, hidden: [512], method: {name: pmr}}
 """
 
 
-def wait_for_checkpoint(run: Path, process: subprocess.Popen, timeout: float = 150) -> None:
+def wait_for(found: Callable[[], bool], process: subprocess.Popen, timeout: float = 150) -> None:
+    """Until `found()` (a checkpoint was written), while the run is still going."""
     import time
 
     deadline = time.time() + timeout
-    while not list((run / "train" / "work" / "train" / "run").glob("checkpoint_*/mmflow_history.json")):
+    while not found():
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.time() < deadline, "no checkpoint in time"
         time.sleep(0.5)
@@ -278,9 +277,9 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     wf = tmp_path / "faults.yaml"
     wf.write_text(FAULTS)
     run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(run)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_checkpoint(run, process)
+    process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path)
+    wait_for(lambda: bool(list((run / "train" / "work" / "train" / "run").glob("checkpoint_*/mmflow_history.json"))),
+             process)
     workers = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
     assert workers, "no Ray Train worker process found"
     os.kill(int(workers[-1]), signal.SIGKILL)
@@ -292,42 +291,48 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     assert len(resumed) == 1 and resumed[0] >= 1
 
 
-def test_after_the_driver_dies_resume_keeps_finished_steps_and_continues_training(tmp_path):
+def test_after_the_driver_dies_another_machine_resumes_from_object_storage(tmp_path, s3_storage):
+    """Checkpoints go to S3 (moto); after the driver dies, `--resume <run URI>` in an empty runs root
+    fetches the finished steps (not re-run) and training continues from the checkpoint in the bucket."""
     import os
     import signal
 
+    from mmflow.engine.distributed import HISTORY_FILE
+    from mmflow.engine.storage import Storage
+
     wf = tmp_path / "faults.yaml"
-    wf.write_text(FAULTS)
-    run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir", str(run)],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    wait_for_checkpoint(run, process)
+    wf.write_text(FAULTS + f"storage: '{s3_storage}'\n")
+    process = start_mmflow("run", wf, "--runs-root", tmp_path / "first", cwd=tmp_path, start_new_session=True)
+    runs = Storage.open(s3_storage).joinpath("faults")
+
+    def checkpoint_in_bucket() -> bool:
+        train = [runs.joinpath(r, "train", "train", "run") for r in runs.folders()]
+        return any(t.joinpath(c, HISTORY_FILE).exists() for t in train for c in t.folders()
+                   if c.startswith("checkpoint_"))
+
+    wait_for(checkpoint_in_bucket, process)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
     process.communicate(timeout=60)
     subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=60)
-    shard_status = (run / "shard" / "status.json").read_text()
-    done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", "--resume", str(run)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=280)
+    (run_id,) = runs.folders()
+    shard_status = runs.joinpath(run_id, "shard", "status.json").read_text()
+    done = mmflow("run", "--resume", runs.joinpath(run_id).uri, "--runs-root", tmp_path / "second", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (run / "shard" / "status.json").read_text() == shard_status  # not re-run
-    assert "kept" in done.stderr and "training continues from" in done.stderr
+    run = tmp_path / "second" / "faults" / run_id
+    assert json.loads((run / "shard" / "status.json").read_text()) == json.loads(shard_status)  # not re-run
+    assert done.stderr.count("kept") == 2 and "training continues from" in done.stderr
     history = json.loads((run / "train" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(8))
     resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
     assert len(resumed) == 1 and resumed[0] >= 1
+    assert json.loads(runs.joinpath(run_id, "train", "status.json").read_text())["state"] == "done"
 
 
 TWO_NODES = """
 name: two_nodes
 resources: {workers: 2, cpus_per_worker: 1}
 steps:
-  data: {component: data.synthetic, params: {train_size: 400, test_size: 100}}
-  shard:
-    component: data.shard
-    inputs: {dataset: "${steps.data.outputs.dataset}"}
-    params: {samples_per_shard: 100}
-  train:
+""" + synthetic_steps("{train_size: 400, test_size: 100}", 100) + """  train:
     component: train.classifier
     inputs: {train: "${steps.shard.outputs.train}"}
     params: {epochs: 2}
@@ -355,9 +360,8 @@ def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster_and_runs_as
             assert started.returncode == 0, started.stderr[-2000:]
         wf = tmp_path / "two.yaml"
         wf.write_text(TWO_NODES)
-        done = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", str(wf), "--run-dir",
-                               str(tmp_path / "run"), "--address", address], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=240, env=env)
+        done = mmflow("run", wf, "--run-dir", tmp_path / "run", "--address", address, cwd=tmp_path, timeout=240,
+                      env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         placement = json.loads((tmp_path / "run" / "train" / "outputs" / "model" / "placement.json").read_text())
         assert sorted(p["rank"] for p in placement) == [0, 1]
