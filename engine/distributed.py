@@ -480,7 +480,8 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": RAY_ENV}}
+    env = {name: os.environ.get(name, value) for name, value in RAY_ENV.items()}  # the user's setting wins
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)
     else:
