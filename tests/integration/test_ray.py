@@ -270,6 +270,18 @@ def wait_for(found: Callable[[], bool], process: subprocess.Popen, timeout: floa
         time.sleep(0.5)
 
 
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` was started, directly or not, by process `ancestor` (Linux /proc)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
+
+
 def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tmp_path):
     import os
     import signal
@@ -280,9 +292,10 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path)
     wait_for(lambda: bool(list((run / "train" / "work" / "train" / "run").glob("checkpoint_*/mmflow_history.json"))),
              process)
-    workers = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
-    assert workers, "no Ray Train worker process found"
-    os.kill(int(workers[-1]), signal.SIGKILL)
+    found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+    workers = [int(pid) for pid in found if descends_from(int(pid), process.pid)]  # not another run's
+    assert workers, "no Ray Train worker process of this run found"
+    os.kill(workers[-1], signal.SIGKILL)
     out, err = process.communicate(timeout=280)
     assert process.returncode == 0, err[-3000:]
     history = json.loads((run / "train" / "metrics.json").read_text())["history"]
