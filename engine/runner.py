@@ -301,7 +301,7 @@ class Runner:
             "order": self.workflow.order, "state": state, "updated": _now(),
             "storage": self.storage.uri if self.storage else None,
         })
-        if self.storage and self._mirrors:
+        if self._mirrors:
             self.storage.joinpath("workflow.yaml").upload(copy)
             self.storage.joinpath(RUN_RECORD).upload(self.run_dir / RUN_RECORD)
 
@@ -322,7 +322,7 @@ class Runner:
 
     def _mirror(self, step_dir: Path, status: dict[str, Any]) -> None:
         """Copy a finished step to the storage, status.json last (what a reader trusts), unless it is there."""
-        if self.storage is None or not self._mirrors:
+        if not self._mirrors:
             return
         target = self.storage.joinpath(step_dir.name)
         there = json.loads(target.joinpath(STATUS).read_text() or "{}")
