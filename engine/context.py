@@ -43,10 +43,9 @@ class StepContext:
         `parallel_tasks`: how many side tasks `fn` runs at once through `session.run_tasks`.
         """
         from .distributed import run_training
-        from .storage import Storage
 
         scratch = self.work_dir / "train"
-        storage = self.storage.joinpath("train") if self.storage else Storage.open(scratch)
+        storage = self.storage.joinpath("train") if self.storage else scratch
         return run_training(fn, config, executor=self.executor, resources=self.resources, storage=storage,
                             scratch=scratch, seed=self.seed, log=self.log,
                             parallel_tasks=parallel_tasks, name=self.step, max_failures=self.max_failures)

@@ -199,12 +199,12 @@ class InlineSession(TrainSession):
         staging.rename(target)
         self.checkpoint = target
         if self._storage is not None:
-            earlier = self._storage.folders()
+            name = f"checkpoint_{len(self.history):06d}"
+            earlier = [n for n in self._storage.folders() if n.startswith("checkpoint_") and n != name]
             # the history file goes last: a checkpoint without it is incomplete (_latest_checkpoint)
-            self._storage.joinpath(f"checkpoint_{len(self.history):06d}").upload(target, last=HISTORY_FILE)
-            for name in earlier:
-                if name.startswith("checkpoint_") and name != f"checkpoint_{len(self.history):06d}":
-                    self._storage.joinpath(name).delete()
+            self._storage.joinpath(name).upload(target, last=HISTORY_FILE)
+            for old in earlier:
+                self._storage.joinpath(old).delete()
 
 
 class RaySession(TrainSession):
@@ -315,9 +315,9 @@ def run_training(
 ) -> TrainResult:
     """Run `fn` on the chosen executor and return its history and final checkpoint.
 
-    `storage`: where Ray Train keeps checkpoints, a local folder or a Storage (object store);
-    `scratch`: the local folder for the final checkpoint's copy and inline checkpoints
-    (default: `storage`, which must then be a local folder).
+    `storage`: where Ray Train keeps checkpoints: a local folder, or a Storage (a workflow's
+    `storage:`, which then receives inline checkpoints too); `scratch`: the local folder for the
+    final checkpoint's copy and inline checkpoints (default: `storage`, when it is a folder).
     `parallel_tasks`: how many `run_tasks` tasks `fn` may run at once (a local Ray is sized for them).
     `name` (the step) prefixes the per-epoch metrics forwarded to Ray Tune inside a sweep trial.
     `max_failures`: Ray Train restarts the workers from the latest checkpoint that many times.
@@ -325,6 +325,7 @@ def run_training(
     """
     from .storage import Storage
 
+    kept_apart = not isinstance(storage, Path)  # a workflow's storage: inline checkpoints are copied there too
     if isinstance(storage, Path):
         scratch = scratch or storage
         storage = Storage.open(storage)
@@ -332,8 +333,7 @@ def run_training(
         raise ValueError("run_training: give a local `scratch` folder with a non-local storage")
     scratch.mkdir(parents=True, exist_ok=True)
     if executor == "inline":
-        session = InlineSession(scratch, seed, resources, log, None if storage.path == scratch.resolve().as_posix()
-                                and storage.is_local else storage.joinpath("inline"))
+        session = InlineSession(scratch, seed, resources, log, storage.joinpath("inline") if kept_apart else None)
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
     return _fit_on_ray(fn, config, resources, storage, scratch.resolve(), seed, log, parallel_tasks, name,
