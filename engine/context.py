@@ -10,6 +10,7 @@ from .registry import ComponentSpec
 
 if TYPE_CHECKING:
     from .distributed import TaskFunction, TrainFunction, TrainResult
+    from .nodes import StepInputs
     from .spec import Resources
     from .storage import Storage
 
@@ -30,6 +31,7 @@ class StepContext:
     sources: dict[str, list[str]] = field(default_factory=dict)  # input -> the upstream step names
     max_failures: int = 0  # worker restarts of a training step (the workflow's failure.max_failures)
     storage: Storage | None = None  # this step's folder in the workflow's storage, if it has one
+    stored_inputs: StepInputs | None = None  # where workers on other nodes fetch the inputs from
 
     def output(self, name: str) -> Path:
         """Path where declared output `name` must be written (a file or a folder)."""
@@ -48,7 +50,8 @@ class StepContext:
         storage = self.storage.joinpath("train") if self.storage else scratch
         return run_training(fn, config, executor=self.executor, resources=self.resources, storage=storage,
                             scratch=scratch, seed=self.seed, log=self.log,
-                            parallel_tasks=parallel_tasks, name=self.step, max_failures=self.max_failures)
+                            parallel_tasks=parallel_tasks, name=self.step, max_failures=self.max_failures,
+                            inputs=self.stored_inputs)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:
         """`fn(config, device)` per config: parallel Ray tasks (executor ray) or one after another (inline).
@@ -57,4 +60,5 @@ class StepContext:
         """
         from .distributed import run_tasks
 
-        return run_tasks(fn, configs, executor=self.executor, resources=self.resources, at_once=at_once)
+        return run_tasks(fn, configs, executor=self.executor, resources=self.resources, at_once=at_once,
+                         inputs=self.stored_inputs)

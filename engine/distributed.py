@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import torch
 
+    from .nodes import StepInputs
     from .spec import Resources
     from .storage import Storage
 
@@ -39,13 +40,15 @@ TaskFunction = Callable[[dict[str, Any], "torch.device"], Any]
 
 
 def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str, resources: Resources,
-              device: torch.device | None = None, at_once: int | None = None) -> list[Any]:
+              device: torch.device | None = None, at_once: int | None = None,
+              inputs: StepInputs | None = None) -> list[Any]:
     """`fn(config, device)` for every config, results in order: parallel Ray tasks or, inline, in turn.
 
     Each Ray task gets `resources.cpus_per_task` CPUs and `gpus_per_task` GPUs; a local Ray is
     sized to run `at_once` of them together (default: all), the rest queue. Inline tasks run
     on `device` (default: the GPU when gpus_per_task > 0, else the CPU). A failing task raises
-    its own exception, after every task has stopped (none is left writing).
+    its own exception, after every task has stopped (none is left writing). A Ray task on a node
+    without the step's `inputs` fetches them from the run's storage first.
     """
     import torch
 
@@ -57,7 +60,7 @@ def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str,
 
     ensure_ray(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
-    pending = [task.remote(fn, config, use_gpu, resources.cpus_per_task) for config in configs]
+    pending = [task.remote(fn, config, use_gpu, resources.cpus_per_task, inputs) for config in configs]
     ray.wait(pending, num_returns=len(pending), fetch_local=False)
     try:
         return ray.get(pending)
@@ -65,8 +68,12 @@ def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str,
         raise error.cause from error  # the chain keeps the remote traceback for error.log
 
 
-def _task_entry(fn: TaskFunction, config: dict[str, Any], use_gpu: bool, cpus: float) -> Any:
+def _task_entry(fn: TaskFunction, config: dict[str, Any], use_gpu: bool, cpus: float,
+                inputs: StepInputs | None) -> Any:
     import torch
+
+    if inputs is not None:
+        inputs.ensure_local()
 
     torch.set_num_threads(max(1, int(cpus)))  # side-by-side tasks must not each take every core
     return fn(config, torch.device("cuda" if use_gpu else "cpu"))
@@ -79,6 +86,7 @@ class TrainSession:
     world_size: int = 1
     seed: int = 0
     executor: str = "inline"
+    inputs: StepInputs | None = None  # the step's inputs, for side tasks on other nodes
 
     def __init__(self, resources: Resources, log: Callable[[str], None] = print) -> None:
         self.history: list[dict[str, Any]] = []
@@ -138,7 +146,7 @@ class TrainSession:
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
         """Independent side work from this worker: parallel Ray tasks (ray) or in turn on this device (inline)."""
         return run_tasks(fn, configs, executor=self.executor, resources=self.resources,
-                         device=self.device if self.executor == "inline" else None)
+                         device=self.device if self.executor == "inline" else None, inputs=self.inputs)
 
 
 TrainFunction = Callable[[TrainSession, dict[str, Any]], None]
@@ -292,7 +300,10 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     # Ray 2.60 logs every report at INFO through a logger named by file path, which escapes
     # RunConfig's LoggingConfig; those lines drown the progress output.
     train_context.logger.setLevel(logging.WARNING)
+    if config["inputs"] is not None:  # a node without the run directory (no shared filesystem)
+        config["inputs"].ensure_local()
     session = RaySession(config["seed"], config["resources"], config.get("resume_from"))
+    session.inputs = config["inputs"]
     try:
         config["fn"](session, config["config"])
     finally:
@@ -312,6 +323,7 @@ def run_training(
     name: str = "train",
     max_failures: int = 0,
     scratch: Path | None = None,
+    inputs: StepInputs | None = None,
 ) -> TrainResult:
     """Run `fn` on the chosen executor and return its history and final checkpoint.
 
@@ -322,6 +334,7 @@ def run_training(
     `name` (the step) prefixes the per-epoch metrics forwarded to Ray Tune inside a sweep trial.
     `max_failures`: Ray Train restarts the workers from the latest checkpoint that many times.
     A checkpoint an earlier attempt left in `storage` is offered to `fn` (`session.restored()`).
+    `inputs`: the step's inputs in the run's storage, fetched by workers on nodes that lack them.
     """
     from .storage import Storage
 
@@ -337,12 +350,12 @@ def run_training(
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
     return _fit_on_ray(fn, config, resources, storage, scratch.resolve(), seed, log, parallel_tasks, name,
-                       max_failures)
+                       max_failures, inputs)
 
 
 def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources, storage: Storage, scratch: Path,
                 seed: int, log: Callable[[str], None], parallel_tasks: int, name: str,
-                max_failures: int) -> TrainResult:
+                max_failures: int, inputs: StepInputs | None) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -362,7 +375,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     trainer = TorchTrainer(
         _ray_worker_entry,
         train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources,
-                           "resume_from": resume_from},
+                           "resume_from": resume_from, "inputs": inputs},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),

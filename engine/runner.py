@@ -34,6 +34,7 @@ from typing import Any, Callable
 from .context import StepContext
 from .errors import InputDataError, StepFailed, UsageError
 from .graph import Wiring, edges_of
+from .nodes import StepInputs
 from .spec import Step, Workflow, load_workflow
 from .storage import Storage
 
@@ -217,6 +218,7 @@ class Runner:
             executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
             max_failures=self.workflow.spec.failure.max_failures,
             storage=self.storage.joinpath(step.name) if self.storage else None,
+            stored_inputs=self._stored_inputs(step),
         )
         started = time.perf_counter()
         try:
@@ -319,6 +321,13 @@ class Runner:
         except ValueError:
             key = (self.workflow.name, self.run_dir.name)
         return Storage.open(self.workflow.spec.storage).joinpath(*key)
+
+    def _stored_inputs(self, step: Step) -> StepInputs | None:
+        """The step's inputs as the storage holds them (upstream steps are copied there when they finish)."""
+        if self.storage is None:
+            return None
+        paths = tuple(f"{e.step}/outputs/{e.output}" for wiring in step.inputs.values() for e in edges_of(wiring))
+        return StepInputs(str(self.run_dir), self.storage.uri, paths)
 
     def _mirror(self, step_dir: Path, status: dict[str, Any]) -> None:
         """Copy a finished step to the storage, status.json last (what a reader trusts), unless it is there."""

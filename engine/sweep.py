@@ -243,9 +243,13 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
         subset = WorkflowType(workflow.spec, {n: workflow.steps[n] for n in shared}, shared, workflow.document,
                               workflow.overrides)
         Runner(subset, sweep_dir, runs_root, echo=echo, keep_ray=True).run()
+    # in the workflow's storage, the trials' folders sit under the sweep's, beside Tune's state
+    sweep_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
+                     if workflow.spec.storage else None)
     setup = {"text": workflow.document.text, "file": workflow.document.file,
              "overrides": workflow.overrides, "runs_root": str(runs_root.resolve()),
-             "trials": str((sweep_dir / "trials").resolve())}
+             "trials": str((sweep_dir / "trials").resolve()),
+             "shared": sweep_storage.uri if sweep_storage and shared else None}
     space: dict[str, Any] = {path: value.tune() for path, value in sweep.parameters.items()}
     space[_SETUP] = setup
     scheduler = None
@@ -253,13 +257,10 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
         s = sweep.scheduler
         scheduler = distributed.asha(s.metric, s.mode, s.max_t, s.grace_period, s.reduction_factor)
     echo(f"trials of {', '.join(sweep.parameters)} ({sweep.scheduler.name}) -> {sweep_dir / 'trials'}")
-    # beside the trials' own folders in the workflow's storage, if it has one (they sit under the sweep's)
-    tune_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
-                    if workflow.spec.storage else Storage.open(sweep_dir))
     try:
         raw = distributed.run_sweep_trials(_trial, space, num_samples=sweep.num_samples, scheduler=scheduler,
                                            max_concurrent_trials=sweep.max_concurrent_trials,
-                                           trial_cpus=sweep.trial_cpus, storage=tune_storage)
+                                           trial_cpus=sweep.trial_cpus, storage=sweep_storage or Storage.open(sweep_dir))
     finally:
         distributed.shutdown_ray()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
@@ -273,6 +274,25 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
 
 
 _SETUP = "__mmflow__"
+
+
+def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
+    """On a node without the sweep's folder (no shared filesystem), copy its shared steps from the
+    storage, where the trials' cache lookups find them; trials on one node fetch once."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    from .runner import RUN_RECORD, fetch_run
+    from .storage import Storage
+
+    if (sweep_dir / RUN_RECORD).exists():
+        return
+    lock = Path(tempfile.gettempdir()) / f"mmflow-fetch-{hashlib.sha256(bytes(sweep_dir)).hexdigest()[:16]}.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        if not (sweep_dir / RUN_RECORD).exists():
+            fetch_run(Storage.open(stored), sweep_dir.parent.parent)
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -292,6 +312,8 @@ def _trial(config: dict[str, Any]) -> None:
     apply_overrides(doc, overrides)
     workflow = validate_document(doc, overrides=overrides)
     distributed.enter_sweep_trial()
+    if setup["shared"]:
+        fetch_shared_steps(setup["shared"], Path(setup["trials"]).parent)
     name = tune.get_context().get_trial_name()
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"])).run()
     tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()

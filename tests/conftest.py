@@ -60,3 +60,14 @@ def s3_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="mmflow")
     yield f"s3://mmflow/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
     server.stop()
+
+
+@pytest.fixture
+def on_another_node(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], None]:
+    """Make a component module's tasks write as on a node without the run directory (no shared filesystem)."""
+    from mmflow.engine import nodes
+
+    def patch(module: object) -> None:
+        monkeypatch.setattr(module, "node_folder", lambda folder: nodes.node_folder(folder / "absent-on-this-node"))
+
+    return patch

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mmflow.engine import InputDataError, Params, StepContext
+from mmflow.engine.nodes import node_folder, write_shipped
 
 from .datasets import META_FILE
 
@@ -149,8 +150,10 @@ def locate(ctx: StepContext, params: MediaReaderParams, root: Path, splits: dict
             located[split].append(clip)
     if jobs:
         ctx.log(f"extracting media from {len(jobs)} video(s)")
+        out.mkdir(parents=True, exist_ok=True)
         for job, found in zip(jobs, ctx.run_tasks(extract_media, jobs, at_once=1)):
             clip = located[job["split"]][job["index"]]
+            write_shipped(out, found["shipped"])  # extracted on a node without this run's folder
             clip.audio = found["audio"] or clip.audio
             clip.frames = found["frames"] or clip.frames
             clip.missing = found["error"]
@@ -160,22 +163,22 @@ def locate(ctx: StepContext, params: MediaReaderParams, root: Path, splits: dict
 def extract_media(job: dict[str, Any], device: Any = None) -> dict[str, Any]:
     """Extract a clip's missing audio (WAV) and frames (1 fps JPEG) from its video, under the dataset
     folder `out` (paths returned relative to it, as the folder moves when the step finishes);
-    errors are returned."""
+    errors are returned, and the files themselves (`shipped`) when this node lacks `out`."""
     from .media import MediaError, encode_wav, extract_audio, extract_frames
 
-    out = Path(job["out"])
     found: dict[str, Any] = {"audio": None, "frames": [], "error": None}
-    try:
-        if job["audio"]:
-            samples, rate = extract_audio(job["video"])
-            (out / job["audio"]).parent.mkdir(parents=True, exist_ok=True)
-            (out / job["audio"]).write_bytes(encode_wav(samples, rate))
-            found["audio"] = job["audio"]
-        if job["frames"]:
-            found["frames"] = [str(p.relative_to(out)) for p in extract_frames(job["video"], out / job["frames"])]
-    except MediaError as exc:
-        found["error"] = str(exc)
-    return found
+    with node_folder(Path(job["out"])) as (out, shipped):
+        try:
+            if job["audio"]:
+                samples, rate = extract_audio(job["video"])
+                (out / job["audio"]).parent.mkdir(parents=True, exist_ok=True)
+                (out / job["audio"]).write_bytes(encode_wav(samples, rate))
+                found["audio"] = job["audio"]
+            if job["frames"]:
+                found["frames"] = [str(p.relative_to(out)) for p in extract_frames(job["video"], out / job["frames"])]
+        except MediaError as exc:
+            found["error"] = str(exc)
+    return {**found, "shipped": shipped}
 
 
 def sample_key(clip_id: str) -> str:

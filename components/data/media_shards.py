@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mmflow.engine import InputDataError
+from mmflow.engine.nodes import node_folder
 
 from .media import MediaError, decode_jpeg, encode_wav, read_audio, read_bytes
 from .media_dataset import Clip
@@ -31,7 +32,8 @@ def media_modalities(audio: dict[str, Any], visual: VisualParams) -> dict[str, d
 
 
 def write_media_shard(job: dict[str, Any], device: Any = None) -> dict[str, Any]:
-    """Task: write one shard of clips; returns its manifest entry plus `skipped` [{key, error}]."""
+    """Task: write one shard of clips; returns its manifest entry plus `skipped` [{key, error}] and
+    `shipped` (the tar's bytes when this node lacks the step's folder, for the driver to write)."""
     audio = AudioFeatures(job["audio"]) if job["store"] == "arrays" else None
     visual = VisualParams(**job["visual"])
     skipped: list[dict[str, str]] = []
@@ -46,11 +48,12 @@ def write_media_shard(job: dict[str, Any], device: Any = None) -> dict[str, Any]
                     raise InputDataError(f"{error} (clip {clip.key}; on_error: skip skips such clips)") from None
                 skipped.append({"key": clip.key, "error": str(error)})
 
-    path = Path(job["path"])
-    entry = write_tar(records(), path, job["num_classes"])
-    if entry["count"] == 0:
-        path.unlink()
-    return {**entry, "skipped": skipped}
+    with node_folder(Path(job["path"]).parent) as (folder, shipped):
+        path = folder / Path(job["path"]).name
+        entry = write_tar(records(), path, job["num_classes"])
+        if entry["count"] == 0:
+            path.unlink()
+    return {**entry, "skipped": skipped, "shipped": shipped}
 
 
 def clip_record(clip: Clip, store: str, audio: AudioFeatures | None, visual: VisualParams) -> dict[str, Any]:

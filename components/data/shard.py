@@ -77,6 +77,9 @@ def _shard_media(ctx: StepContext, params: ShardParams, info: dict) -> dict:
     """Convert clips to shards, one Ray task per shard; skipped clips are listed in the manifest."""
     import dataclasses
     import random
+    from pathlib import Path
+
+    from mmflow.engine.nodes import write_shipped
 
     from .media_dataset import read_clips
     from .media_shards import media_modalities, write_media_shard
@@ -98,6 +101,8 @@ def _shard_media(ctx: StepContext, params: ShardParams, info: dict) -> dict:
             splits.append(split)
     ctx.log(f"converting {sum(info['splits'].values())} clips into {len(jobs)} shard(s) ({params.store})")
     entries = ctx.run_tasks(write_media_shard, jobs, at_once=1)
+    for job, entry in zip(jobs, entries):  # written on a node without this run's folder
+        write_shipped(Path(job["path"]).parent, entry.pop("shipped"))
     metrics: dict[str, float] = {}
     for split in SPLITS:
         mine = [entry for entry, owner in zip(entries, splits) if owner == split]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pyarrow.fs
 import pytest
@@ -118,3 +120,27 @@ def test_a_crashed_run_is_finished_on_another_machine_from_its_storage(location,
     assert [h["epoch"] for h in history] == [0, 1, 2] and history[2]["resumed_at_epoch"] == 2
     assert json.loads(stored.joinpath("train", "status.json").read_text())["state"] == "done"
     assert json.loads(stored.joinpath("run.json").read_text())["state"] == "done"
+
+
+def test_a_node_without_the_run_directory_fetches_the_step_inputs_from_the_storage(location, write_workflow, cli,
+                                                                                   tmp_path, monkeypatch):
+    given = {}
+    run_training = distributed.run_training
+
+    def remember_inputs(*args, **kwargs):
+        given["inputs"] = kwargs["inputs"]
+        return run_training(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "run_training", remember_inputs)
+    status, _, err = cli("run", write_workflow(WORKFLOW.replace("STORAGE", f"'{location}'")),
+                         "--runs-root", tmp_path / "runs")
+    assert status == 0, err
+    inputs = given["inputs"]
+    assert inputs.paths == ("shard/outputs/train",)
+    shards = Path(inputs.run_dir, "shard", "outputs", "train")
+    written = {p.name: p.read_bytes() for p in shards.iterdir()}
+    shutil.rmtree(inputs.run_dir)  # what a worker on another node sees without a shared filesystem
+    inputs.ensure_local()
+    assert {p.name: p.read_bytes() for p in shards.iterdir()} == written
+    assert [p.name for p in shards.parent.iterdir()] == ["train"]  # no partial copy left beside it
+

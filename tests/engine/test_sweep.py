@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
+import threading
 
 import pytest
 import yaml
 
 from mmflow.engine.errors import WorkflowError
 from mmflow.engine.spec import load_workflow
-from mmflow.engine.sweep import Trial, best_workflow, override, swept_steps, write_results
+from mmflow.engine import runner
+from mmflow.engine.sweep import Trial, best_workflow, fetch_shared_steps, override, swept_steps, write_results
 
 BASE = """\
 name: swp
@@ -98,3 +101,31 @@ def test_results_rank_finished_trials_and_the_best_becomes_a_runnable_workflow(t
     (tmp_path / "best.yaml").write_text(text)
     again = load_workflow(tmp_path / "best.yaml")
     assert again.spec.sweep is None and again.steps["train"].params.lr == 0.5
+
+
+def test_trials_on_a_node_without_the_sweep_folder_fetch_its_shared_steps_once(write_workflow, cli, tmp_path,
+                                                                              monkeypatch):
+    shared = """
+name: shared
+executor: inline
+storage: STORE
+steps:
+  data: {component: data.synthetic, params: {train_size: 64, test_size: 16}}
+  shard: {component: data.shard, inputs: {dataset: "${steps.data.outputs.dataset}"}}
+""".replace("STORE", str(tmp_path / "store"))
+    status, _, err = cli("run", write_workflow(shared), "--run-dir", tmp_path / "runs" / "shared" / "sweep-1")
+    assert status == 0, err
+    fetched = []
+    fetch_run = runner.fetch_run
+    monkeypatch.setattr(runner, "fetch_run", lambda *args: fetched.append(args) or fetch_run(*args))
+    elsewhere = tmp_path / "other-node" / "shared" / "sweep-1"
+    trials = [threading.Thread(target=fetch_shared_steps, args=(str(tmp_path / "store" / "shared" / "sweep-1"),
+                                                                 elsewhere)) for _ in range(2)]
+    for trial in trials:
+        trial.start()
+    for trial in trials:
+        trial.join()
+    assert len(fetched) == 1
+    for step in ("data", "shard"):
+        assert json.loads((elsewhere / step / "status.json").read_text())["state"] == "done"
+    assert (elsewhere / "shard" / "outputs" / "train" / "manifest.json").exists()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mmflow.components.data.media import MediaError, decode_jpeg, extract_audio, extract_frames
+from mmflow.components.data import media_dataset
 from mmflow.components.data.media_dataset import read_clips
 
 from .media_trees import EMOTIONS, ave_tree, cremad_tree, kinetics_tree, write_video
@@ -48,7 +49,11 @@ def test_cremad_reads_lists_audio_and_sorted_frames_and_draws_validation(cli, wr
     assert all(c.missing is None for c in train + val + test)
 
 
-def test_cremad_extracts_frames_from_the_video_when_they_are_missing(cli, write_workflow, tmp_path):
+@pytest.mark.parametrize("node", ["driver's", "another"])
+def test_cremad_extracts_frames_from_the_video_when_they_are_missing(cli, write_workflow, tmp_path, node,
+                                                                     on_another_node):
+    if node == "another":  # the frames come back to the driver
+        on_another_node(media_dataset)
     root = cremad_tree(tmp_path / "CREMA-D", train_per_class=1)
     clip = "1001_TRAIN_ANG_XX"
     for jpg in (root / "Image-01-FPS" / clip).glob("*.jpg"):
@@ -58,6 +63,7 @@ def test_cremad_extracts_frames_from_the_video_when_they_are_missing(cli, write_
     extracted = next(c for c in read_clips(dataset, "train") if c.key == clip)
     assert len(extracted.frames) == 3  # 1 fps over 2.6 s: t = 0, 1, 2
     assert all(Path(f).is_file() and str(dataset) in f for f in extracted.frames)  # inside the step's output
+    assert not list(dataset.rglob("absent-on-this-node"))
 
 
 def test_cremad_names_the_list_line_of_an_unknown_emotion(cli, write_workflow, tmp_path):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from mmflow.components.data import media_shards
 from mmflow.components.data.shards import ShardReader, load_manifest
 from mmflow.engine import InputDataError
 
@@ -61,6 +62,20 @@ def test_media_become_shards_with_counts_sizes_and_digests(cli, write_workflow, 
     assert sorted(labels.tolist()) == list(range(6))
     augmented, _ = next(ShardReader(step / "outputs" / "train", augment=True).batches(0, 4))
     assert augmented["visual"].shape == (4, 2, 3, 24, 24) and np.isfinite(augmented["visual"].numpy()).all()
+
+
+def test_shards_written_on_a_node_without_the_run_folder_come_back_identical(cli, write_workflow, tmp_path,
+                                                                           on_another_node):
+    root = cremad_tree(tmp_path / "CREMA-D", train_per_class=2)
+    status, log, here = shard(cli, write_workflow, tmp_path, root, run="here")
+    assert status == 0, log
+    on_another_node(media_shards)
+    status, log, elsewhere = shard(cli, write_workflow, tmp_path, root, run="elsewhere")
+    assert status == 0, log
+    for split in ("train", "val", "test"):
+        assert load_manifest(elsewhere / "outputs" / split) == load_manifest(here / "outputs" / split)
+        assert sorted(p.name for p in (elsewhere / "outputs" / split).iterdir()) == \
+            sorted(p.name for p in (here / "outputs" / split).iterdir())
 
 
 def test_raw_and_arrays_give_the_same_audio_features(cli, write_workflow, tmp_path):
