@@ -290,18 +290,26 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     wf.write_text(FAULTS)
     run = tmp_path / "run"
     process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path)
-    wait_for(lambda: bool(list((run / "train" / "work" / "train" / "run").glob("checkpoint_*/mmflow_history.json"))),
-             process)
-    found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
-    workers = [int(pid) for pid in found if descends_from(int(pid), process.pid)]  # not another run's
-    assert workers, "no Ray Train worker process of this run found"
-    os.kill(workers[-1], signal.SIGKILL)
+    placement: list[dict] = []
+
+    def recorded() -> bool:  # where each rank runs, as the run's first checkpoint records it
+        try:
+            placement[:] = json.loads(next((run / "train" / "work" / "train" / "run").glob(
+                "checkpoint_*/placement.json")).read_text())
+        except (StopIteration, ValueError):  # none yet, or still being copied
+            return False
+        return True
+
+    wait_for(recorded, process)
+    worker = next(p["pid"] for p in placement if p["rank"] == 1)  # a process search once hit a bystander
+    assert descends_from(worker, process.pid), "rank 1 is not a process of this run"
+    os.kill(worker, signal.SIGKILL)
     out, err = process.communicate(timeout=280)
     assert process.returncode == 0, err[-3000:]
     history = json.loads((run / "train" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(8))
     resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
-    assert len(resumed) == 1 and resumed[0] >= 1
+    assert len(resumed) == 1 and resumed[0] >= 1, err[-3000:]  # the log says whether a restart happened
 
 
 def test_after_the_driver_dies_another_machine_resumes_from_object_storage(tmp_path, s3_storage):
