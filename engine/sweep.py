@@ -260,7 +260,8 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str
     try:
         raw = distributed.run_sweep_trials(_trial, space, num_samples=sweep.num_samples, scheduler=scheduler,
                                            max_concurrent_trials=sweep.max_concurrent_trials,
-                                           trial_cpus=sweep.trial_cpus, storage=sweep_storage or Storage.open(sweep_dir))
+                                           trial_cpus=sweep.trial_cpus,
+                                           storage=sweep_storage or Storage.open(sweep_dir))
     finally:
         distributed.shutdown_ray()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
@@ -286,8 +287,7 @@ def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
     from .runner import RUN_RECORD, fetch_run
     from .storage import Storage
 
-    if (sweep_dir / RUN_RECORD).exists():
-        return
+    # always under the lock: the record is written before the steps, so only a finished fetch counts
     lock = Path(tempfile.gettempdir()) / f"mmflow-fetch-{hashlib.sha256(bytes(sweep_dir)).hexdigest()[:16]}.lock"
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
