@@ -1,37 +1,70 @@
 """CG-MNIST accuracy of uni-modal gray, naive concat, OGM-GE and PMR over several seeds.
 
-Runs workflows/cg_mnist_pmr.yaml once per seed (inline executor unless --ray) and prints the
-test accuracy of each method as mean and spread, plus the share of the gap between naive and
-uni-gray that PMR recovers (the paper: (77.2 - 58.4) / (99.3 - 58.4) = 46%).
+Runs workflows/cg_mnist_pmr.yaml per seed (inline executor unless --ray) and prints the test
+accuracy of each method as mean and spread, plus the share of the gap between naive and
+uni-gray that PMR recovers (the paper: (77.2 - 58.4) / (99.3 - 58.4) = 46%). Per seed it runs
+every grid point of the workflow's `sweep:` (PMR's alpha), keeps the one the sweep's metric
+ranks first (PMR on the validation split) and reports that run's test accuracies, as
+`mmflow sweep` then `mmflow run best.yaml` would; `--no-select` runs the workflow's own values.
 
-    python benchmarks/cg_mnist.py [--seeds 0 1 2] [--set steps.pmr.params.method.alpha=2 ...]
+    python benchmarks/cg_mnist.py [--seeds 0 1 2] [--no-select] [--set steps.data.params.val_size=0 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmflow.engine.sweep import override
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "workflows" / "cg_mnist_pmr.yaml"
 METHODS = {"uni_gray": "eval_uni_gray", "naive": "eval_naive", "ogm_ge": "eval_ogm_ge", "pmr": "eval_pmr"}
 
 
-def run_seed(seed: int, overrides: list[str], ray: bool, runs_root: Path) -> dict[str, dict]:
-    run_dir = runs_root / f"seed{seed}"
+def run_seed(seed: int, overrides: list[str], ray: bool, runs_root: Path, tag: str) -> Path:
+    """Run the workflow for one seed; the run directory (steps shared with earlier runs come from the cache)."""
+    run_dir = runs_root / WORKFLOW.stem / f"seed{seed}-{tag}"  # where the step cache looks: <root>/<workflow>/<run>
     cmd = [sys.executable, "-m", "mmflow.engine.cli", "run", str(WORKFLOW), "--run-dir", str(run_dir),
            "--runs-root", str(runs_root), "--set", f"seed={seed}"]
     if not ray:
         cmd += ["--set", "executor=inline"]
-    for override in overrides:
-        cmd += ["--set", override]
+    for expression in overrides:
+        cmd += ["--set", expression]
     subprocess.run(cmd, check=True)
-    return {method: json.loads((run_dir / step / "metrics.json").read_text()) for method, step in METHODS.items()}
+    return run_dir
+
+
+def metrics_of(run_dir: Path, step: str) -> dict:
+    return json.loads((run_dir / step / "metrics.json").read_text())
+
+
+def grid_points(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the sweep's grid values (the only space a fixed-budget benchmark can enumerate)."""
+    paths = list(sweep["parameters"])
+    if any(set(space) != {"grid"} for space in sweep["parameters"].values()):
+        raise SystemExit("benchmarks/cg_mnist.py enumerates grid spaces only; use --no-select or mmflow sweep")
+    return [dict(zip(paths, values)) for values in itertools.product(*(sweep["parameters"][p]["grid"] for p in paths))]
+
+
+def select(seed: int, sweep: dict[str, Any], overrides: list[str], ray: bool, runs_root: Path) -> tuple[Path, dict]:
+    """Run each grid point for this seed; the run the sweep's metric ranks first, and what was chosen on what."""
+    step, metric = sweep["metric"].split(".", 1)
+    scored = []
+    for index, point in enumerate(grid_points(sweep)):
+        run_dir = run_seed(seed, [*overrides, *(override(p, v) for p, v in point.items())], ray, runs_root, str(index))
+        scored.append((metrics_of(run_dir, step)[metric], point, run_dir))
+    best = (max if sweep.get("mode", "max") == "max" else min)(scored, key=lambda row: row[0])
+    return best[2], {"chosen": best[1], sweep["metric"]: {str(list(p.values())): v for v, p, _ in scored}}
 
 
 def main() -> None:
@@ -39,11 +72,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="workflow override")
     parser.add_argument("--ray", action="store_true", help="train on Ray Train workers instead of inline")
+    parser.add_argument("--no-select", action="store_true", help="run the workflow's own values, not its sweep")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "cg_mnist.json")
     args = parser.parse_args()
 
+    sweep = None if args.no_select else yaml.safe_load(WORKFLOW.read_text()).get("sweep")
+    per_seed, selection = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        per_seed = {seed: run_seed(seed, args.overrides, args.ray, Path(tmp)) for seed in args.seeds}
+        for seed in args.seeds:
+            if sweep:
+                run_dir, selection[seed] = select(seed, sweep, args.overrides, args.ray, Path(tmp))
+            else:
+                run_dir = run_seed(seed, args.overrides, args.ray, Path(tmp), "0")
+            per_seed[seed] = {method: metrics_of(run_dir, step) for method, step in METHODS.items()}
     table: dict[str, dict[str, float]] = {}
     for method in METHODS:
         for metric in ("accuracy", "accuracy_gray_head", "accuracy_color_head", "accuracy_gray_prototype",
@@ -55,7 +96,9 @@ def main() -> None:
     gaps = [(per_seed[s]["pmr"]["accuracy"] - per_seed[s]["naive"]["accuracy"])
             / (per_seed[s]["uni_gray"]["accuracy"] - per_seed[s]["naive"]["accuracy"]) for s in args.seeds]
     results = {"seeds": args.seeds, "overrides": args.overrides, "methods": table, "per_seed": per_seed,
-               "pmr_gap_recovered": statistics.mean(gaps), "pmr_gap_recovered_per_seed": gaps}
+               "selection": selection, "pmr_gap_recovered": statistics.mean(gaps), "pmr_gap_recovered_per_seed": gaps}
+    for seed, chosen in selection.items():
+        print(f"seed {seed}: chose {chosen['chosen']} by {sweep['metric']} {chosen[sweep['metric']]}")
     print(f"\nCG-MNIST test accuracy (%), {len(args.seeds)} seeds, mean ± std")
     for method, row in table.items():
         print(f"  {method:9s} {100 * row['accuracy']:5.1f} ± {100 * row['accuracy_std']:.1f}")

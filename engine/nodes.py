@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
 from .errors import StorageError
@@ -23,22 +23,24 @@ from .storage import Storage
 
 @dataclass(frozen=True)
 class StepInputs:
-    """A step's inputs as paths relative to its run directory, and the run's storage folder that holds
-    copies of them: a node without the run directory (no shared filesystem) fetches them from there."""
+    """A step's inputs as paths relative to its run directory, each with the storage URI of its copy:
+    a node without the run directory (no shared filesystem) fetches them from there."""
 
     run_dir: str
-    storage: str  # URI of the run's folder in the storage
-    paths: tuple[str, ...]
+    stored: tuple[tuple[str, str], ...]  # (path relative to the run directory, URI of its stored copy)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The inputs' paths relative to the run directory."""
+        return tuple(relative for relative, _ in self.stored)
 
     def ensure_local(self) -> None:
         """Copy every input this node lacks from the storage to the path the step was given."""
-        stored = None
-        for relative in self.paths:
+        for relative, uri in self.stored:
             local = Path(self.run_dir, relative)
             if local.exists():
                 continue
-            stored = stored or Storage.open(self.storage)
-            source = stored.joinpath(*PurePosixPath(relative).parts)
+            source = Storage.open(uri)
             if not source.exists():
                 raise StorageError(f"{local}: not on node {socket.gethostname()}, nor in the storage ({source})")
             partial = local.with_name(f".{local.name}.fetching-{os.getpid()}")

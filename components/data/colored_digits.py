@@ -33,7 +33,7 @@ def colorize(gray: np.ndarray, labels: np.ndarray, match: float, jitter_var: flo
 
 
 def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
-    """Train/test splits with `gray` (N x 1 x 28 x 28), `color` (N x 3 x 28 x 28) uint8 and `label`."""
+    """Train/(val/)test splits with `gray` (N x 1 x 28 x 28), `color` (N x 3 x 28 x 28) uint8 and `label`."""
     if params.root is not None:
         return _official(Path(params.root), params.color_file)
     try:
@@ -47,8 +47,12 @@ def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torc
     gray = images.reshape(-1, 28, 28).round().astype(np.uint8)[order]
     labels = labels.astype(np.int64)[order]
     splits = {}
-    for split, rows, match in (("train", slice(params.test_size, None), params.train_color_match),
+    held_out = params.test_size + params.val_size
+    for split, rows, match in (("train", slice(held_out, None), params.train_color_match),
+                               ("val", slice(params.test_size, held_out), params.test_color_match),
                                ("test", slice(0, params.test_size), params.test_color_match)):
+        if rows.start == rows.stop:
+            continue
         color = colorize(gray[rows], labels[rows], match, params.color_jitter, rng)
         splits[split] = {"gray": torch.from_numpy(gray[rows][:, None].copy()), "color": torch.from_numpy(color),
                          "label": torch.from_numpy(labels[rows].copy())}

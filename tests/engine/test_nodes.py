@@ -13,11 +13,11 @@ from mmflow.engine.storage import Storage
 
 def test_inputs_already_on_the_node_are_not_fetched(tmp_path):
     (tmp_path / "shard" / "outputs" / "train").mkdir(parents=True)
-    StepInputs(str(tmp_path), "nosuchscheme://never/opened", ("shard/outputs/train",)).ensure_local()
+    StepInputs(str(tmp_path), (("shard/outputs/train", "nosuchscheme://never/opened"),)).ensure_local()
 
 
 def test_an_input_neither_here_nor_in_the_storage_is_named(tmp_path):
-    inputs = StepInputs(str(tmp_path / "run"), str(tmp_path / "store"), ("shard/outputs/train",))
+    inputs = StepInputs(str(tmp_path / "run"), (("shard/outputs/train", str(tmp_path / "store" / "shard")),))
     with pytest.raises(StorageError, match=r"run/shard/outputs/train: not on node .*, nor in the storage"):
         inputs.ensure_local()
 
@@ -34,7 +34,7 @@ def test_a_fetch_that_another_worker_finished_first_leaves_no_partial_copy(tmp_p
         download(self, target)
 
     monkeypatch.setattr(Storage, "download", other_worker_first)
-    StepInputs(str(tmp_path / "run"), str(tmp_path / "store"), ("shard/outputs/train",)).ensure_local()
+    StepInputs(str(tmp_path / "run"), (("shard/outputs/train", str(store)),)).ensure_local()
     assert [p.name for p in local.parent.iterdir()] == ["train"] and (local / "manifest.json").exists()
 
 

@@ -89,6 +89,17 @@ def test_an_unreachable_store_is_one_line_naming_it(write_workflow, cli, tmp_pat
     assert "Could not connect" in err and not (tmp_path / "runs").exists()  # nothing written
 
 
+def test_a_dry_run_contacts_no_store(write_workflow, cli, tmp_path, monkeypatch):
+    def contacted(*args):
+        raise AssertionError("a plan must not open the storage (an s3:// URI without region= looks it up)")
+
+    monkeypatch.setattr(Storage, "open", contacted)
+    status, out, err = cli("run", write_workflow(WORKFLOW.replace("STORAGE", "s3://bucket/mmflow")), "--dry-run",
+                           "--runs-root", tmp_path / "runs")
+    assert status == 0, err
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["run", "data"], ["run", "shard"], ["run", "train"]]
+
+
 def test_a_crashed_run_is_finished_on_another_machine_from_its_storage(location, write_workflow, cli, tmp_path,
                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)

