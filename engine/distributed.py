@@ -479,7 +479,7 @@ def enter_sweep_trial() -> None:
 
 def configure_ray(address: str | None) -> None:
     """Remember the cluster to use (`--address`, else RAY_ADDRESS as `ray job submit` sets it);
-    neither starts a local Ray on first use."""
+    without either, the first use starts a local Ray of this process's own."""
     global _RAY_ADDRESS
     _RAY_ADDRESS = address or os.environ.get("RAY_ADDRESS") or None
 
@@ -498,8 +498,10 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)
     else:
-        # A laptop may have fewer cores than the workflow asks for: oversubscribe, don't hang.
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
+        # "local": never attach to a cluster that `ray start` left recorded in /tmp/ray (possibly
+        # dead); connecting takes `--address auto`. A laptop may have fewer cores than the
+        # workflow asks for: oversubscribe, don't hang.
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
     _STARTED_RAY = True
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +42,16 @@ def synthetic_steps(data: str, samples_per_shard: int) -> str:
 
 
 def test_quickstart_through_the_cli_on_two_ray_workers(tmp_path):
-    done = mmflow("run", REPO / "workflows" / "quickstart.yaml", "--run-dir", tmp_path / "run", cwd=tmp_path)
+    # A dead `ray start` leaves its address recorded in Ray's temp folder; that must not divert
+    # the run's own local Ray (it once failed CI: "When connecting to an existing cluster...").
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are capped
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("192.0.2.2:6379")
+    try:
+        done = mmflow("run", REPO / "workflows" / "quickstart.yaml", "--run-dir", tmp_path / "run", cwd=tmp_path,
+                      env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
     assert json.loads((run / "run.json").read_text())["state"] == "done"
