@@ -500,7 +500,11 @@ def ensure_ray(min_cpus: float = 1) -> None:
     else:
         # "local": never attach to a cluster that `ray start` left recorded in /tmp/ray (possibly
         # dead); connecting takes `--address auto`. A laptop may have fewer cores than the
-        # workflow asks for: oversubscribe, don't hang.
+        # workflow asks for: oversubscribe, don't hang. No metrics export: on a small machine its
+        # wake-ups preempt training workers, and every all-reduce waits for the preempted one.
+        # The dashboard stays: without it, trials ASHA stops early leak their workers' CPUs.
+        if "RAY_enable_metrics_collection" not in os.environ:  # the user's setting wins
+            options["_system_config"] = {"enable_metrics_collection": False}
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
     _STARTED_RAY = True
 
