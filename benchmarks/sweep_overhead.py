@@ -140,7 +140,7 @@ def plain_ddp(world: int, steps: int = 40) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "sweep_overhead.json")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved 1-worker / 2-worker pairs")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved 1-worker / 2-worker pairs")
     args = parser.parse_args()
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
