@@ -304,11 +304,15 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path)
     placement: list[dict] = []
 
-    def recorded() -> bool:  # where each rank runs, as the run's first checkpoint records it
+    def recorded() -> bool:  # where each rank runs, as a checkpoint the Train controller registered records it
+        # a checkpoint folder counts only once the controller has polled its report (every 0.5 s);
+        # a worker killed before that restarts from the previous checkpoint, here from scratch
+        ray_run = run / "train" / "work" / "train" / "run"
         try:
-            placement[:] = json.loads(next((run / "train" / "work" / "train" / "run").glob(
-                "checkpoint_*/placement.json")).read_text())
-        except (StopIteration, ValueError):  # none yet, or still being copied
+            snapshot = json.loads((ray_run / "checkpoint_manager_snapshot.json").read_text())
+            latest = snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+            placement[:] = json.loads((ray_run / latest / "placement.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or still being written
             return False
         return True
 
