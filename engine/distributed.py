@@ -35,6 +35,11 @@ RAY_ENV = {
     # Train re-routes print() through logging, which prints progress lines twice.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+LOCAL_RAY_ENV = {
+    # A local Ray is never drained, so Train's preemption watcher has nothing to watch; its actor
+    # logs an error line at every run ("... max_restarts > 0") that looks like a failure.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
 
 
 TaskFunction = Callable[[dict[str, Any], "torch.device"], Any]
@@ -494,7 +499,8 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    env = {name: os.environ.get(name, value) for name, value in RAY_ENV.items()}  # the user's setting wins
+    defaults = RAY_ENV if _RAY_ADDRESS else {**RAY_ENV, **LOCAL_RAY_ENV}
+    env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
     options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def test_quickstart_through_the_cli_on_two_ray_workers(tmp_path):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] > 3 * metrics["chance"]
     assert "eval" in done.stdout and "accuracy=" in done.stdout  # summary table
+    # a clean run shows no error lines from Ray's processes (Train's preemption watcher logged one)
+    assert not re.search(r"\[\d{4}-\d\d-\d\d [\d:,]+ E \d+ \d+\]", done.stderr), done.stderr[-3000:]
 
 
 def record_keys(session, config):
