@@ -1,4 +1,4 @@
-"""`mmflow` command line: run, validate, graph, schema, components, report.
+"""`mmflow` command line: run, validate, graph, schema, components, report, doctor.
 
 User mistakes print one line per problem and exit 2; a failing step exits 1. `validate`,
 `schema`, `graph` and `components` never import torch or Ray.
@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .doctor import DISTRIBUTION, version
+
     parser = argparse.ArgumentParser(prog="mmflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mmflow {version()} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
@@ -87,7 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     components = add("components", _cmd_components, "list registered components and their params")
     components.add_argument("name", nargs="?", help="show one component")
     components.add_argument("--json", action="store_true", help="machine-readable output")
+
+    add("doctor", _cmd_doctor, "check this environment: dependency versions, Ray, CUDA, audio and video decoding")
     return parser
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    header, findings = diagnose()
+    print(header)
+    for finding in findings:
+        print(finding)
+    failed = sum(not f.ok for f in findings)
+    print(f"{failed} problem(s) found" if failed else "everything mmflow needs works here")
+    return 1 if failed else 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

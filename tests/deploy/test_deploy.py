@@ -50,7 +50,7 @@ def test_the_image_matches_pyproject():
     assert base.group(1) == ray_pin()
     minimum = int(re.search(r">=\s*3\.(\d+)", PYPROJECT["requires-python"]).group(1))
     assert int(base.group(2)) >= minimum
-    assert "pip install --no-cache-dir -e ." in dockerfile  # dependencies come from pyproject.toml
+    assert "pip install --no-cache-dir -c constraints.txt -e ." in dockerfile  # versions come from the lock
     for folder in ("engine", "components", "workflows"):
         assert f"COPY --chown=ray:users {folder}" in dockerfile
 
@@ -58,4 +58,5 @@ def test_the_image_matches_pyproject():
 def test_the_runtime_env_installs_pyprojects_dependencies_and_wheel():
     env = yaml.safe_load((DEPLOY / "runtime_env.yaml").read_text())
     assert sorted(env["pip"]) == sorted(PYPROJECT["dependencies"])
-    assert env["py_modules"] == [f"dist/mmflow-{PYPROJECT['version']}-py3-none-any.whl"]
+    wheel = f"{PYPROJECT['name'].replace('-', '_')}-{PYPROJECT['version']}-py3-none-any.whl"  # what `pip wheel` names it
+    assert env["py_modules"] == [f"dist/{wheel}"]

@@ -11,6 +11,8 @@ import tomllib
 
 import pytest
 
+from mmflow.engine.doctor import DISTRIBUTION
+
 from ..conftest import REPO
 
 BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.S)
@@ -26,6 +28,7 @@ def plugin(tmp_path):
     (site / "my_mmflow_plugin" / "__init__.py").write_text("")
     (site / "my_mmflow_plugin" / "components.py").write_text(files["my_mmflow_plugin/components.py"])
     project = tomllib.loads(files["pyproject.toml"])
+    assert project["project"]["dependencies"] == [DISTRIBUTION]  # PyPI's `mmflow` is another project
     dist = site / "my_mmflow_plugin-0.1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['project']['name']}\nVersion: 0.1.0\n")
