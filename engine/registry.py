@@ -26,9 +26,10 @@ _IO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Params(BaseModel):
-    """Base class for component parameters: unknown keys are errors, defaults are validated."""
+    """Base class for component parameters (and every model a workflow fills): unknown keys are errors,
+    defaults are validated, infinities and NaN are refused (also written as strings, such as "1e309")."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 RunFunction = Callable[["StepContext", Any], "dict[str, Any] | None"]

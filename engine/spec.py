@@ -3,47 +3,41 @@
 from __future__ import annotations
 
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import Problem, UsageError, WorkflowError, did_you_mean
 from .graph import Wiring, plan_graph
-from .registry import REGISTRY, ComponentSpec, Registry
+from .model_paths import bools_for_numbers, fields_at
+from .registry import REGISTRY, ComponentSpec, Params, Registry
 from .storage import check_location
 from .sweep import SweepSpec, check_sweep
-from .yaml_source import YamlDocument, YamlPath, dotted, load_yaml
+from .yaml_source import YamlDocument, YamlPath, load_yaml, parse_value, shorten, value_problems
 
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Resources(_Strict):
+class Resources(Params):
     """Workers for training steps and what each one gets."""
 
-    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks) per training step")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved for each worker")
-    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; > 0 trains on GPU with NCCL")
-    cpus_per_task: float = Field(1, gt=0, description="CPUs for each parallel task a step fans out (e.g. G-Blend probes)")
-    gpus_per_task: float = Field(0, ge=0, description="GPUs for each parallel task; > 0 runs it on GPU")
+    workers: int = Field(1, ge=1, le=100_000, description="Ray Train workers (data-parallel ranks) per training step")
+    cpus_per_worker: float = Field(1, gt=0, le=4096, description="CPUs reserved for each worker")
+    gpus_per_worker: float = Field(0, ge=0, le=64, description="GPUs per worker; > 0 trains on GPU with NCCL")
+    cpus_per_task: float = Field(1, gt=0, le=4096, description="CPUs for each parallel task a step fans out (e.g. G-Blend probes)")
+    gpus_per_task: float = Field(0, ge=0, le=64, description="GPUs for each parallel task; > 0 runs it on GPU")
 
 
-class Failure(_Strict):
+class Failure(Params):
     """What a training step does when a worker dies."""
 
-    max_failures: int = Field(0, ge=-1, description="restarts of a training step's workers from their latest "
+    max_failures: int = Field(0, ge=-1, le=1000, description="restarts of a training step's workers from their latest "
                               "checkpoint (Ray Train FailureConfig; -1: unlimited)")
 
 
-class StepSpec(_Strict):
+class StepSpec(Params):
     """One step: a registered component, its parameters and where its inputs come from."""
 
     component: str = Field(description="registered component name, see `mmflow components`")
@@ -54,7 +48,7 @@ class StepSpec(_Strict):
     )
 
 
-class WorkflowSpec(_Strict):
+class WorkflowSpec(Params):
     """A workflow file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the runs folder")
@@ -122,40 +116,49 @@ def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
         key, sep, raw = expr.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
-            raise UsageError(f"--set {expr!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+            raise UsageError(f"--set {shorten(expr)!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
+        value = parse_value(raw, f"{doc.file} (--set {shorten(expr)})")
         node = doc.data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part) if isinstance(node, dict) else None
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UsageError(f"--set {expr!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
+                raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
             node = child
         if not isinstance(node, dict):
-            raise UsageError(f"--set {expr!r}: cannot set a key inside a non-mapping")
+            raise UsageError(f"--set {shorten(expr)!r}: cannot set a key inside a non-mapping")
         node[parts[-1]] = value
         doc.overrides[tuple(parts)] = expr
 
 
 def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, overrides: list[str] | None = None) -> Workflow:
-    """Validate a parsed document against the workflow model, the registry and the graph rules."""
+    """Validate a parsed document against the workflow model, the registry and the graph rules.
+
+    One pass finds every problem: the workflow's own fields, each step's component, params and
+    wiring, and the sweep are checked independently, each problem reported once.
+    """
     if not isinstance(doc.data, dict):
         raise WorkflowError([doc.problem((), "a workflow must be a mapping with 'name' and 'steps'")])
+    values = value_problems(doc) + _bools_for_numbers(doc, (), WorkflowSpec)  # what pydantic lets through
     problems: list[Problem] = []
+    spec: WorkflowSpec | None = None
     try:
         spec = WorkflowSpec.model_validate(doc.data)
-    except ValidationError as exc:
+    except ValidationError as exc:  # problems inside a step's own entry are among these, once
         problems.extend(_problems_from(exc, doc, (), WorkflowSpec, noun="field"))
-        raise WorkflowError(problems) from None
 
+    raw_steps = doc.data.get("steps") if isinstance(doc.data.get("steps"), dict) else {}
+    step_specs: dict[str, StepSpec] = {}
+    components: dict[str, ComponentSpec] = {}  # steps whose component is known, valid params or not
     steps: dict[str, Step] = {}
-    for name, step_spec in spec.steps.items():
+    for name, raw in raw_steps.items():
+        step_spec = _valid(StepSpec, raw)  # its own problems are among the workflow's
+        if step_spec is None:
+            continue
+        step_specs[name] = step_spec
         where: YamlPath = ("steps", name)
-        if not _STEP_NAME.match(name):
+        if not isinstance(name, str) or not _STEP_NAME.match(name):
             problems.append(doc.problem(where, f"step name '{name}' must be letters, digits, '_' or '-'"))
             continue
         comp = registry.get(step_spec.component)
@@ -165,6 +168,8 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
                             f"unknown component '{step_spec.component}'{registry.suggest(step_spec.component)}")
             )
             continue
+        components[name] = comp
+        values.extend(_bools_for_numbers(doc, where + ("params",), comp.params))
         try:
             params = comp.params.model_validate(step_spec.params)
         except ValidationError as exc:
@@ -172,23 +177,33 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
             continue
         steps[name] = Step(name, comp, params)
 
-    known = {name: step.component for name, step in steps.items()}
-    unresolved = {name for name in spec.steps if name not in steps}
     edges, order, graph_problems = plan_graph(
-        {name: s.inputs for name, s in spec.steps.items()}, known, unresolved, doc
-    )
+        {name: step_specs[name].inputs if name in step_specs else {} for name in raw_steps}, components,
+        set(raw_steps) - set(components), doc)
     problems.extend(graph_problems)
     for name, step in steps.items():
         if step.component.check is not None:
-            for path, message in step.component.check(step.params, set(spec.steps[name].inputs)):
-                problems.append(_locate(doc, ("steps", name) + path, message))
-    if spec.sweep is not None:
-        problems.extend(check_sweep(spec.sweep, steps, {n: s.params for n, s in spec.steps.items()}, doc))
-    if problems:
+            for path, message in step.component.check(step.params, set(step_specs[name].inputs)):
+                problems.append(doc.problem(("steps", name) + path, message))
+    sweep = _valid(SweepSpec, doc.data.get("sweep"))  # its own problems are among the workflow's
+    if sweep is not None:
+        problems.extend(check_sweep(sweep, {name: components.get(name) for name in raw_steps},
+                                    {n: s.params for n, s in step_specs.items()}, doc))
+    flagged = {(p.file, p.path) for p in values}  # one problem per value: pydantic may see it too
+    problems = values + [p for p in problems if (p.file, p.path) not in flagged]
+    if problems or spec is None:
         raise WorkflowError(problems)
     for name, step_wiring in edges.items():
         steps[name].inputs = step_wiring
     return Workflow(spec, steps, order, doc, list(overrides or []))
+
+
+def _valid(model: type[Params], data: Any) -> Any:
+    """`data` as a `model`, or None when it is absent or invalid."""
+    try:
+        return None if data is None else model.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
@@ -198,7 +213,7 @@ def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
         loc = _data_path(_at(doc.data, prefix), tuple(err["loc"]), err["type"] == "missing")
         kind = err["type"]
         if kind == "extra_forbidden":
-            known = _fields_at(model, loc[:-1], _at(doc.data, prefix))
+            known = fields_at(model, loc[:-1], _at(doc.data, prefix))
             message = f"unknown {noun} '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
         elif kind == "union_tag_invalid":  # a discriminated union: the tag picks the kind
             key, tag, tags = err["ctx"]["discriminator"].strip("'"), str(err["ctx"]["tag"]), err["ctx"]["expected_tags"]
@@ -218,7 +233,12 @@ def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
                 message += f" (got {err['input']!r})"
         messages.setdefault(prefix + loc, []).append(message)
     # a value that fits no member of a union gets one line naming every alternative
-    return [_locate(doc, path, "; or ".join(dict.fromkeys(found))) for path, found in messages.items()]
+    return [doc.problem(path, "; or ".join(dict.fromkeys(found))) for path, found in messages.items()]
+
+
+def _bools_for_numbers(doc: YamlDocument, prefix: YamlPath, model: type[BaseModel]) -> list[Problem]:
+    return [doc.problem(prefix + path, f"expected a number (got {str(_at(doc.data, prefix + path)).lower()})")
+            for path in bools_for_numbers(model, _at(doc.data, prefix))]
 
 
 def _at(data: Any, path: YamlPath) -> Any:
@@ -243,61 +263,3 @@ def _data_path(data: Any, loc: YamlPath, last_is_missing: bool) -> YamlPath:
     return tuple(kept)
 
 
-def _locate(doc: YamlDocument, path: YamlPath, message: str) -> Problem:
-    for end in range(len(path), 0, -1):
-        expr = doc.overrides.get(tuple(str(p) for p in path[:end]))
-        if expr is not None:
-            return Problem(f"{doc.file} (--set {expr})", None, dotted(path), message)
-    return doc.problem(path, message)
-
-
-def _fields_at(model: type[BaseModel], loc: YamlPath, data: Any) -> list[str]:
-    """Field names of the (nested) model found at `loc` in `data`, for 'did you mean' hints."""
-    annotation: Any = model
-    for part in loc:
-        annotation = _descend(annotation, part, data)
-        data = data[part] if isinstance(data, (dict, list)) and _has(data, part) else None
-        if annotation is None:
-            return []
-    target = _model_in(annotation, data)
-    return list(target.model_fields) if target else []
-
-
-def _has(data: dict | list, part: str | int) -> bool:
-    return part in data if isinstance(data, dict) else isinstance(part, int) and part < len(data)
-
-
-def _descend(annotation: Any, part: str | int, data: Any) -> Any:
-    annotation = _unwrap_optional(annotation)
-    model = _model_in(annotation, data)
-    if model is not None:
-        found = model.model_fields.get(part) if isinstance(part, str) else None
-        return found.annotation if found else None
-    args = typing.get_args(annotation)
-    return args[-1] if args else None  # list[X] -> X, dict[K, V] -> V
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _model_in(annotation: Any, data: Any = None) -> type[BaseModel] | None:
-    """The model an annotation names; for a union of models, the member whose Literal fields match `data`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _model_in(typing.get_args(annotation)[0], data)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [m for m in (_model_in(arg) for arg in typing.get_args(annotation)) if m]
-        for member in members:
-            if isinstance(data, dict) and any(
-                typing.get_origin(f.annotation) is typing.Literal and data.get(name) in typing.get_args(f.annotation)
-                for name, f in member.model_fields.items()
-            ):
-                return member
-        return members[0] if members else None
-    return None

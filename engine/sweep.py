@@ -18,22 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .errors import Problem
+from .model_paths import bools_for_numbers
+from .registry import Params
 
 if TYPE_CHECKING:
-    from .spec import Step, Workflow
+    from .registry import ComponentSpec
+    from .spec import Workflow
     from .yaml_source import YamlDocument
 
 SPACES = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Space(_Strict):
+class Space(Params):
     """One swept value: exactly one of the Ray Tune spaces below."""
 
     grid: list[Any] | None = Field(None, min_length=1, description="every value, in every sample (tune.grid_search)")
@@ -54,13 +53,12 @@ class Space(_Strict):
             raise ValueError("loguniform: low must be > 0")
         return self
 
-    def examples(self) -> list[Any]:
-        """Values to check the step's params with: every listed one, or a range's ends."""
-        if self.grid is not None or self.choice is not None:
-            return list(self.grid or self.choice or [])
-        if self.randint is not None:
-            return [self.randint[0], self.randint[1] - 1]
-        return list(self.uniform or self.loguniform or [])
+    def examples(self) -> list[tuple[tuple[str, int], Any]]:
+        """Values to check the step's params with, each with where it is: every listed one, or a range's ends."""
+        for name in ("grid", "choice", "uniform", "loguniform"):
+            if getattr(self, name) is not None:
+                return [((name, i), value) for i, value in enumerate(getattr(self, name))]
+        return [(("randint", 0), self.randint[0]), (("randint", 1), self.randint[1] - 1)]
 
     def tune(self) -> Any:
         """The Ray Tune search space."""
@@ -77,7 +75,7 @@ class Space(_Strict):
         return tune.randint(*self.randint)
 
 
-class Scheduler(_Strict):
+class Scheduler(Params):
     """How trials are stopped: fifo (never early) or ASHA on a per-epoch training metric."""
 
     name: Literal["fifo", "asha"] = "fifo"
@@ -95,7 +93,7 @@ class Scheduler(_Strict):
         return self
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Params):
     """A Ray Tune sweep over the workflow's params."""
 
     parameters: dict[str, Space] = Field(min_length=1, description="steps.<step>.params.<path> -> search space")
@@ -108,8 +106,10 @@ class SweepSpec(_Strict):
                               "steps (its training steps reserve their Ray Train workers themselves)")
 
 
-def check_sweep(sweep: SweepSpec, steps: dict[str, Step], raw_params: dict[str, dict], doc: YamlDocument) -> list[Problem]:
-    """Problems with the sweep's paths, values and metrics, each at its line."""
+def check_sweep(sweep: SweepSpec, components: dict[str, ComponentSpec | None], raw_params: dict[str, dict],
+                doc: YamlDocument) -> list[Problem]:
+    """Problems with the sweep's paths, values and metrics, each at its line. `components`: every step of
+    the workflow, None where its component is unknown (a problem reported with the step)."""
     problems = []
     for path, space in sweep.parameters.items():
         where = ("sweep", "parameters", path)
@@ -117,33 +117,45 @@ def check_sweep(sweep: SweepSpec, steps: dict[str, Step], raw_params: dict[str, 
         if len(parts) < 4 or parts[0] != "steps" or parts[2] != "params":
             problems.append(doc.problem(where, f"'{path}' must look like steps.<step>.params.<name>"))
             continue
-        step = steps.get(parts[1])
-        if step is None:
-            problems.append(doc.problem(where, f"unknown step '{parts[1]}'{_suggest(parts[1], steps)}"))
+        if parts[1] not in components:
+            problems.append(doc.problem(where, f"unknown step '{parts[1]}'{_suggest(parts[1], components)}"))
             continue
-        for value in space.examples():
+        component = components[parts[1]]
+        if component is None:
+            continue
+        own = {(e["loc"], e["type"]) for e in _errors(component, raw_params.get(parts[1]) or {})}  # reported there
+        for item, value in space.examples():
             params = copy.deepcopy(raw_params.get(parts[1]) or {})
             _set(params, parts[3:], value)
-            try:
-                step.component.params.model_validate(params)
-            except ValidationError as exc:
-                error = exc.errors(include_url=False)[0]
-                field = ".".join(str(p) for p in error["loc"])
-                reason = ("unknown parameter" if error["type"] == "extra_forbidden"
-                          else error["msg"].removeprefix("Value error, "))
-                problems.append(doc.problem(where, f"value {value!r}: {field}: {reason}"))
-                break
+            new = [e for e in _errors(component, params) if (e["loc"], e["type"]) not in own]
+            if isinstance(value, bool) and tuple(parts[3:]) in bools_for_numbers(component.params, params):
+                problems.append(doc.problem(where + item, f"expected a number (got {str(value).lower()})"))
+            if new:
+                field = ".".join(str(p) for p in new[0]["loc"])
+                if new[0]["type"] == "extra_forbidden":
+                    problems.append(doc.problem(where, f"value {value!r}: {field}: unknown parameter"))
+                    break
+                reason = new[0]["msg"].removeprefix("Value error, ")
+                problems.append(doc.problem(where + item, f"value {value!r}: {field}: {reason}"))
     for where, metric in ((("sweep", "metric"), sweep.metric), (("sweep", "scheduler", "metric"), sweep.scheduler.metric)):
         if metric is None:
             continue
         step_name = metric.split(".")[0]
-        if "." not in metric or step_name not in steps:
+        if "." not in metric or step_name not in components:
             problems.append(doc.problem(where, f"'{metric}' must be '<step>.<metric>' of a step of this workflow"
-                                        f"{_suggest(step_name, steps)}"))
-        elif where[1] == "scheduler" and not steps[step_name].component.distributed:
+                                        f"{_suggest(step_name, components)}"))
+        elif where[1] == "scheduler" and components[step_name] is not None and not components[step_name].distributed:
             problems.append(doc.problem(where, f"step '{step_name}' does not train: ASHA needs a per-epoch metric "
                                         "of a training step"))
     return problems
+
+
+def _errors(component: ComponentSpec, params: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        component.params.model_validate(params)
+    except ValidationError as exc:
+        return exc.errors(include_url=False)
+    return []
 
 
 def _suggest(name: str, steps: dict[str, Any]) -> str:

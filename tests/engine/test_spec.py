@@ -225,3 +225,42 @@ def test_an_optional_input_may_stay_unwired_and_wiring_rules_are_located(cli, wr
     assert problems_of(path) == [f"{path}:6: steps.greet.params.shout: shouting needs a name: wire inputs.name"]
     path = write_workflow(wired.replace("outputs.copy", "outputs.cpy"))
     assert "has no output 'cpy'" in problems_of(path)[0]
+
+
+def test_mistakes_at_every_level_are_reported_in_one_pass_each_once(write_workflow):
+    path = write_workflow("""
+        name: multi
+        seeed: 3
+        resources: {workers: 0}
+        steps:
+          data:
+            component: data.synthetik
+            params: {num_classes: 6}
+          shard:
+            component: data.shard
+            inputs: {dataset: "${steps.data.outputs.dataset}"}
+            params: {samples_per_shard: -4}
+          train:
+            component: train.classifier
+            inputs: {train: "${steps.shrd.outputs.train}"}
+            params: {epochs: -1, optimizer: sgdd}
+          eval:
+            component: eval.classifier
+            inputs: {model: "${steps.train.outputs.model}", train: "${steps.shard.outputs.train}",
+                     test: "${steps.shard.outputs.tset}"}
+        sweep:
+          parameters:
+            steps.train.params.lr: {grid: [0.1, -1]}
+          metric: eval.accuracy
+        """)
+    assert problems_of(path) == [
+        f"{path}:2: seeed: unknown field 'seeed' (did you mean 'seed'?)",
+        f"{path}:3: resources.workers: Input should be greater than or equal to 1 (got 0)",
+        f"{path}:6: steps.data.component: unknown component 'data.synthetik' (did you mean 'data.synthetic'?)",
+        f"{path}:11: steps.shard.params.samples_per_shard: Input should be greater than or equal to 1 (got -4)",
+        f"{path}:14: steps.train.inputs.train: unknown step 'shrd' (did you mean 'shard'?)",
+        f"{path}:15: steps.train.params.optimizer: Input should be 'sgd', 'adam' or 'adagrad' (got 'sgdd')",
+        f"{path}:15: steps.train.params.epochs: Input should be greater than or equal to 1 (got -1)",
+        f"{path}:19: steps.eval.inputs.test: step 'shard' (data.shard) has no output 'tset' (did you mean 'test'?)",
+        f"{path}:22: sweep.parameters.steps.train.params.lr.grid[1]: value -1: lr: Input should be greater than 0",
+    ]
