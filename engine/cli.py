@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import StepFailed, UsageError, WorkflowError
+from .errors import Interrupted, StepFailed, UsageError, WorkflowError
 from .graph import edges_of
 from .registry import REGISTRY
 from .spec import Workflow, load_workflow
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mmflow` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.handler(args)
     except (WorkflowError, UsageError) as exc:
@@ -32,12 +34,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.user_error else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # the run and its step are marked interrupted; --resume continues them
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
     except BrokenPipeError:  # `mmflow graph wf.yaml | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: unwind the run (steps marked interrupted, its local Ray stopped); a second
+    signal while that happens stops the process at once."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Interrupted(signum)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,7 +252,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         outcomes = runner.run()
-    except StepFailed:
+    except (StepFailed, KeyboardInterrupt):
         print(f"resume with: mmflow run --resume {run_dir}", file=sys.stderr)
         if runner.storage is not None:
             print(f"  or, on another machine: mmflow run --resume '{runner.storage}'", file=sys.stderr)

@@ -13,9 +13,11 @@ import math
 import os
 import posixpath
 import shutil
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -396,7 +398,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
         ),
     )
     try:
-        result = trainer.fit()
+        result = _off_main_thread(trainer.fit)
     except ray.train.TrainingFailedError as exc:
         raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
     if result.error is not None:
@@ -410,6 +412,32 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     history_file = local / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.exists() else []
     return TrainResult(history, local)
+
+
+Result = TypeVar("Result")
+
+
+def _off_main_thread(fit: Callable[[], Result]) -> Result:
+    """`fit()` in a helper thread while this one waits. Ray Train and Tune trap Ctrl-C when they run on the
+    main thread (to abort gracefully, then exit on their own terms); off it they leave signals to mmflow,
+    which unwinds the run at once: steps marked interrupted, the local Ray stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        return fit()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fit()
+        except BaseException as exc:  # handed to the waiting thread; after an interrupt nobody asks
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="mmflow-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # wakes for signal handlers, which run on the main thread only
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _latest_checkpoint(run_storage: Storage) -> Storage | None:
@@ -459,7 +487,7 @@ def run_sweep_trials(trial: Callable[[dict[str, Any]], None], param_space: dict[
         run_config=tune.RunConfig(name="tune", storage_path=storage.path, storage_filesystem=storage.filesystem,
                                   verbose=0),
     )
-    results = tuner.fit()
+    results = _off_main_thread(tuner.fit)
     return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))
             for r in results]
 
@@ -502,6 +530,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
     defaults = RAY_ENV if _RAY_ADDRESS else {**RAY_ENV, **LOCAL_RAY_ENV}
     env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
     options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)
     else:
@@ -514,6 +543,10 @@ def ensure_ray(min_cpus: float = 1) -> None:
             options["_system_config"] = {"enable_metrics_collection": False}
         ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
     _STARTED_RAY = True
+    if threading.current_thread() is threading.main_thread():  # ray.init makes SIGTERM exit the process at once
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def shutdown_ray() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -46,6 +47,14 @@ class StepFailed(Exception):
         self.user_error = user_error
         tail = f" (traceback in {log_path})" if log_path and not user_error else ""
         super().__init__(f"step '{step}' failed: {message}{tail}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """The user stopped the run: Ctrl-C (SIGINT) or SIGTERM; the exit status is 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
 
 
 class UsageError(Exception):

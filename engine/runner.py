@@ -187,8 +187,8 @@ class Runner:
             for i, name in enumerate(self.workflow.order):
                 self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
                 outcomes[i] = self._run_step(self.workflow.steps[name])
-        except BaseException:
-            self._write_run_record("failed")
+        except BaseException as exc:
+            self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         finally:
             from . import distributed

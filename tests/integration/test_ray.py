@@ -297,6 +297,19 @@ def descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+def registered_placement(run: Path) -> list[dict] | None:
+    """Where each rank runs, as the training step's latest checkpoint that the Train controller registered
+    records it; None before there is one. A checkpoint folder counts only once the controller has polled
+    its report (every 0.5 s); a worker killed before that restarts from the previous checkpoint."""
+    ray_run = run / "train" / "work" / "train" / "run"
+    try:
+        snapshot = json.loads((ray_run / "checkpoint_manager_snapshot.json").read_text())
+        latest = snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+        return json.loads((ray_run / latest / "placement.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or still being written
+        return None
+
+
 def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tmp_path):
     import os
     import signal
@@ -305,21 +318,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     wf.write_text(FAULTS)
     run = tmp_path / "run"
     process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path)
-    placement: list[dict] = []
-
-    def recorded() -> bool:  # where each rank runs, as a checkpoint the Train controller registered records it
-        # a checkpoint folder counts only once the controller has polled its report (every 0.5 s);
-        # a worker killed before that restarts from the previous checkpoint, here from scratch
-        ray_run = run / "train" / "work" / "train" / "run"
-        try:
-            snapshot = json.loads((ray_run / "checkpoint_manager_snapshot.json").read_text())
-            latest = snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
-            placement[:] = json.loads((ray_run / latest / "placement.json").read_text())
-        except (OSError, ValueError, KeyError, TypeError):  # none yet, or still being written
-            return False
-        return True
-
-    wait_for(recorded, process)
+    wait_for(lambda: registered_placement(run) is not None, process)
+    placement = registered_placement(run)
     worker = next(p["pid"] for p in placement if p["rank"] == 1)  # a process search once hit a bystander
     assert descends_from(worker, process.pid), "rank 1 is not a process of this run"
     os.kill(worker, signal.SIGKILL)
@@ -329,6 +329,53 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint(tm
     assert [h["epoch"] for h in history] == list(range(8))
     resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
     assert len(resumed) == 1 and resumed[0] >= 1, err[-3000:]  # the log says whether a restart happened
+
+
+def processes_of(ancestor: int) -> set[int]:
+    """Every live process started, directly or not, by `ancestor` (the run's own Ray among them)."""
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != ancestor
+            and descends_from(int(p.name), ancestor)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum, whole_group", [("SIGINT", True), ("SIGTERM", False)])
+def test_ctrl_c_and_sigterm_stop_a_ray_run_cleanly_and_it_resumes(tmp_path, signum, whole_group):
+    """Ctrl-C (SIGINT to the terminal's process group) and SIGTERM (to the process): the run stops within
+    seconds, says `interrupted`, exits 128 + the signal, leaves no Ray process, and resumes from its checkpoint."""
+    import os
+    import signal
+    import time
+
+    from ..engine.test_interrupt import assert_interrupted
+
+    signum = getattr(signal, signum)
+    wf = tmp_path / "faults.yaml"
+    wf.write_text(FAULTS)
+    run = tmp_path / "run"
+    process = start_mmflow("run", wf, "--run-dir", run, cwd=tmp_path, start_new_session=True)
+    wait_for(lambda: registered_placement(run) is not None, process)
+    ray_processes = processes_of(process.pid)
+    assert len(ray_processes) > 3  # GCS, raylet, the Train controller and workers, ...
+    (os.killpg if whole_group else os.kill)(process.pid, signum)
+    err = assert_interrupted(process, run, signum)
+    deadline = time.time() + 20
+    while any(alive(p) for p in ray_processes) and time.time() < deadline:
+        time.sleep(0.5)
+    left = [Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:120] for p in ray_processes if alive(p)]
+    assert not left, left
+    done = mmflow("run", "--resume", run, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training continues from" in done.stderr, done.stderr[-3000:]
+    history = json.loads((run / "train" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(8))
+    resumed = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
+    assert len(resumed) == 1 and resumed[0] >= 1, err[-3000:]
 
 
 def test_after_the_driver_dies_another_machine_resumes_from_object_storage(tmp_path, s3_storage):
