@@ -534,19 +534,58 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)
     else:
-        # "local": never attach to a cluster that `ray start` left recorded in /tmp/ray (possibly
-        # dead); connecting takes `--address auto`. A laptop may have fewer cores than the
-        # workflow asks for: oversubscribe, don't hang. No metrics export: on a small machine its
-        # wake-ups preempt training workers, and every all-reduce waits for the preempted one.
-        # The dashboard stays: without it, trials ASHA stops early leak their workers' CPUs.
-        if "RAY_enable_metrics_collection" not in os.environ:  # the user's setting wins
-            options["_system_config"] = {"enable_metrics_collection": False}
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(min_cpus)), **options)
+        _start_private_ray(max(os.cpu_count() or 1, math.ceil(min_cpus)), options)
     _STARTED_RAY = True
     if threading.current_thread() is threading.main_thread():  # ray.init makes SIGTERM exit the process at once
         for signum, handler in handlers.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> None:
+    """A local Ray of this run's own, whatever other Ray runs on the host.
+
+    "local": never attach to a cluster that `ray start` left recorded in /tmp/ray (possibly dead);
+    connecting takes `--address auto`. Ray's state calls made without an address (Train's placement-group
+    cleaner, for one) look for every Ray on the host and fail when there are two, and a trial ASHA
+    stopped then never releases its workers: this Ray's GCS port is chosen here, and every process of
+    the run gets its address as RAY_ADDRESS. A laptop may have fewer cores than the workflow asks for:
+    oversubscribe, don't hang. No metrics export: on a small machine its wake-ups preempt training
+    workers, and every all-reduce waits for the preempted one. The dashboard stays: without it, trials
+    ASHA stops early leak their workers' CPUs.
+    """
+    import ray
+
+    if "RAY_enable_metrics_collection" not in os.environ:  # the user's setting wins
+        options["_system_config"] = {"enable_metrics_collection": False}
+    port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_port())
+    options["runtime_env"]["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # Ray resolves it to the node's IP
+    options["runtime_env"]["worker_process_setup_hook"] = "mmflow.engine.distributed.quiet_local_worker"
+    saved = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = port
+    try:
+        ray.init(address="local", num_cpus=num_cpus, **options)
+    finally:
+        if saved is None:
+            del os.environ["RAY_GCS_SERVER_PORT"]
+
+
+def quiet_local_worker() -> None:
+    """Set up every worker process of a private local Ray: it has no autoscaler, so Train's resource requests
+    to one serve nothing, and on a busy machine each timed-out request printed a traceback."""
+    import logging
+
+    from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
+
+    autoscaling_coordinator_client.logger.setLevel(logging.ERROR)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
 def shutdown_ray() -> None:

@@ -56,3 +56,36 @@ def test_a_worker_failure_surfaces_as_the_lowest_rank_s_own_error():
     assert isinstance(_root_cause(error), KeyError)
     plain = RuntimeError("x")
     assert _root_cause(plain) is plain
+
+
+def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch):
+    """Ray's address-less state calls (Train's placement-group cleaner) find every Ray on the host and fail
+    when there are two: the run's processes get RAY_ADDRESS naming the GCS port the local Ray starts on."""
+    import importlib
+    import logging
+    import os
+
+    import ray
+
+    from mmflow.engine import distributed
+
+    started = {}
+
+    def init(**options):
+        started.update(options, gcs_port=os.environ.get("RAY_GCS_SERVER_PORT"))
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
+    monkeypatch.setattr(distributed, "_RAY_ADDRESS", None)
+    monkeypatch.setattr(distributed, "_STARTED_RAY", False)
+    distributed.ensure_ray()
+    assert started["address"] == "local" and started["gcs_port"].isdigit()
+    assert started["runtime_env"]["env_vars"]["RAY_ADDRESS"] == f"127.0.0.1:{started['gcs_port']}"
+    assert "RAY_GCS_SERVER_PORT" not in os.environ  # only for the start; a later Ray picks its own
+    module, _, name = started["runtime_env"]["worker_process_setup_hook"].rpartition(".")
+    getattr(importlib.import_module(module), name)()  # what each worker process runs first
+    from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
+
+    assert not autoscaling_coordinator_client.logger.isEnabledFor(logging.WARNING)
+    autoscaling_coordinator_client.logger.setLevel(logging.NOTSET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -40,6 +41,56 @@ def synthetic_steps(data: str, samples_per_shard: int) -> str:
     inputs: {{dataset: "${{steps.data.outputs.dataset}}"}}
     params: {{samples_per_shard: {samples_per_shard}}}
 """
+
+
+@contextlib.contextmanager
+def ray_node(*start_args: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    """A Ray node of the test's own: `ray start` in a session of its own, so that every process it leaves
+    running is in its process group, which is stopped at the end: only this node, never another Ray on the
+    host (`ray stop` would stop them all)."""
+    import signal
+    import time
+
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    node = subprocess.Popen([ray_cli, "start", "--disable-usage-stats", *start_args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    try:
+        _, err = node.communicate(timeout=120)  # `ray start` returns once the node is up
+        assert node.returncode == 0, err[-2000:]
+        yield
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGKILL):  # the GCS may ignore SIGTERM
+            deadline = time.time() + 10
+            while _group_alive(node.pid) and time.time() < deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.pid, signum)
+                time.sleep(0.5)
+        assert not _group_alive(node.pid), "the test's Ray node did not stop"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies left to a container's init do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def test_two_quickstarts_at_once_each_run_on_their_own_ray(tmp_path):
+    import time
+
+    first = start_mmflow("run", REPO / "workflows" / "quickstart.yaml", "--run-dir", tmp_path / "a", cwd=tmp_path)
+    time.sleep(3)
+    second = start_mmflow("run", REPO / "workflows" / "quickstart.yaml", "--run-dir", tmp_path / "b", cwd=tmp_path)
+    for process, run in ((first, "a"), (second, "b")):
+        out, err = process.communicate(timeout=280)
+        assert process.returncode == 0, err[-3000:]
+        assert "Traceback" not in out + err and "multiple active Ray instances" not in err, err[-3000:]
+        assert json.loads((tmp_path / run / "run.json").read_text())["state"] == "done"
 
 
 def test_quickstart_through_the_cli_on_two_ray_workers(tmp_path):
@@ -235,14 +286,21 @@ sweep:
 """
 
 
-def test_a_sweep_with_asha_through_the_cli_twice(tmp_path):
+def test_a_sweep_with_asha_through_the_cli_twice_beside_another_ray(tmp_path):
+    """With another Ray on the host, Ray's address-less state calls once failed in every trial ("Found
+    multiple active Ray instances"), and the trials ASHA stopped never gave their workers back: the sweep hung."""
     import csv
 
     wf = tmp_path / "sweep.yaml"
     wf.write_text(SWEEP)
-    for attempt in range(2):  # the second sweep must start: nothing leaked by the first one's stopped trials
-        done = mmflow("sweep", wf, "--runs-root", tmp_path / "runs", cwd=tmp_path, timeout=240)
-        assert done.returncode == 0, done.stderr[-3000:]
+    other = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are capped
+    with ray_node("--head", "--port", "6395", "--num-cpus", "1", "--temp-dir", str(other), "--include-dashboard",
+                  "false"):
+        for attempt in range(2):  # the second sweep must start: nothing leaked by the first one's stopped trials
+            done = mmflow("sweep", wf, "--runs-root", tmp_path / "runs", cwd=tmp_path, timeout=240)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    shutil.rmtree(other, ignore_errors=True)
     sweeps = sorted((tmp_path / "runs" / "tiny_sweep").iterdir())
     assert len(sweeps) == 2
     for sweep_dir in sweeps:
@@ -398,9 +456,8 @@ def test_after_the_driver_dies_another_machine_resumes_from_object_storage(tmp_p
                    if c.startswith("checkpoint_"))
 
     wait_for(checkpoint_in_bucket, process)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started, nothing else
     process.communicate(timeout=60)
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=60)
     (run_id,) = runs.folders()
     shard_status = runs.joinpath(run_id, "shard", "status.json").read_text()
     done = mmflow("run", "--resume", runs.joinpath(run_id).uri, "--runs-root", tmp_path / "second", cwd=tmp_path)
@@ -436,15 +493,12 @@ def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster_and_runs_as
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # one auth mode for both nodes, the driver and this test
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     env = dict(os.environ)
-    nodes = [[ray_cli, "start", "--head", "--port", "6390", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-              "--resources", '{"node_a": 1}', "--dashboard-host", "127.0.0.1", "--dashboard-port", "8266",
-              "--disable-usage-stats"],
-             [ray_cli, "start", "--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-              "--resources", '{"node_b": 1}', "--disable-usage-stats"]]
-    try:
-        for command in nodes:  # two raylets, each a separate process tree with one CPU
-            started = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-            assert started.returncode == 0, started.stderr[-2000:]
+    with contextlib.ExitStack() as nodes:  # two raylets, each a separate process tree with one CPU
+        nodes.enter_context(ray_node("--head", "--port", "6390", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                                     "--resources", '{"node_a": 1}', "--dashboard-host", "127.0.0.1",
+                                     "--dashboard-port", "8266", env=env))
+        nodes.enter_context(ray_node("--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                                     "--resources", '{"node_b": 1}', env=env))
         wf = tmp_path / "two.yaml"
         wf.write_text(TWO_NODES)
         done = mmflow("run", wf, "--run-dir", tmp_path / "run", "--address", address, cwd=tmp_path, timeout=240,
@@ -468,5 +522,3 @@ def test_a_workflow_spreads_its_workers_over_a_real_two_node_cluster_and_runs_as
         assert json.loads((tmp_path / "job" / "run.json").read_text())["state"] == "done"
         job_placement = json.loads((tmp_path / "job" / "train" / "outputs" / "model" / "placement.json").read_text())
         assert {p["node_id"] for p in job_placement} == {p["node_id"] for p in placement}  # on the cluster
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
