@@ -228,8 +228,9 @@ class RaySession(TrainSession):
 
     executor = "ray"
 
-    def __init__(self, seed: int, resources: Resources, resume_from: Any = None) -> None:
+    def __init__(self, seed: int, resources: Resources, resume_from: Any = None, history: Any = None) -> None:
         super().__init__(resources, lambda message: print(message, flush=True))
+        self._history_sink = history  # a _History actor: Ray Train hands the driver only checkpointed metrics
         import ray.train
 
         context = ray.train.get_context()
@@ -252,6 +253,17 @@ class RaySession(TrainSession):
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, mine)
         return gathered
+
+    def restored(self) -> Path | None:
+        folder = super().restored()
+        self._send_history()  # every epoch may have run already: the restored history is the result
+        return folder
+
+    def _send_history(self) -> None:
+        if self.rank == 0 and self._history_sink is not None:
+            import ray
+
+            ray.get(self._history_sink.put.remote(self.history))  # waited for: the worker may exit next
 
     def _checkpoint_to_restore(self) -> Path | None:
         import tempfile
@@ -296,7 +308,24 @@ class RaySession(TrainSession):
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        self._send_history()
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class _History:
+    """An actor holding rank 0's metrics history for the driver: Ray Train's Result carries the metrics of
+    checkpointed reports only, and a training function need not checkpoint every epoch."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def put(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the history (after a restart from a checkpoint it is the restored one, then grows)."""
+        self.rows = rows
+
+    def get(self) -> list[dict[str, Any]]:
+        """The history so far."""
+        return self.rows
 
 
 def _ray_worker_entry(config: dict[str, Any]) -> None:
@@ -310,7 +339,7 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     train_context.logger.setLevel(logging.WARNING)
     if config["inputs"] is not None:  # a node without the run directory (no shared filesystem)
         config["inputs"].ensure_local()
-    session = RaySession(config["seed"], config["resources"], config.get("resume_from"))
+    session = RaySession(config["seed"], config["resources"], config.get("resume_from"), config["history"])
     session.inputs = config["inputs"]
     try:
         config["fn"](session, config["config"])
@@ -380,10 +409,11 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
         earlier.copy_to(kept)
         earlier = kept
     resume_from = ray.train.Checkpoint(earlier.path, earlier.filesystem) if earlier else None
+    history = ray.remote(num_cpus=0)(_History).remote()
     trainer = TorchTrainer(
         _ray_worker_entry,
         train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources,
-                           "resume_from": resume_from, "inputs": inputs},
+                           "resume_from": resume_from, "inputs": inputs, "history": history},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
@@ -399,19 +429,20 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     )
     try:
         result = _off_main_thread(trainer.fit)
+        rows = ray.get(history.get.remote())
     except ray.train.TrainingFailedError as exc:
         raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
+    finally:
+        ray.kill(history)
     if result.error is not None:
         raise _root_cause(result.error) from result.error
     checkpoint = result.checkpoint or resume_from  # resumed with every epoch run: that checkpoint is the result
     if checkpoint is None:
-        return TrainResult()
+        return TrainResult(rows)
     local = scratch / "final_checkpoint"
     shutil.rmtree(local, ignore_errors=True)
     checkpoint.to_directory(str(local))
-    history_file = local / HISTORY_FILE
-    history = json.loads(history_file.read_text()) if history_file.exists() else []
-    return TrainResult(history, local)
+    return TrainResult(rows, local)
 
 
 Result = TypeVar("Result")

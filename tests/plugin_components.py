@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
 
-from mmflow.engine import Many, Maybe, Params, StepContext, component
+from mmflow.engine import Many, Maybe, Params, StepContext, TrainSession, component
 
 
 class TextParams(Params):
@@ -68,3 +70,36 @@ def greet(ctx: StepContext, params: GreetParams) -> dict:
     name = ctx.inputs["name"].read_text() if "name" in ctx.inputs else "world"
     ctx.output("greeting").write_text(f"hello {name}".upper() if params.shout else f"hello {name}")
     return {}
+
+
+class CountParams(Params):
+    epochs: int = Field(5, ge=1, le=1000)
+    checkpoint_every: int = Field(0, ge=0, description="rank 0 checkpoints every n-th epoch; 0: never")
+
+
+def count_epochs(session: TrainSession, config: dict) -> None:
+    """Per worker: report the epoch, a value from the seed and the ranks summed over workers; rank 0
+    checkpoints every n-th epoch; a restart continues after the restored checkpoint."""
+    import torch
+
+    session.restored()
+    for epoch in range(len(session.history), config["epochs"]):
+        ranks = session.all_reduce_sum(torch.tensor([float(session.rank)])).item()
+        metrics = {"epoch": epoch, "value": (epoch + 1) * (session.seed + 1), "rank_sum": ranks}
+        every = config["checkpoint_every"]
+        if session.rank == 0 and every and (epoch + 1) % every == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                Path(folder, "state.json").write_text(json.dumps({"epoch": epoch}))
+                session.report(metrics, folder)
+        else:
+            session.report(metrics)
+
+
+@component("test.count", params=CountParams, outputs={"history": "json"}, distributed=True)
+def count(ctx: StepContext, params: CountParams) -> dict:
+    """A training step: what the training function reported, and the epoch of its last checkpoint."""
+    result = ctx.train(count_epochs, params.model_dump())
+    ctx.output("history").write_text(json.dumps(result.history))
+    state = json.loads((result.checkpoint / "state.json").read_text()) if result.checkpoint else {}
+    return {"epochs": len(result.history), "final_value": result.history[-1]["value"],
+            "checkpoint_epoch": state.get("epoch", -1)}

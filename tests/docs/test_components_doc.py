@@ -22,11 +22,13 @@ BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.S)
 def plugin(tmp_path):
     """Lay the doc's files out as an installed distribution (what `pip install` leaves behind)."""
     files = dict(BLOCK.findall((REPO / "docs" / "components.md").read_text()))
-    assert set(files) == {"my_mmflow_plugin/components.py", "pyproject.toml", "balance.yaml"}
+    assert set(files) == {"my_mmflow_plugin/components.py", "my_mmflow_plugin/training.py", "pyproject.toml",
+                          "balance.yaml", "probe.yaml"}
     site = tmp_path / "site"
     (site / "my_mmflow_plugin").mkdir(parents=True)
     (site / "my_mmflow_plugin" / "__init__.py").write_text("")
-    (site / "my_mmflow_plugin" / "components.py").write_text(files["my_mmflow_plugin/components.py"])
+    for module in ("components.py", "training.py"):
+        (site / "my_mmflow_plugin" / module).write_text(files[f"my_mmflow_plugin/{module}"])
     project = tomllib.loads(files["pyproject.toml"])
     assert project["project"]["dependencies"] == [DISTRIBUTION]  # PyPI's `mmflow` is another project
     dist = site / "my_mmflow_plugin-0.1.0.dist-info"
@@ -35,15 +37,15 @@ def plugin(tmp_path):
     points = project["project"]["entry-points"]["mmflow.components"]
     (dist / "entry_points.txt").write_text(
         "[mmflow.components]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()))
-    workflow = tmp_path / "balance.yaml"
-    workflow.write_text(files["balance.yaml"])
+    for name in ("balance.yaml", "probe.yaml"):
+        (tmp_path / name).write_text(files[name])
     env = {**os.environ, "PYTHONPATH": str(site)}
-    return workflow, env
+    return tmp_path / "balance.yaml", env
 
 
-def mmflow(*args, env, cwd):
+def mmflow(*args, env, cwd, timeout=120):
     return subprocess.run([sys.executable, "-m", "mmflow.engine.cli", *map(str, args)],
-                          env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_plugin_is_discovered_through_its_entry_point(plugin, tmp_path):
@@ -69,3 +71,33 @@ def test_worked_example_runs_and_reports(plugin, tmp_path):
     report = json.loads((tmp_path / "run" / "balance" / "outputs" / "report").read_text())
     assert metrics["num_samples"] == 400 == sum(report["histogram"])
     assert metrics["imbalance_ratio"] == pytest.approx(max(report["histogram"]) / min(report["histogram"]))
+
+
+def test_worked_training_example_trains_inline_and_resumes_from_its_checkpoint(plugin, tmp_path):
+    _, env = plugin
+    done = mmflow("run", tmp_path / "probe.yaml", "--run-dir", tmp_path / "run", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    probe = tmp_path / "run" / "probe"
+    history = json.loads((probe / "outputs" / "probe" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[-1]["accuracy"] > history[0]["accuracy"] and history[-1]["accuracy"] > 0.5  # 4 classes
+    assert json.loads((probe / "metrics.json").read_text()) == {"epochs": 4, "accuracy": history[-1]["accuracy"]}
+    # two epochs more, continuing from the checkpoint the first attempt left (as `mmflow run --resume` does)
+    more = mmflow("run", tmp_path / "probe.yaml", "--run-dir", tmp_path / "run", "--set", "steps.probe.params.epochs=6",
+                  env=env, cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    longer = json.loads((probe / "outputs" / "probe" / "history.json").read_text())
+    assert longer[:4] == history and [h["epoch"] for h in longer] == list(range(6))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_worked_training_example_trains_on_two_ray_workers(plugin, tmp_path):
+    _, env = plugin
+    done = mmflow("run", tmp_path / "probe.yaml", "--run-dir", tmp_path / "run", "--set", "executor=ray", env=env,
+                  cwd=tmp_path, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Ray Train: 2 worker(s)" in done.stderr
+    history = json.loads((tmp_path / "run" / "probe" / "outputs" / "probe" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3] and history[-1]["accuracy"] > 0.5
+    assert (tmp_path / "run" / "probe" / "outputs" / "probe" / "probe.pt").is_file()

@@ -89,3 +89,17 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
 
     assert not autoscaling_coordinator_client.logger.isEnabledFor(logging.WARNING)
     autoscaling_coordinator_client.logger.setLevel(logging.NOTSET)
+
+
+def test_inline_returns_every_report_with_or_without_checkpoints(tmp_path):
+    from ..plugin_components import count_epochs
+
+    for every, last_checkpoint in ((0, None), (2, 3)):
+        result = run_training(count_epochs, {"epochs": 5, "checkpoint_every": every}, executor="inline",
+                              resources=Resources(), storage=tmp_path / str(every), seed=1, log=print)
+        assert result.history == [{"epoch": e, "value": 2 * (e + 1), "rank_sum": 0.0} for e in range(5)]
+        if last_checkpoint is None:
+            assert result.checkpoint is None
+        else:
+            assert json.loads((result.checkpoint / "state.json").read_text()) == {"epoch": last_checkpoint}
+            assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history[:4]

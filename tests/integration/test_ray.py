@@ -162,6 +162,48 @@ def test_two_ray_train_workers_read_every_key_exactly_once(tmp_path):
         assert collections.Counter(per_rank[0] + per_rank[1]) == collections.Counter(manifest_keys)
 
 
+COUNT = """
+name: parity
+seed: 1
+resources: {workers: 1}
+steps:
+  count: {component: test.count, params: {epochs: 5}}
+"""
+
+
+def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path):
+    """Ray Train hands back only checkpointed metrics: a training function that reports without a
+    checkpoint once got an empty history on Ray and its whole history inline."""
+    import ray.cloudpickle
+
+    from mmflow.engine import distributed
+    from mmflow.engine.runner import Runner
+    from mmflow.engine.spec import load_workflow
+
+    from .. import plugin_components
+
+    ray.cloudpickle.register_pickle_by_value(plugin_components)  # tests/ is not importable on workers
+    wf = tmp_path / "count.yaml"
+    wf.write_text(COUNT)
+    distributed.configure_ray(None)
+    found = {}
+    try:
+        for every in (0, 2):  # never checkpoints; checkpoints at epochs 1 and 3 but not at the last one
+            for executor in ("inline", "ray"):
+                workflow = load_workflow(wf, [f"executor={executor}", f"steps.count.params.checkpoint_every={every}"])
+                run = tmp_path / f"{executor}{every}"
+                Runner(workflow, run, tmp_path / "runs", keep_ray=True).run()
+                found[executor, every] = (json.loads((run / "count" / "outputs" / "history").read_text()),
+                                          json.loads((run / "count" / "metrics.json").read_text()))
+    finally:
+        distributed.shutdown_ray()
+    for every, checkpoint_epoch in ((0, -1), (2, 3)):
+        history, metrics = found["ray", every]
+        assert (history, metrics) == found["inline", every]
+        assert [h["epoch"] for h in history] == list(range(5))
+        assert metrics == {"epochs": 5, "final_value": 10, "checkpoint_epoch": checkpoint_epoch}
+
+
 GBLEND_ONLINE = """
 name: gb_online
 seed: 1
