@@ -43,6 +43,7 @@ from .storage import Storage
 
 STATUS = "status.json"
 RUN_RECORD = "run.json"
+ELSEWHERE = ".runs_elsewhere"  # in a runs root: run folders placed outside it (--run-dir), one per line
 MIRRORED = ("params.json", "metrics.json")  # with outputs/ and, last, status.json
 
 
@@ -181,6 +182,7 @@ class Runner:
         if self._mirrors:
             self.storage.exists()  # unreachable storage fails here, before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._register_elsewhere()
         self._write_run_record("running")
         outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
         try:
@@ -293,8 +295,9 @@ class Runner:
         if self._index is None:  # scanned once per run, not once per step
             self._index = {}
             if self.runs_root.exists():
-                found = sorted((p.parent for p in self.runs_root.glob(f"*/*/*/{STATUS}")),
-                               key=lambda p: p.stat().st_mtime, reverse=True)
+                statuses = [*self.runs_root.glob(f"*/*/*/{STATUS}"),
+                            *(p for run in self._runs_elsewhere() for p in run.glob(f"*/{STATUS}"))]
+                found = sorted((p.parent for p in statuses), key=lambda p: p.stat().st_mtime, reverse=True)
                 for step_dir in found:
                     status = read_status(step_dir)
                     if status and _is_done(step_dir, status, status.get("cache_key")):
@@ -302,6 +305,21 @@ class Runner:
         step_dir = self._index.get(key)
         status = read_status(step_dir) if step_dir else None
         return (step_dir, status) if _is_done(step_dir, status, key) else None
+
+    def _register_elsewhere(self) -> None:
+        """A run folder outside the runs root (--run-dir) is listed in it, so later runs reuse its steps."""
+        if self.run_dir.is_relative_to(self.runs_root) or self.run_dir in self._runs_elsewhere():
+            return
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        with open(self.runs_root / ELSEWHERE, "a", encoding="utf-8") as listing:  # one short append: atomic
+            listing.write(f"{self.run_dir}\n")
+
+    def _runs_elsewhere(self) -> list[Path]:
+        try:
+            lines = (self.runs_root / ELSEWHERE).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        return [Path(line) for line in dict.fromkeys(lines) if line and Path(line).is_absolute()]
 
     def _adopt(self, source: Path, step_dir: Path) -> None:
         """Bring an earlier run's finished step into this run (hard links where possible)."""

@@ -198,3 +198,18 @@ def test_list_inputs_are_validated(write_workflow):
         f"{path}:10: steps.single.inputs.parts: expected a list of references (list of text), "
         "got '${steps.x.outputs.copy}'",
     ]
+
+
+def test_a_run_placed_outside_the_runs_root_is_reused_by_later_runs(chain, cli, tmp_path):
+    path, counter = chain
+    outside = tmp_path / "scratch" / "exp1"
+    assert cli("run", path, "--run-dir", outside)[0] == 0
+    assert ran(counter) == ["second", "third"]
+    status, out, _ = cli("run", path, "--dry-run")
+    assert status == 0 and f"reuse  first  ({outside / 'first'})" in out
+    status, out, _ = cli("run", path, "--set", "steps.third.params.suffix=%")
+    assert status == 0 and ran(counter) == ["third"]  # first and second come from the run outside
+    (run,) = (tmp_path / "runs" / "chain").iterdir()
+    assert json.loads((run / "second" / "status.json").read_text())["reused_from"] == str(outside / "second")
+    assert cli("run", path, "--run-dir", outside)[0] == 0  # the same folder again is listed once
+    assert (tmp_path / "runs" / ".runs_elsewhere").read_text() == f"{outside}\n"
