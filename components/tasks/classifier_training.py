@@ -111,7 +111,9 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         method.before_epoch(state)
         model.train()
         totals = EpochTotals()
+        trained = 0  # samples (clips, in localization) this rank trained on
         for step, (features, labels) in enumerate(reader.batches(epoch, params.batch_size)):
+            trained += len(next(iter(features.values())))
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
             labels = labels.to(device, non_blocking=True).reshape(-1)  # segments as samples in localization
             if params.diagnostics and step < params.angle_batches:
@@ -137,7 +139,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr,
                    **{f"{params.method.name}_{k}": v for k, v in method.epoch_metrics().items()}}
         seconds = time.perf_counter() - started
-        metrics.update(epoch_seconds=seconds, samples_per_s=plan.num_samples * session.world_size / seconds,
+        trained = int(session.all_reduce_sum(torch.tensor(float(trained), device=device)).item())
+        metrics.update(epoch_seconds=seconds, samples_per_s=trained / seconds, train_samples=trained,
                        padded_samples=plan.padded, dropped_samples=plan.dropped)
         if params.on_error == "skip":  # shard reads cut short this epoch, over all ranks
             reads = session.all_reduce_sum(torch.tensor(float(reader.corrupt_reads), device=device))

@@ -162,6 +162,34 @@ def test_two_ray_train_workers_read_every_key_exactly_once(tmp_path):
         assert collections.Counter(per_rank[0] + per_rank[1]) == collections.Counter(manifest_keys)
 
 
+def meet(config, device):
+    """Side-task stand-in: announce itself, then wait (30 s at most) until every task of the batch has."""
+    import time
+
+    folder = Path(config["folder"])
+    (folder / str(config["n"])).touch()
+    deadline = time.time() + 30
+    while len(list(folder.iterdir())) < config["of"] and time.time() < deadline:
+        time.sleep(0.05)
+    return config["n"], len(list(folder.iterdir())), device.type
+
+
+def test_side_tasks_run_side_by_side_on_ray_and_come_back_in_order(tmp_path):
+    import ray.cloudpickle
+
+    from mmflow.engine import distributed
+    from mmflow.engine.spec import Resources
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable on workers
+    distributed.configure_ray(None)
+    try:
+        found = distributed.run_tasks(meet, [{"n": n, "of": 3, "folder": str(tmp_path)} for n in range(3)],
+                                      executor="ray", resources=Resources(cpus_per_task=0.5))
+    finally:
+        distributed.shutdown_ray()
+    assert found == [(0, 3, "cpu"), (1, 3, "cpu"), (2, 3, "cpu")]  # one by one, the first would have met no one
+
+
 COUNT = """
 name: parity
 seed: 1

@@ -173,3 +173,34 @@ def test_aux_loss_is_the_weighted_sum_of_fused_and_modality_losses():
     expected = 2.0 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(-2)) + 1.0 * math.log(2)
     assert float(loss) == pytest.approx(expected)
     assert float(stats["loss_b"]) == pytest.approx(math.log(2))
+
+
+def test_ogm_conv_modulates_convolution_kernels_only():
+    from mmflow.components.balance.ogm_ge import touched
+
+    torch.manual_seed(0)
+    model = build_classifier({"modalities": {"a": [1, 8, 8], "b": [1, 8, 8]}, "num_classes": 3, "encoder": "cnn", "hidden": [],
+                              "embedding_dim": 6, "fusion": "concat"})
+    method = OGMGE(OGMGEParams(alpha=0.8, noise=False, parameters="conv"), ["a", "b"], 3, seed=1)
+    method.check("concat")
+    x = {"a": torch.rand(16, 1, 8, 8) * 4, "b": torch.rand(16, 1, 8, 8)}
+    labels = torch.randint(3, (16,))
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.logits, labels).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    stats = method.after_backward(out, labels, LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=0))
+    assert min(float(stats["coef_a"]), float(stats["coef_b"])) < 1
+    kernels = 0
+    for name, p in model.named_parameters():
+        modality = name.split(".")[1] if name.startswith("encoders.") else None
+        if modality is not None and p.dim() == 4:
+            kernels += 1
+            torch.testing.assert_close(p.grad, before[name] * stats[f"coef_{modality}"])
+        else:  # the encoders' linear layer, biases and the fusion keep their gradients
+            torch.testing.assert_close(p.grad, before[name])
+    assert kernels == 8
+    linear, kernel, bias = torch.zeros(3, 4), torch.zeros(2, 1, 3, 3), torch.zeros(3)
+    assert [touched("fc.weight", linear, "conv"), touched("c.weight", kernel, "conv"), touched("b", bias, "conv")] == \
+        [False, True, False]
+    assert [touched("fc.weight", linear, "weights"), touched("c.weight", kernel, "weights"),
+            touched("fc.bias", bias, "weights"), touched("scale", linear, "weights")] == [True, True, False, False]

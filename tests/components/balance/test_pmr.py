@@ -114,3 +114,48 @@ def test_missing_classes_keep_their_prototype_and_stay_finite():
     blended = update_prototypes(previous, sums, counts, eps=0.5)
     torch.testing.assert_close(blended, torch.tensor([[3.0, 3.0], [7.0, 7.0], [2.0, 0.5]]))  # Eq. 12
     assert torch.isfinite(update_prototypes(None, torch.zeros(3, 2), torch.zeros(3))).all()
+
+
+def method_state(epoch: int) -> "LoopState":
+    from mmflow.components.balance.base import LoopState
+
+    return LoopState(model=None, modalities=["audio", "visual"], num_classes=2, device=torch.device("cpu"),
+                     epochs=10, epoch=epoch)
+
+
+def test_the_method_blends_prototypes_with_momentum_eps_each_epoch():
+    from mmflow.components.balance.config import PMRParams
+    from mmflow.components.balance.pmr import PMR
+
+    pmr = PMR(PMRParams(eps=0.25, proto_fraction=0.3), ["audio", "visual"], num_classes=2)
+    assert pmr.prototype_fraction == 0.3  # the loop takes prototypes from this share of batches
+    state = method_state(0)
+    state.subset_counts = torch.tensor([2.0, 1.0])
+    state.subset_sums = {"audio": torch.tensor([[4.0], [3.0]]), "visual": torch.tensor([[2.0], [5.0]])}
+    pmr.before_epoch(state)
+    torch.testing.assert_close(pmr.prototypes["audio"], torch.tensor([[2.0], [3.0]]))  # first: the plain means
+    state.subset_sums = {"audio": torch.tensor([[8.0], [7.0]]), "visual": torch.tensor([[2.0], [1.0]])}
+    pmr.before_epoch(state)
+    torch.testing.assert_close(pmr.prototypes["audio"], torch.tensor([[0.25 * 2 + 0.75 * 4], [0.25 * 3 + 0.75 * 7]]))
+    torch.testing.assert_close(pmr.prototypes["visual"], torch.tensor([[1.0], [0.25 * 5 + 0.75 * 1]]))
+    assert pmr.state_dict() == {"prototypes": pmr.prototypes}
+
+
+def test_the_method_applies_per_in_the_first_per_epochs_and_pce_in_its_window_only():
+    from mmflow.components.balance.config import PMRParams
+    from mmflow.components.balance.pmr import PMR
+    from mmflow.components.models.multimodal import MultimodalOutput
+
+    pmr = PMR(PMRParams(alpha=2.0, mu=0.5, per_epochs=2, start_epoch=1, end_epoch=3), ["audio", "visual"], 2)
+    pmr.prototypes = PROTOS
+    out = MultimodalOutput(FUSED, EMBED, {})
+    gamma = RHO - 1
+    expected = {0: CE,  # before the window: plain cross-entropy
+                1: CE + 2.0 * gamma * PCE_VISUAL - 0.5 * gamma * H_AUDIO,  # PCE and PER (epoch 1 < per_epochs)
+                2: CE + 2.0 * gamma * PCE_VISUAL,  # PER is over
+                3: CE + 2.0 * gamma * PCE_VISUAL,  # last epoch of the window, inclusive
+                4: CE}
+    for epoch, loss in expected.items():
+        found, stats = pmr.loss(out, LABELS, method_state(epoch))
+        assert float(found) == pytest.approx(loss), epoch
+        assert ("rho" in stats) == (1 <= epoch <= 3)

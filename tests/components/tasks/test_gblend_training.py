@@ -11,7 +11,8 @@ from mmflow.components.balance.config import BlendEstimateParams
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
 from mmflow.components.models.build import build_classifier
-from mmflow.components.tasks.blend_probes import holdout_split, load_samples, probe_configs, run_probe
+from mmflow.components.tasks.blend_probes import (head_forward, head_parameters, holdout_split, load_samples,
+                                                   probe_configs, run_probe)
 from mmflow.components.tasks.classification import ClassifierParams
 
 WORKFLOW = """
@@ -106,6 +107,12 @@ def test_a_modality_probe_trains_only_its_encoder_and_head(shards):
     losses = run_probe(config, torch.device("cpu"))
     assert set(losses) == {"train_before", "val_before", "train_after", "val_after"}
     assert losses["train_after"] < losses["train_before"]  # modality a carries the label
+    ids = lambda parameters: {id(p) for p in parameters}  # noqa: E731
+    assert ids(head_parameters(model, "a")) == ids([*model.encoders["a"].parameters(), *model.heads["a"].parameters()])
+    assert ids(head_parameters(model, "fused")) == ids(model.parameters()) - ids(model.heads.parameters())
+    features = {"a": torch.randn(5, 3), "b": torch.randn(5, 5)}
+    torch.testing.assert_close(head_forward(model, "a")(features), model.heads["a"](model.encoders["a"](features["a"])))
+    torch.testing.assert_close(head_forward(model, "fused")(features), model(features).logits)
 
 
 def test_offline_gblend_trains_with_weights_from_the_estimate_step(cli, write_workflow, tmp_path):

@@ -1,0 +1,68 @@
+"""Late fusions against their definitions (PMR / OGM-GE reference code), on small tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmflow.components.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, SumFusion, build_fusion,
+                                             fusion_splits)
+
+torch.manual_seed(0)
+Z = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 2)}
+DIMS = {"audio": 4, "visual": 2}
+
+
+def linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return x @ layer.weight.T + layer.bias
+
+
+def test_concat_is_one_linear_layer_whose_blocks_give_each_modalitys_logits():
+    fusion = ConcatFusion(DIMS, 5)
+    fused, per = fusion(Z)
+    torch.testing.assert_close(fused, linear(fusion.fc, torch.cat([Z["audio"], Z["visual"]], dim=1)))
+    w, b = fusion.fc.weight, fusion.fc.bias
+    torch.testing.assert_close(per["audio"], Z["audio"] @ w[:, :4].T + b / 2)
+    torch.testing.assert_close(per["visual"], Z["visual"] @ w[:, 4:].T + b / 2)
+    torch.testing.assert_close(per["audio"] + per["visual"], fused)
+
+
+def test_sum_adds_each_modalitys_own_linear_logits():
+    fusion = SumFusion(DIMS, 5)
+    fused, per = fusion(Z)
+    for m in DIMS:
+        torch.testing.assert_close(per[m], linear(fusion.fcs[m], Z[m]))
+    torch.testing.assert_close(fused, per["audio"] + per["visual"])
+
+
+def test_film_scales_and_shifts_the_second_modality_by_the_first():
+    fusion = FiLMFusion(DIMS, 5)
+    fused, per = fusion(Z)
+    gamma_beta = linear(fusion.fc, Z["audio"])
+    gamma, beta = gamma_beta[:, :2], gamma_beta[:, 2:]
+    torch.testing.assert_close(fused, linear(fusion.fc_out, gamma * Z["visual"] + beta))
+    assert per == {} and fusion.fc.weight.shape == (4, 4)
+
+
+def test_gated_multiplies_the_second_modality_by_a_sigmoid_gate_of_the_first():
+    fusion = GatedFusion(DIMS, 5, hidden=3)
+    fused, per = fusion(Z)
+    gate = torch.sigmoid(linear(fusion.fc_gate, Z["audio"]))
+    torch.testing.assert_close(fused, linear(fusion.fc_out, gate * linear(fusion.fc_value, Z["visual"])))
+    assert per == {} and fusion.fc_value.out_features == 3
+    assert GatedFusion(DIMS, 5).fc_value.out_features == 2  # hidden defaults to the second modality's size
+
+
+@pytest.mark.parametrize("name", ["film", "gated"])
+def test_two_modality_fusions_refuse_three(name):
+    with pytest.raises(ValueError, match=f"fusion '{name}' combines exactly 2 modalities, the data has 3: a, b, c"):
+        build_fusion(name, {"a": 1, "b": 1, "c": 1}, 2)
+
+
+def test_build_fusion_by_name_and_one_modality_gets_its_own_head():
+    for name, kind in (("concat", ConcatFusion), ("sum", SumFusion), ("film", FiLMFusion), ("gated", GatedFusion)):
+        assert type(build_fusion(name, DIMS, 3)) is kind
+    alone = build_fusion("film", {"audio": 4}, 3)
+    assert type(alone) is SumFusion and list(alone.fcs) == ["audio"]
+    assert [n for n in ("concat", "sum", "film", "gated", "mmtm", "centralnet") if fusion_splits(n)] == \
+        ["concat", "sum", "mmtm"]

@@ -1,0 +1,71 @@
+"""The training loop's own pieces: the prototype subset, the samples each epoch trains on, the held-out data."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
+from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
+from mmflow.components.models.build import build_classifier
+from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.classifier_training import class_sums, subset_class_sums, train_worker
+from mmflow.engine.distributed import run_training
+from mmflow.engine.spec import Resources
+
+SAMPLES = 200
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop")
+    labels = torch.arange(SAMPLES) % 4
+    gen = torch.Generator().manual_seed(0)
+    data = {"label": labels, "a": torch.randn(SAMPLES, 3, generator=gen) + labels[:, None],
+            "b": torch.randn(SAMPLES, 5, generator=gen)}
+    save_tensor_dataset(root / "ds", {"train": data}, num_classes=4)
+    write_shards(iter_samples(root / "ds", "train"), root / "shards", 20, num_classes=4)
+    return root / "shards"
+
+
+class Identity(torch.nn.Module):
+    """A 'model' whose embeddings are its inputs: class sums are sums of the samples' features."""
+
+    def forward(self, inputs):
+        return SimpleNamespace(embeddings=dict(inputs))
+
+
+def test_prototypes_come_from_a_random_fraction_of_the_training_batches(shards):
+    reader = ShardReader(shards, seed=0)
+    session = SimpleNamespace(device=torch.device("cpu"), all_reduce_sum=lambda t: t)
+    model = Identity()
+    for fraction, batches in ((0.1, 1), (0.3, 3), (1.0, 10)):  # 10 batches of 20 per epoch
+        sums, counts = subset_class_sums(model, reader, epoch=0, fraction=fraction, batch_size=20, session=session)
+        assert counts.sum() == 20 * batches and sums["a"].shape == (4, 3)
+    full_sums, full_counts = class_sums(model, reader.batches(0, 20), 4, torch.device("cpu"))
+    torch.testing.assert_close(sums["a"], full_sums["a"])  # a fraction of 1 is every batch
+    first, _ = subset_class_sums(model, reader, epoch=0, fraction=0.1, batch_size=20, session=session)
+    again, _ = subset_class_sums(model, reader, epoch=1, fraction=0.1, batch_size=20, session=session)
+    trained_first, _ = class_sums(model, [next(iter(reader.batches(0, 20)))], 4, torch.device("cpu"))
+    assert not torch.allclose(first["a"], again["a"])  # redrawn every epoch
+    assert not torch.allclose(first["a"], trained_first["a"])  # not the batch the epoch trains on first
+
+
+def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_validation_out(shards, tmp_path):
+    from mmflow.components.tasks.blend_probes import holdout_split
+
+    def history(method: dict) -> list[dict]:
+        params = TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 20, "hidden": [8],
+                                                       "embedding_dim": 4, "method": method})
+        return run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
+                            resources=Resources(), storage=tmp_path / method["name"], seed=0,
+                            log=lambda _: None).history
+
+    assert [h["train_samples"] for h in history({"name": "naive"})] == [SAMPLES, SAMPLES]
+    gblend = {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25}
+    _, held = holdout_split(sample_keys(load_manifest(shards)), TrainClassifierParams.model_validate(
+        {"method": gblend}).method, seed=0)
+    assert len(held) == 50
+    assert [h["train_samples"] for h in history(gblend)] == [SAMPLES - 50] * 2
