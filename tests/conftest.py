@@ -15,6 +15,13 @@ from . import plugin_components  # noqa: F401  (registers test.* components)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder: a run's default runs root (./runs) is the test's, so no test
+    reuses another's cached steps or writes into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def write_workflow(tmp_path: Path) -> Callable[[str, str], Path]:
     """Write dedented YAML text to tmp_path/<name> and return its path."""

@@ -32,7 +32,8 @@ def interrupt_once_checkpointed(workflow: Path, run: Path, signum: int, whole_gr
     """Start `mmflow run`, wait for its training step's first checkpoint, then send `signum` to the
     process (as `kill` does) or to its whole process group (as a terminal's Ctrl-C does)."""
     process = subprocess.Popen([sys.executable, "-m", "mmflow.engine.cli", "run", str(workflow), "--run-dir", str(run)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               cwd=run.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its runs root (./runs) is the test's own
     deadline = time.time() + 120
     while not list((run / "train" / "work").glob("**/checkpoint*")):
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -64,7 +65,7 @@ def test_an_interrupted_inline_run_is_marked_and_resumes_from_its_checkpoint(tmp
     run = tmp_path / "run"
     assert_interrupted(interrupt_once_checkpointed(workflow, run, signum, whole_group), run, signum)
     resumed = subprocess.run([sys.executable, "-m", "mmflow.engine.cli", "run", "--resume", str(run)],
-                             capture_output=True, text=True, timeout=200)
+                             cwd=tmp_path, capture_output=True, text=True, timeout=200)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = json.loads((run / "train" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(20))
