@@ -103,3 +103,26 @@ def count(ctx: StepContext, params: CountParams) -> dict:
     state = json.loads((result.checkpoint / "state.json").read_text()) if result.checkpoint else {}
     return {"epochs": len(result.history), "final_value": result.history[-1]["value"],
             "checkpoint_epoch": state.get("epoch", -1)}
+
+
+class InspectParams(Params):
+    raise_error: str = Field("", description="RuntimeError, InputDataError or KeyboardInterrupt: raise it")
+    write: bool = Field(True, description="write the declared output")
+
+
+@component("test.inspect", params=InspectParams, outputs={"report": "json"})
+def inspect_step(ctx: StepContext, params: InspectParams) -> dict:
+    """Report what a running step sees (its own status, work folder, failure budget); fail on demand."""
+    from mmflow.engine import InputDataError
+
+    ctx.log("looking around")
+    seen = {"status": json.loads((ctx.outputs_dir.parent / "status.json").read_text()),
+            "work_dir": ctx.work_dir.name, "max_failures": ctx.max_failures, "executor": ctx.executor}
+    if params.raise_error:
+        error = {"RuntimeError": RuntimeError, "InputDataError": InputDataError,
+                 "KeyboardInterrupt": KeyboardInterrupt}[params.raise_error]
+        ctx.output("report").write_text("half")
+        raise error("boom")
+    if params.write:
+        ctx.output("report").write_text(json.dumps(seen))
+    return {"looked": 1}

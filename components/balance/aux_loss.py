@@ -15,12 +15,11 @@ class AuxLoss(BalanceMethod):
     params: AuxLossParams
     modality_heads = "unsplit"
 
-    def __init__(self, params: AuxLossParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
-        super().__init__(params, modalities, num_classes, seed)
-        unknown = set(params.weights) - set(modalities)
+    def setup(self) -> None:
+        unknown = set(self.params.weights) - set(self.modalities)
         if unknown:
             raise ValueError(f"method aux_loss: weights name unknown modalities {sorted(unknown)} "
-                             f"(the data has: {', '.join(modalities)})")
+                             f"(the data has: {', '.join(self.modalities)})")
 
     def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
         loss = self.params.fused_weight * F.cross_entropy(out.logits, labels)

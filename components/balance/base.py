@@ -56,11 +56,14 @@ class BalanceMethod:
     #: share of training samples the loop holds out from training, for the method's own validation
     holdout: float = 0.0
 
-    def __init__(self, params: Any, modalities: list[str], num_classes: int, seed: int = 0) -> None:
+    def __init__(self, params: Any, modalities: list[str], seed: int) -> None:
         self.params = params
         self.modalities = list(modalities)
-        self.num_classes = num_classes
         self.seed = seed
+        self.setup()
+
+    def setup(self) -> None:
+        """Check the params against the data's modalities (ValueError naming the problem) and set up state."""
 
     def check(self, fusion: str) -> None:
         """Raise ValueError naming the reason if this method cannot work with `fusion`."""

@@ -83,7 +83,7 @@ def blend_weights(losses: dict[str, ProbeLosses], formula: str = "paper", min_de
         overfit[head] = o_after
         if formula == "paper":
             gen[head], delta[head] = loss.val_before - loss.val_after, o_after - o_before
-            raw[head] = gen[head] / max(abs(delta[head]), min_delta_o) ** 2 if gen[head] > 0 else 0.0
+            raw[head] = max(gen[head], 0.0) / max(abs(delta[head]), min_delta_o) ** 2
         elif formula == "multibench":
             gen[head], delta[head] = loss.val_after, o_after
             raw[head] = gen[head] / max(delta[head], min_delta_o) ** 2
@@ -101,11 +101,11 @@ class GBlend(BalanceMethod):
     params: GBlendParams
     modality_heads = "own"
 
-    def __init__(self, params: GBlendParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
-        super().__init__(params, modalities, num_classes, seed)
-        if FUSED_HEAD in modalities:
+    def setup(self) -> None:
+        params = self.params
+        if FUSED_HEAD in self.modalities:
             raise ValueError(f"method gblend calls the fused head '{FUSED_HEAD}': rename that modality")
-        self.heads = [*modalities, FUSED_HEAD]
+        self.heads = [*self.modalities, FUSED_HEAD]
         self.holdout = params.holdout if params.mode == "online" else 0.0
         self.refits_fused_head = False  # set by check(), which knows the fusion
         self.weights: dict[str, float] | None = None

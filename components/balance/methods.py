@@ -23,8 +23,8 @@ METHODS: dict[type, type[BalanceMethod]] = {
 }
 
 
-def build_method(params: object, modalities: list[str], num_classes: int, fusion: str, seed: int) -> BalanceMethod:
+def build_method(params: object, modalities: list[str], fusion: str, seed: int) -> BalanceMethod:
     """The method for `params`, checked against the data's modalities and the model's fusion."""
-    method = METHODS[type(params)](params, modalities, num_classes, seed)
+    method = METHODS[type(params)](params, modalities, seed)
     method.check(fusion)
     return method

@@ -19,6 +19,5 @@ class ModalityDropout(BalanceMethod):
         drop &= ~drop.all(dim=1, keepdim=True)
         out = dict(features)
         for i, m in enumerate(self.modalities):
-            keep = (~drop[:, i]).to(features[m].dtype).view(-1, *[1] * (features[m].dim() - 1))
-            out[m] = features[m] * keep
+            out[m] = features[m] * (~drop[:, i]).view(-1, *[1] * (features[m].dim() - 1))
         return out

@@ -36,9 +36,7 @@ class OGMGE(BalanceMethod):
 
     params: OGMGEParams
 
-    def __init__(self, params: OGMGEParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
-        super().__init__(params, modalities, num_classes, seed)
-        self.uses_prototypes = False
+    def setup(self) -> None:
         self.prototypes: dict[str, torch.Tensor] = {}
         self.generator: torch.Generator | None = None
 
@@ -70,7 +68,7 @@ class OGMGE(BalanceMethod):
                 noise = None
                 if self.params.noise:
                     std = p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())
-                    noise = torch.randn(p.grad.shape, generator=self.generator, device=p.grad.device) * std
+                    noise = torch.empty_like(p.grad).normal_(generator=self.generator) * std
                 p.grad.mul_(coefs[i])
                 if noise is not None:
                     p.grad.add_(noise)

@@ -24,8 +24,8 @@ from .prototypes import imbalance_ratio, prototype_logits, true_class_scores, up
 def modality_coefficients(scores: torch.Tensor, rule: Literal["paper", "binary"]) -> torch.Tensor:
     """PCE coefficient per modality from their scores; the dominant (first highest) gets 0."""
     dominant = int(torch.argmax(scores))
-    if rule == "paper":
-        coefs = (scores[dominant] / scores.clamp(min=torch.finfo(scores.dtype).tiny) - 1).clamp(0, 1)
+    if rule == "paper":  # s_dom / s_m >= 1: only the upper clip can bind
+        coefs = (scores[dominant] / scores.clamp(min=torch.finfo(scores.dtype).tiny) - 1).clamp(max=1)
     else:
         coefs = (scores < scores[dominant]).to(scores.dtype)
     coefs[dominant] = 0
@@ -40,9 +40,7 @@ def pmr_penalty(embeddings: dict[str, torch.Tensor], labels: torch.Tensor, proto
     logits = {m: prototype_logits(embeddings[m], prototypes[m]) for m in names}
     scores = true_class_scores(logits, labels)
     coefs = modality_coefficients(scores, coefficient)
-    loss = torch.zeros((), device=labels.device)
-    for i, m in enumerate(names):
-        loss = loss + alpha * coefs[i] * F.cross_entropy(logits[m], labels)
+    loss = sum(alpha * coefs[i] * F.cross_entropy(logits[m], labels) for i, m in enumerate(names))
     if regularize and mu > 0:
         log_p = F.log_softmax(logits[names[int(torch.argmax(scores))]], dim=1)
         entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
@@ -80,9 +78,8 @@ class PMR(BalanceMethod):
 
     params: PMRParams
 
-    def __init__(self, params: PMRParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
-        super().__init__(params, modalities, num_classes, seed)
-        self.prototype_fraction = params.proto_fraction
+    def setup(self) -> None:
+        self.prototype_fraction = self.params.proto_fraction
         self.prototypes: dict[str, torch.Tensor] = {}
 
     def before_epoch(self, state: LoopState) -> None:

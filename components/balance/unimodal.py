@@ -11,11 +11,10 @@ class Unimodal(BalanceMethod):
 
     params: UnimodalParams
 
-    def __init__(self, params: UnimodalParams, modalities: list[str], num_classes: int, seed: int = 0) -> None:
-        super().__init__(params, modalities, num_classes, seed)
-        if params.modality not in modalities:
-            raise ValueError(f"method unimodal: modality '{params.modality}' is not in the data "
-                             f"(it has: {', '.join(modalities)})")
+    def setup(self) -> None:
+        if self.params.modality not in self.modalities:
+            raise ValueError(f"method unimodal: modality '{self.params.modality}' is not in the data "
+                             f"(it has: {', '.join(self.modalities)})")
 
     def model_modalities(self) -> list[str]:
         return [self.params.modality]

@@ -80,10 +80,9 @@ class CentralStream(nn.Module):
 
     def mix(self, i: int, maps: list[torch.Tensor], central: torch.Tensor | None) -> torch.Tensor:
         """The central features after stage i, from the modality maps of stage i (B x C x H x W;
-        maps of other sizes than the first modality's are average-pooled to its size)."""
+        every map is average-pooled to the first modality's size, which leaves that one as it is)."""
         size = maps[0].shape[2:]
-        mixed = sum(self.alpha_modality[i, j] * (x if x.shape[2:] == size else F.adaptive_avg_pool2d(x, size))
-                    for j, x in enumerate(maps))
+        mixed = sum(self.alpha_modality[i, j] * F.adaptive_avg_pool2d(x, size) for j, x in enumerate(maps))
         return mixed if central is None else mixed + self.alpha_central[i] * self.stages[i - 1](central)
 
     def forward(self, central: torch.Tensor) -> torch.Tensor:

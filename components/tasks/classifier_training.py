@@ -44,7 +44,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     train_dir = Path(config["train"])
     manifest = load_manifest(train_dir)
     num_classes = manifest["num_classes"]
-    method = build_method(params.method, list(manifest["modalities"]), num_classes, params.fusion, session.seed)
+    method = build_method(params.method, list(manifest["modalities"]), params.fusion, session.seed)
     train_keys, holdout = None, None
     if method.holdout > 0:  # the method's own validation data never trains the model
         train_keys, holdout_keys = holdout_split(sample_keys(manifest), method.params, session.seed)

@@ -213,3 +213,128 @@ def test_a_run_placed_outside_the_runs_root_is_reused_by_later_runs(chain, cli, 
     assert json.loads((run / "second" / "status.json").read_text())["reused_from"] == str(outside / "second")
     assert cli("run", path, "--run-dir", outside)[0] == 0  # the same folder again is listed once
     assert (tmp_path / "runs" / ".runs_elsewhere").read_text() == f"{outside}\n"
+
+
+def run_inspect(write_workflow, tmp_path, params: str = "{}", name: str = "r", failure: int = 2):
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import Runner
+
+    path = write_workflow(f"""
+        name: look
+        executor: inline
+        failure: {{max_failures: {failure}}}
+        steps:
+          look: {{component: test.inspect, params: {params}}}
+        """, name="look.yaml")
+    echoed: list[str] = []
+    runner = Runner(load_workflow(path), tmp_path / name, tmp_path / "runs", echo=echoed.append)
+    return runner, echoed
+
+
+def test_a_running_step_sees_its_own_status_and_context_and_its_records_are_complete(write_workflow, tmp_path):
+    from mmflow.engine.runner import digest_path
+
+    runner, echoed = run_inspect(write_workflow, tmp_path)
+    (outcome,) = runner.run()
+    assert (outcome.name, outcome.state, outcome.metrics) == ("look", "ran", {"looked": 1})
+    step = tmp_path / "r" / "look"
+    seen = json.loads((step / "outputs" / "report").read_text())
+    running = seen.pop("status")
+    assert seen == {"work_dir": "work", "max_failures": 2, "executor": "inline"}
+    assert set(running) == {"state", "component", "version", "cache_key", "started"}
+    assert (running["state"], running["component"], running["version"]) == ("running", "test.inspect", "1")
+    assert "    looking around" in echoed and echoed[0] == "[1/1] look (test.inspect)"
+    done = json.loads((step / "status.json").read_text())
+    assert set(done) == set(running) | {"outputs", "seconds", "finished"}
+    assert {k: done[k] for k in running if k != "state"} == {k: running[k] for k in running if k != "state"}
+    assert done["state"] == "done" and done["outputs"] == {"report": digest_path(step / "outputs" / "report")}
+    assert 0 <= done["seconds"] < 60 and round(done["seconds"], 3) == done["seconds"]
+    assert outcome.seconds == pytest.approx(done["seconds"], abs=1e-3)
+    assert (step / "params.json").read_text() == '{\n  "raise_error": "",\n  "write": true\n}\n'
+    assert json.loads((step / "metrics.json").read_text()) == {"looked": 1}
+    assert not (step / ".outputs.tmp").exists() and not list(step.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("error, state, user_error", [("RuntimeError", "failed", False),
+                                                     ("InputDataError", "failed", True)])
+def test_a_failing_step_records_why_and_keeps_no_output(write_workflow, tmp_path, error, state, user_error):
+    from mmflow.engine import StepFailed
+
+    runner, _ = run_inspect(write_workflow, tmp_path, f"{{raise_error: {error}}}")
+    with pytest.raises(StepFailed) as caught:
+        runner.run()
+    step = tmp_path / "r" / "look"
+    log = step / "error.log"
+    assert (caught.value.step, caught.value.log_path, caught.value.user_error) == ("look", str(log), user_error)
+    detail = "boom" if user_error else f"{error}: boom (traceback in {log})"
+    assert str(caught.value) == f"step 'look' failed: {detail}"
+    status = json.loads((step / "status.json").read_text())
+    assert (status["state"], status["error"]) == (state, f"{error}: boom") and "finished" in status
+    assert log.read_text().startswith("Traceback (most recent call last):\n") and log.read_text().endswith(
+        f"{error}: boom\n")
+    assert not (step / "outputs").exists() and not (step / ".outputs.tmp").exists()
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["state"] == "failed"
+    # a rerun that succeeds leaves no trace of the failure
+    runner, _ = run_inspect(write_workflow, tmp_path)
+    runner.run()
+    assert not log.exists() and json.loads((step / "status.json").read_text())["state"] == "done"
+
+
+def test_an_interrupted_step_is_marked_so_and_the_interrupt_goes_on(write_workflow, tmp_path):
+    runner, _ = run_inspect(write_workflow, tmp_path, "{raise_error: KeyboardInterrupt}")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    assert json.loads((tmp_path / "r" / "look" / "status.json").read_text())["state"] == "interrupted"
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_a_step_that_does_not_write_its_output_fails(write_workflow, tmp_path):
+    from mmflow.engine import StepFailed
+
+    runner, _ = run_inspect(write_workflow, tmp_path, "{write: false}")
+    with pytest.raises(StepFailed, match=r"RuntimeError: component 'test.inspect' did not write output\(s\) "
+                                         r"\['report'\]"):
+        runner.run()
+
+
+def test_the_same_step_twice_in_a_run_runs_once(write_workflow, tmp_path, monkeypatch):
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import Runner
+
+    counter = tmp_path / "ran.txt"
+    monkeypatch.setenv("MMFLOW_TEST_COUNTER", str(counter))
+    path = write_workflow("""
+        name: twice
+        steps:
+          text: {component: test.text}
+          one: {component: test.passthrough, inputs: {source: "${steps.text.outputs.copy}"}}
+          two: {component: test.passthrough, inputs: {source: "${steps.text.outputs.copy}"}}
+        """)
+    outcomes = Runner(load_workflow(path), tmp_path / "r", tmp_path / "runs", echo=lambda _: None).run()
+    assert [o.state for o in outcomes] == ["ran", "ran", "reused"] and ran(counter) == ["one"]
+    assert outcomes[2].reused_from == str(tmp_path / "r" / "one")
+    first, second = tmp_path / "r" / "one" / "outputs" / "copy", tmp_path / "r" / "two" / "outputs" / "copy"
+    assert second.read_text() == "hello!" and second.stat().st_ino == first.stat().st_ino  # a hard link
+    assert (tmp_path / "r" / "two" / "metrics.json").read_text() == (tmp_path / "r" / "one" / "metrics.json").read_text()
+    assert (tmp_path / "r" / "two" / "params.json").read_text() == (tmp_path / "r" / "one" / "params.json").read_text()
+
+
+def test_cache_keys_and_digests_stay_the_same_across_releases(write_workflow, tmp_path):
+    """Finished steps of older runs stay reusable: what goes into a key and a digest, and how, is fixed."""
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import cache_key, digest_path, write_json
+
+    wf = load_workflow(write_workflow(WORKFLOW.replace("FLAG", "/no/flag")))
+    assert cache_key(wf.steps["second"], wf, {"source": "ab" * 32}) == \
+        "4674fbab77dd369bf32725d2fbcaf2849ea500608df1c2c3c754de6dcf56f696"
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "b.txt").write_text("b")
+    (folder / "a.txt").write_text("a")
+    # sha256 of each file's relative path, a NUL and its bytes, in path order (a single file: no path)
+    assert digest_path(folder) == "a584c4f661108570ce1b3bb965d386439458ce62445dcbd14b5de40a6c2c6518"
+    assert digest_path(folder / "a.txt") == "022a6979e6dab7aa5ae4c3e5e45f7e977112a7e63593820dbec1ec738a24f93c"
+    write_json(tmp_path / "x.json", {"b": 1, "a": [1, "é", tmp_path]})
+    assert (tmp_path / "x.json").read_bytes() == (
+        '{\n  "a": [\n    1,\n    "\\u00e9",\n    "' + str(tmp_path) + '"\n  ],\n  "b": 1\n}\n').encode()
+    assert not list(tmp_path.glob(".*.tmp"))

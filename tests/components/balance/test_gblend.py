@@ -74,7 +74,7 @@ def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_hea
         better = len(calls)  # each estimate differs, so a new estimate is visible
         return {h: ProbeLosses(1.0, 1.2, 0.6, 1.2 - 0.1 * (i + better)) for i, h in enumerate(heads)}
 
-    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"], 3)
+    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"], seed=0)
     assert method.holdout == 0.08 and method.modality_heads == "own"
     seen = []
     for epoch in range(6):
@@ -90,7 +90,7 @@ def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_hea
 def test_online_method_keeps_its_weights_when_no_head_improved():
     estimates = iter([{"a": ProbeLosses(1, 1.2, 0.6, 1.0), "fused": ProbeLosses(1, 1.2, 0.6, 1.1)},
                       {"a": ProbeLosses(1, 1.0, 0.6, 1.1), "fused": ProbeLosses(1, 1.0, 0.6, 1.1)}])
-    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"], 3)
+    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"], seed=0)
     state = LoopState(model=None, modalities=["a"], num_classes=3, device=torch.device("cpu"), epochs=2,
                       run_probes=lambda heads: next(estimates))
     for epoch in range(2):
@@ -106,7 +106,7 @@ def test_blended_loss_is_the_weighted_sum_of_head_losses():
     out = MultimodalOutput(torch.randn(4, 3, generator=gen), {}, {"a": torch.randn(4, 3, generator=gen),
                                                                   "b": torch.randn(4, 3, generator=gen)})
     labels = torch.tensor([0, 1, 2, 1])
-    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], 3)
+    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], seed=0)
     loss, stats = method.loss(out, labels, None)
     expected = (F.cross_entropy(out.modality_logits["a"], labels) + 3 * F.cross_entropy(out.modality_logits["b"], labels)
                 + 4 * F.cross_entropy(out.logits, labels)) / 8
@@ -115,14 +115,20 @@ def test_blended_loss_is_the_weighted_sum_of_head_losses():
 
 
 def test_weights_must_name_every_head():
-    with pytest.raises(ValueError, match="missing: \\['fused'\\]"):
-        GBlend(GBlendParams(weights={"a": 1, "b": 1}), ["a", "b"], 3)
-    with pytest.raises(ValueError, match="needs weights"):
-        GBlend(GBlendParams(), ["a", "b"], 3)
+    import re
+
+    def refused(message: str):
+        return pytest.raises(ValueError, match=f"^{re.escape(message)}$")
+
+    with refused("method gblend: weights must name exactly a, b, fused (missing: ['fused'], unknown: ['c'])"):
+        GBlend(GBlendParams(weights={"a": 1, "b": 1, "c": 1}), ["a", "b"], seed=0)
+    with refused("method gblend (offline) needs weights: give method.weights or wire inputs.weights to a "
+                 "gblend.estimate step"):
+        GBlend(GBlendParams(), ["a", "b"], seed=0)
     with pytest.raises(ValueError, match="online G-Blend estimates its own weights"):
         GBlendParams(mode="online", weights={"a": 1})
-    with pytest.raises(ValueError, match="rename that modality"):
-        GBlend(GBlendParams(mode="online"), ["fused", "b"], 3)
+    with refused("method gblend calls the fused head 'fused': rename that modality"):
+        GBlend(GBlendParams(mode="online"), ["fused", "b"], seed=0)
 
 
 def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
@@ -135,7 +141,7 @@ def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
     state = LoopState(model=model, modalities=["a", "b"], num_classes=3, device=torch.device("cpu"))
     grads = {}
     for refit in (False, True):
-        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], 3)
+        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], seed=0)
         method.check("concat")
         model.zero_grad()
         method.loss(model(inputs), labels, state)[0].backward()
@@ -145,3 +151,81 @@ def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
         if name.startswith("encoders."):
             torch.testing.assert_close(grads[True][name], grads[False][name])
     assert grads[False]["fusion.fc.weight"].abs().sum() == 0 < grads[True]["fusion.fc.weight"].abs().sum()
+
+
+def test_the_paper_formula_is_the_default_and_an_unknown_one_is_named():
+    assert blend_weights(LOSSES) == blend_weights(LOSSES, "paper")
+    with pytest.raises(ValueError, match=r"^unknown G-Blend formula 'papr' \(paper or multibench\)$"):
+        blend_weights(LOSSES, "papr")
+
+
+def test_small_raw_weights_are_still_information():
+    slow = {"a": ProbeLosses(1.0, 1.0, 0.0, 0.9), "fused": ProbeLosses(1.0, 1.0, 0.5, 1.0)}  # G 0.1 / dO 1 = 0.1
+    found = blend_weights(slow, "paper")
+    assert not found.fallback and found.weights == pytest.approx({"a": 1.0, "fused": 0.0})
+
+
+def test_an_estimate_flattens_into_per_head_metrics():
+    found = blend_weights({"a": LOSSES["a"], "fused": LOSSES["fused"]}, "paper")
+    assert found.metrics() == pytest.approx({
+        "weight/a": 5 / 45, "weight/fused": 40 / 45, "O/a": 0.4, "O/fused": 0.4, "G/a": 0.2, "G/fused": 0.4,
+        "dO/a": 0.2, "dO/fused": 0.1, "fallback": 0.0})
+    assert found.as_dict()["weights"] == found.weights
+
+
+def test_online_estimates_use_the_methods_formula_and_clamp():
+    flat = {"a": ProbeLosses(1.0, 1.0, 0.9, 0.9), "fused": ProbeLosses(1.0, 1.2, 0.6, 1.0)}  # a: dO = 0
+    params = GBlendParams(mode="online", min_delta_o=0.05, formula="paper")
+    method = GBlend(params, ["a"], seed=0)
+    method.before_epoch(LoopState(model=None, modalities=["a"], num_classes=2, device=torch.device("cpu"), epochs=1,
+                                  epoch=0, run_probes=lambda heads: flat))
+    assert method.weights == pytest.approx(blend_weights(flat, "paper", min_delta_o=0.05).weights)
+    assert method.weights != pytest.approx(blend_weights(flat, "paper").weights)
+
+
+def test_online_training_without_probes_is_refused():
+    method = GBlend(GBlendParams(mode="online"), ["a"], seed=0)
+    state = LoopState(model=None, modalities=["a"], num_classes=2, device=torch.device("cpu"), epochs=1, epoch=0)
+    with pytest.raises(RuntimeError, match="^online G-Blend needs a training loop that runs probes$"):
+        method.before_epoch(state)
+
+
+def test_the_weights_are_kept_with_checkpoints():
+    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], seed=0)
+    assert method.state_dict() == {"weights": {"a": 1 / 8, "b": 3 / 8, "fused": 4 / 8}}
+    online = GBlend(GBlendParams(mode="online"), ["a", "b"], seed=0)
+    assert online.weights is None and online.estimate is None and online.holdout == 0.08
+    online.load_state_dict(method.state_dict())
+    assert online.weights == method.weights
+
+
+def test_gblend_refuses_mmtm_and_refits_only_late_fusions():
+    method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=True), ["a", "b"], seed=0)
+    with pytest.raises(ValueError, match="^method gblend trains each modality's network alone in its probes, but "
+                                         "mmtm couples the modality streams inside the encoders: use a late fusion "
+                                         "or centralnet$"):
+        method.check("mmtm")
+    method.check("centralnet")
+    assert method.refits_fused_head is False
+    method.check("gated")
+    assert method.refits_fused_head is True
+    plain = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}), ["a", "b"], seed=0)
+    plain.check("gated")
+    assert plain.refits_fused_head is False
+
+
+def test_the_refit_adds_the_fused_cross_entropy_of_detached_embeddings():
+    from mmflow.components.models.build import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier({"modalities": {"a": [5], "b": [3]}, "num_classes": 3, "hidden": [8],
+                              "embedding_dim": 4, "fusion": "concat", "modality_heads": "own"})
+    inputs, labels = {"a": torch.randn(6, 5), "b": torch.randn(6, 3)}, torch.tensor([0, 1, 2, 0, 1, 2])
+    state = LoopState(model=model, modalities=["a", "b"], num_classes=3, device=torch.device("cpu"))
+    out = model(inputs)
+    losses = {}
+    for refit in (False, True):
+        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 2}, refit_fused_head=refit), ["a", "b"], seed=0)
+        method.check("concat")
+        losses[refit] = method.loss(out, labels, state)[0].item()
+    assert losses[True] == pytest.approx(losses[False] + F.cross_entropy(out.logits, labels).item())

@@ -81,10 +81,11 @@ def test_cnn_encoders_train_on_images(shards, tmp_path):
 def test_methods_say_why_they_cannot_run():
     from mmflow.components.balance.config import AuxLossParams, UnimodalParams
 
-    with pytest.raises(ValueError, match="modality 'depth' is not in the data"):
-        build_method(UnimodalParams(modality="depth"), ["a", "b"], 4, "concat", 0)
-    with pytest.raises(ValueError, match="unknown modalities"):
-        build_method(AuxLossParams(weights={"z": 1}), ["a", "b"], 4, "concat", 0)
+    with pytest.raises(ValueError, match=r"^method unimodal: modality 'depth' is not in the data \(it has: a, b\)$"):
+        build_method(UnimodalParams(modality="depth"), ["a", "b"], "concat", 0)
+    with pytest.raises(ValueError, match=r"^method aux_loss: weights name unknown modalities \['z'\] "
+                                         r"\(the data has: a, b\)$"):
+        build_method(AuxLossParams(weights={"z": 1}), ["a", "b"], "concat", 0)
     with pytest.raises(ValueError, match="exactly 2 modalities"):
         build_classifier({"modalities": {"a": [2], "b": [2], "c": [2]}, "num_classes": 3, "hidden": [],
                           "embedding_dim": 4, "fusion": "film"})
@@ -106,7 +107,7 @@ def _ogm_setup(params: OGMGEParams, epoch: int):
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [4], "b": [4]}, "num_classes": 3, "hidden": [5],
                               "embedding_dim": 6, "fusion": "concat"})
-    method = OGMGE(params, ["a", "b"], 3, seed=1)
+    method = OGMGE(params, ["a", "b"], seed=1)
     method.check("concat")
     x = {"a": torch.randn(32, 4) * 3, "b": torch.randn(32, 4)}
     labels = torch.randint(3, (32,))
@@ -150,7 +151,7 @@ def test_modality_dropout_drops_at_rate_p_and_keeps_one_modality():
     from mmflow.components.balance.modality_dropout import ModalityDropout
 
     torch.manual_seed(0)
-    method = ModalityDropout(ModalityDropoutParams(p=0.3), ["a", "b"], 3)
+    method = ModalityDropout(ModalityDropoutParams(p=0.3), ["a", "b"], seed=0)
     state = LoopState(None, ["a", "b"], 3, torch.device("cpu"))
     out = method.prepare_inputs({"a": torch.ones(20000, 4), "b": torch.ones(20000, 2, 2)}, state)
     dropped_a, dropped_b = out["a"].sum(1) == 0, out["b"].sum((1, 2)) == 0
@@ -168,7 +169,7 @@ def test_aux_loss_is_the_weighted_sum_of_fused_and_modality_losses():
     labels = torch.tensor([0, 1])
     logits = {"a": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "b": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
     fused = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    method = AuxLoss(AuxLossParams(weights={"a": 0.5}, fused_weight=2.0), ["a", "b"], 2)
+    method = AuxLoss(AuxLossParams(weights={"a": 0.5}, fused_weight=2.0), ["a", "b"], seed=0)
     loss, stats = method.loss(MultimodalOutput(fused, {}, logits), labels, LoopState(None, ["a", "b"], 2, torch.device("cpu")))
     expected = 2.0 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(-2)) + 1.0 * math.log(2)
     assert float(loss) == pytest.approx(expected)
@@ -181,7 +182,7 @@ def test_ogm_conv_modulates_convolution_kernels_only():
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [1, 8, 8], "b": [1, 8, 8]}, "num_classes": 3, "encoder": "cnn", "hidden": [],
                               "embedding_dim": 6, "fusion": "concat"})
-    method = OGMGE(OGMGEParams(alpha=0.8, noise=False, parameters="conv"), ["a", "b"], 3, seed=1)
+    method = OGMGE(OGMGEParams(alpha=0.8, noise=False, parameters="conv"), ["a", "b"], seed=1)
     method.check("concat")
     x = {"a": torch.rand(16, 1, 8, 8) * 4, "b": torch.rand(16, 1, 8, 8)}
     labels = torch.randint(3, (16,))
@@ -204,3 +205,92 @@ def test_ogm_conv_modulates_convolution_kernels_only():
         [False, True, False]
     assert [touched("fc.weight", linear, "weights"), touched("c.weight", kernel, "weights"),
             touched("fc.bias", bias, "weights"), touched("scale", linear, "weights")] == [True, True, False, False]
+
+
+def test_build_method_keeps_the_data_and_the_seed_and_checks_the_fusion():
+    from mmflow.components.balance.config import GBlendParams, PMRParams, UnimodalParams
+
+    method = build_method(PMRParams(), ["a", "b"], "concat", 7)
+    assert (type(method).__name__, method.modalities, method.seed) == ("PMR", ["a", "b"], 7)
+    assert build_method(UnimodalParams(modality="b"), ["a", "b"], "concat", 0).model_modalities() == ["b"]
+    assert build_method(PMRParams(), ["a", "b"], "concat", 0).model_modalities() == ["a", "b"]
+    with pytest.raises(ValueError, match="mmtm couples the modality streams"):
+        build_method(GBlendParams(mode="online"), ["a", "b"], "mmtm", 0)
+
+
+def test_ogm_coefficients_compare_each_score_with_the_mean_of_the_others():
+    coefs = ogm_coefficients(torch.tensor([3.0, 1.0, 2.0]), alpha=0.5)  # ratios 2, 0.4, 1
+    torch.testing.assert_close(coefs, torch.tensor([1 - math.tanh(0.5 * 2.0), 1.0, 1.0]))
+
+
+def test_ogm_uses_prototypes_where_the_fusion_does_not_split():
+    method = OGMGE(OGMGEParams(proto_fraction=0.2), ["a", "b"], seed=0)
+    method.check("gated")
+    assert method.uses_prototypes and method.prototype_fraction == 0.2
+    method.check("sum")
+    assert not method.uses_prototypes and method.prototype_fraction == 0.0
+    method.check("film")
+    state = LoopState(None, ["a", "b"], 2, torch.device("cpu"), epoch=0)
+    state.subset_counts = torch.tensor([1.0, 1.0])
+    state.subset_sums = {"a": torch.tensor([[1.0], [2.0]]), "b": torch.tensor([[3.0], [4.0]])}
+    method.before_epoch(state)
+    state.subset_counts = torch.tensor([2.0, 0.0])  # class 1 unseen: it keeps its prototype
+    state.subset_sums = {"a": torch.tensor([[6.0], [0.0]]), "b": torch.tensor([[2.0], [0.0]])}
+    method.before_epoch(state)
+    torch.testing.assert_close(method.prototypes["a"], torch.tensor([[3.0], [2.0]]))
+    torch.testing.assert_close(method.prototypes["b"], torch.tensor([[1.0], [4.0]]))
+
+
+def test_ogm_weights_mode_leaves_one_dimensional_weights_alone():
+    from mmflow.components.balance.ogm_ge import touched
+
+    assert not touched("norm.weight", torch.zeros(3), "weights")  # e.g. batch norm's scale
+    assert touched("fc.weight", torch.zeros(3, 2), "weights")
+
+
+@pytest.mark.parametrize("features", [1, 2])
+def test_ogm_ge_noise_on_the_smallest_weights(features):
+    """A 1-element gradient has no spread (no noise, never NaN); a 2-element one has."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Linear(features, 1, bias=False)
+    model = torch.nn.Module()
+    model.encoders = torch.nn.ModuleDict({"a": encoder, "b": torch.nn.Linear(1, 1, bias=False)})
+    out = build_classifier({"modalities": {"a": [1], "b": [1]}, "num_classes": 2, "hidden": [],
+                            "embedding_dim": 2, "fusion": "concat"})({"a": torch.ones(4, 1), "b": torch.ones(4, 1)})
+    encoder.weight.grad = torch.arange(1.0, features + 1).view(1, features)
+    model.encoders["b"].weight.grad = torch.ones(1, 1)
+    method = OGMGE(OGMGEParams(alpha=0.0), ["a", "b"], seed=0)  # alpha 0: coefficient 1, only the noise acts
+    method.check("concat")
+    method.after_backward(out, torch.tensor([0, 1, 0, 1]), LoopState(model, ["a", "b"], 2, torch.device("cpu"),
+                                                                     epoch=0))
+    grad = encoder.weight.grad
+    assert torch.isfinite(grad).all()
+    if features == 1:
+        assert torch.equal(grad, torch.tensor([[1.0]]))
+    else:
+        assert not torch.equal(grad, torch.tensor([[1.0, 2.0]]))
+
+
+def test_methods_make_their_tensors_on_the_inputs_device():
+    """Run with another default device: a tensor a method creates without naming its inputs' device lands
+    there and fails to mix (as it would on a GPU, where the inputs are not on the default device)."""
+    from mmflow.components.balance.config import ModalityDropoutParams
+    from mmflow.components.balance.modality_dropout import ModalityDropout
+
+    dropout = ModalityDropout(ModalityDropoutParams(p=0.5), ["a", "b"], seed=0)
+    features = {"a": torch.ones(8, 3), "b": torch.ones(8, 2)}
+    state = LoopState(None, ["a", "b"], 2, torch.device("cpu"), epoch=0)
+    torch.manual_seed(0)
+    model = build_classifier({"modalities": {"a": [4], "b": [4]}, "num_classes": 3, "hidden": [5],
+                              "embedding_dim": 6, "fusion": "gated"})
+    ogm = OGMGE(OGMGEParams(alpha=0.8, noise=True), ["a", "b"], seed=1)
+    ogm.check("gated")
+    ogm.prototypes = {m: torch.randn(3, 6) for m in ("a", "b")}
+    x, labels = {"a": torch.randn(8, 4), "b": torch.randn(8, 4)}, torch.randint(3, (8,))
+    out = model(x)
+    torch.nn.functional.cross_entropy(out.logits, labels).backward()
+    with torch.device("meta"):
+        dropped = dropout.prepare_inputs(features, state)
+        stats = ogm.after_backward(out, labels, LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=0))
+    assert dropped["a"].device.type == "cpu" and stats["coef_a"].device.type == "cpu"
+    assert all(p.grad.device.type == "cpu" for p in model.parameters() if p.grad is not None)

@@ -29,7 +29,10 @@ def test_rho_and_paper_coefficients_when_modality_0_dominates():
     gamma = min(max(RHO - 1, 0), 1)  # Eq. 11, rho >= 1
     assert stats["rho"] == pytest.approx(RHO)
     assert stats["coef_audio"] == 0 and stats["coef_visual"] == pytest.approx(gamma)
+    assert stats["score_audio"] == pytest.approx(P_AUDIO) and stats["score_visual"] == pytest.approx(0.5)
     assert float(loss) == pytest.approx(CE + 2.0 * gamma * PCE_VISUAL)  # Eq. 10
+    no_per, _ = pmr_loss(FUSED, EMBED, LABELS, PROTOS, alpha=2.0, mu=0.5)  # PER is off unless asked for
+    assert float(no_per) == pytest.approx(float(loss))
 
 
 def test_per_subtracts_mu_gamma_times_the_dominant_entropy():
@@ -73,6 +76,8 @@ def test_three_modalities_follow_the_k_modal_rule():
     torch.testing.assert_close(binary, torch.tensor([1.0, 0.0, 1.0]))
     ties = modality_coefficients(torch.tensor([1.0, 1.0]), "paper")
     torch.testing.assert_close(ties, torch.tensor([0.0, 0.0]))  # rho = 1: gamma = clip(0) = 0
+    torch.testing.assert_close(modality_coefficients(torch.tensor([1.0, 1.0, 0.5]), "binary"),
+                               torch.tensor([0.0, 0.0, 1.0]))  # a tie with the dominant is not weaker
 
 
 def test_three_modalities_loss_and_per_on_the_dominant():
@@ -127,7 +132,7 @@ def test_the_method_blends_prototypes_with_momentum_eps_each_epoch():
     from mmflow.components.balance.config import PMRParams
     from mmflow.components.balance.pmr import PMR
 
-    pmr = PMR(PMRParams(eps=0.25, proto_fraction=0.3), ["audio", "visual"], num_classes=2)
+    pmr = PMR(PMRParams(eps=0.25, proto_fraction=0.3), ["audio", "visual"], seed=0)
     assert pmr.prototype_fraction == 0.3  # the loop takes prototypes from this share of batches
     state = method_state(0)
     state.subset_counts = torch.tensor([2.0, 1.0])
@@ -146,7 +151,7 @@ def test_the_method_applies_per_in_the_first_per_epochs_and_pce_in_its_window_on
     from mmflow.components.balance.pmr import PMR
     from mmflow.components.models.multimodal import MultimodalOutput
 
-    pmr = PMR(PMRParams(alpha=2.0, mu=0.5, per_epochs=2, start_epoch=1, end_epoch=3), ["audio", "visual"], 2)
+    pmr = PMR(PMRParams(alpha=2.0, mu=0.5, per_epochs=2, start_epoch=1, end_epoch=3), ["audio", "visual"], seed=0)
     pmr.prototypes = PROTOS
     out = MultimodalOutput(FUSED, EMBED, {})
     gamma = RHO - 1

@@ -30,6 +30,8 @@ def test_mmtm_rescales_each_map_by_twice_the_sigmoid_of_a_joint_excitation():
         scale = 2 * torch.sigmoid(joint @ block.excite[m].weight.T + block.excite[m].bias)
         torch.testing.assert_close(out[m], maps[m] * scale[:, :, None, None])
     assert block.squeeze[0].out_features == 5 and MMTM({"a": 8, "b": 8}).squeeze[0].out_features == 4
+    tiny = MMTM({"a": 1, "b": 2})  # 3 // 4 = 0: still one unit
+    assert tiny.squeeze[0].out_features == 1 and tiny.excite["b"].in_features == 1
 
 
 def test_mmtm_sits_after_the_last_stages_and_its_excitation_trains():
@@ -80,3 +82,18 @@ def test_intermediate_fusions_need_staged_encoders():
     for build, name in ((MMTMClassifier, "mmtm"), (CentralNetClassifier, "centralnet")):
         with pytest.raises(ValueError, match=f"fusion '{name}' needs encoders that expose their stages"):
             build(mlp, num_classes=2)
+
+
+def test_mmtm_acts_after_the_last_three_stages_unless_told():
+    assert MMTMClassifier(encoders(), num_classes=3).mmtm_at == [1, 2, 3]
+
+
+def test_the_central_stream_has_its_own_freshly_initialized_stages():
+    staged = encoders()
+    stream = CentralNetClassifier(staged, num_classes=3).fusion
+    encoder = staged["gray"]
+    ours = [p for module in (*stream.stages, stream.fc) for p in module.parameters()]
+    theirs = [p for module in (*encoder.stages[1:], encoder.fc) for p in module.parameters()]
+    assert [p.shape for p in ours] == [p.shape for p in theirs]
+    for mine, template in zip(ours, theirs):
+        assert mine.data_ptr() != template.data_ptr() and not torch.equal(mine, template)

@@ -66,3 +66,35 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
 
     assert first_step_change(0.5) == pytest.approx(0.5, rel=1e-3)  # lr 1, one step: the change is the clipped gradient
     assert first_step_change(None) > 10
+
+
+def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
+    from mmflow.components.data.shards import write_shards
+    from mmflow.components.tasks.classification import TrainClassifierParams, train_classifier
+    from mmflow.engine.distributed import TrainResult
+
+    save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(8) % 2, "a": torch.randn(8, 2),
+                                                    "b": torch.randn(8, 3)}}, num_classes=2)
+    write_shards(iter_samples(tmp_path / "ds", "train"), tmp_path / "shards", 8, num_classes=2)
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "model.pt").write_text("weights")
+    history = [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0, "train_accuracy": 0.75}]
+    asked = []
+
+    def train(fn, config, parallel_tasks):
+        asked.append((config["task"], parallel_tasks))
+        return TrainResult(history, checkpoint)
+
+    ctx = SimpleNamespace(inputs={"train": tmp_path / "shards"}, output=lambda name: tmp_path / "out" / name,
+                          train=train)
+    metrics = train_classifier(ctx, TrainClassifierParams())
+    assert metrics == {"loss": 1.0, "train_accuracy": 0.75, "epochs": 2, "history": history}
+    assert (tmp_path / "out" / "model" / "model.pt").read_text() == "weights"
+    online = TrainClassifierParams.model_validate({"method": {"name": "gblend", "mode": "online"}})
+    (tmp_path / "out" / "model").rename(tmp_path / "first")
+    train_classifier(ctx, online)
+    assert asked == [("classification", 0), ("classification", 3)]  # online G-Blend: a probe per head at once

@@ -146,3 +146,60 @@ def test_blend_wiring_mistakes_are_validation_errors(cli, write_workflow, edit, 
     path = write_workflow(WORKFLOW.replace(*edit))
     status, out, err = cli("validate", path)
     assert status == 2 and f"{path}{where}" in err and message in err, err
+
+
+def test_the_holdout_of_a_seed_stays_the_same_across_releases(shards):
+    from mmflow.components.data.shards import split_keys
+
+    keys = sample_keys(load_manifest(shards / "train"))
+    params = BlendEstimateParams(holdout=0.1)
+    assert holdout_split(keys, params, seed=3) == split_keys(keys, 0.1, 3, salt="gblend-holdout")
+
+
+def test_held_out_samples_are_read_once_in_key_order(shards):
+    manifest = load_manifest(shards / "train")
+    keys = sample_keys(manifest)[5:60:3]
+    features, labels = load_samples(shards / "train", keys)
+    order = {key: i for i, key in enumerate(sample_keys(manifest))}
+    expected = [int(s["cls"]) for s in ShardReader(shards / "train", shuffle=False).samples(0) if s["__key__"] in keys]
+    assert labels.tolist() == expected and len(expected) == len(keys) == features["a"].shape[0]
+    assert sorted(keys, key=order.get) == keys
+
+
+def test_probes_train_on_whole_shards_up_to_their_fraction_and_redraw_by_seed_and_draw(shards):
+    from mmflow.components.tasks.blend_probes import probe_keys
+
+    manifest = load_manifest(shards / "train")  # 200 samples in shards of 32 (the last holds 8)
+    keys = sample_keys(manifest)[:192]  # six whole shards
+    picked = probe_keys(manifest, keys, 64 / 192, seed=0, draw=0)
+    assert len(picked) == 64  # two whole shards reach the fraction exactly: no third
+    assert picked == probe_keys(manifest, keys, 64 / 192, seed=0, draw=0)
+    assert picked != probe_keys(manifest, keys, 64 / 192, seed=1, draw=0) != probe_keys(manifest, keys, 64 / 192,
+                                                                                         seed=0, draw=1)
+
+
+def test_a_probe_reads_its_keys_with_its_seed_and_clips_its_gradients(shards, monkeypatch):
+    from mmflow.components.tasks import blend_probes
+
+    manifest = load_manifest(shards / "train")
+    classifier = ClassifierParams(hidden=[8], embedding_dim=4, optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=5.0,
+                                  grad_clip_norm=1e-6, shuffle_buffer=7)
+    architecture = classifier.architecture(manifest, ["a", "b"], "own")
+    model = build_classifier(architecture)
+    keys, held = holdout_split(sample_keys(manifest), BlendEstimateParams(holdout=0.2), seed=0)
+    (config,) = probe_configs(["fused"], model, architecture, shards / "train", manifest, keys,
+                              load_samples(shards / "train", held), BlendEstimateParams(), classifier, seed=4, draw=2)
+    assert config["seed"] == 6 and config["probe_keys"] != probe_configs(
+        ["fused"], model, architecture, shards / "train", manifest, keys, load_samples(shards / "train", held),
+        BlendEstimateParams(), classifier, seed=5, draw=2)[0]["probe_keys"]
+    opened = []
+
+    class Recording(blend_probes.ShardReader):
+        def __init__(self, folder, **options):
+            opened.append(options)
+            super().__init__(folder, **options)
+
+    monkeypatch.setattr(blend_probes, "ShardReader", Recording)
+    losses = run_probe(config, torch.device("cpu"))
+    assert opened == [{"keys": config["probe_keys"], "seed": 6, "shuffle_buffer": 7}]
+    assert losses["train_after"] == pytest.approx(losses["train_before"], abs=1e-4)  # steps of norm 1e-6 at most

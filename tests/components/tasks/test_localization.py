@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from mmflow.components.balance.base import LoopState
 from mmflow.components.balance.config import PMRParams
@@ -27,7 +29,7 @@ def test_pmr_on_localization_leaves_background_segments_out_of_pce():
     labels = torch.tensor([0, 2, 2, 1, 2, 0])  # 2 is background
     embeddings = {"audio": torch.randn(6, 4), "visual": torch.randn(6, 4)}
     prototypes = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 4)}
-    method = PMR(PMRParams(alpha=1.0), ["audio", "visual"], 3)
+    method = PMR(PMRParams(alpha=1.0), ["audio", "visual"], seed=0)
     method.prototypes = prototypes
     state = LoopState(model=None, modalities=["audio", "visual"], num_classes=3, device=torch.device("cpu"),
                       epoch=0, background=2)
@@ -105,7 +107,6 @@ def test_the_original_avel_loss_trains_through_the_loop(cli, write_workflow, tmp
 
 
 def test_localization_params_refuse_an_embedding_size_they_would_ignore():
-    import pytest
     from pydantic import ValidationError
 
     from mmflow.components.tasks.localization import TrainLocalizationParams
@@ -114,3 +115,62 @@ def test_localization_params_refuse_an_embedding_size_they_would_ignore():
         TrainLocalizationParams(embedding_dim=64)
     assert TrainLocalizationParams(hidden=16).architecture(
         {"modalities": {"a": {"shape": [4, 3]}, "v": {"shape": [4, 2, 2, 5]}}, "num_classes": 3}, ["a", "v"])["hidden"] == 16
+
+
+def test_localization_metrics_from_known_segment_outputs(monkeypatch):
+    from types import SimpleNamespace
+
+    from mmflow.components.tasks import localization_eval
+
+    labels = torch.tensor([0, 1, 2, 2, 1, 2])  # 3 classes, 2 is background
+    logits = {"fused": F.one_hot(torch.tensor([0, 2, 2, 1, 1, 2]), 3).float(),
+              "audio": F.one_hot(torch.tensor([0, 1, 2, 2, 0, 0]), 3).float()}
+    gen = torch.Generator().manual_seed(0)
+
+    def embed(segment_labels):  # audio: the label, off-centre and tiny, beside loud noise; visual: noise only
+        n = len(segment_labels)
+        informative = torch.tensor([1000.0, -500.0, 3.0]) + 1e-3 * F.one_hot(segment_labels, 3)
+        return {"audio": torch.cat([informative + 1e-5 * torch.randn(n, 3, generator=gen),
+                                    100 * torch.randn(n, 1, generator=gen)], dim=1),
+                "visual": torch.randn(n, 4, generator=gen)}
+
+    train_labels = torch.arange(60) % 3
+    outputs = {"test": (logits, embed(labels), labels), "train": ({}, embed(train_labels), train_labels)}
+    asked = []
+
+    def segment_outputs(model, shards, batch_size):
+        asked.append((shards, batch_size))
+        return outputs[shards]
+
+    monkeypatch.setattr(localization_eval, "load_classifier", lambda folder: (None, {"num_classes": 3}))
+    monkeypatch.setattr(localization_eval, "ShardReader", lambda folder: SimpleNamespace(manifest={"background": 2}))
+    monkeypatch.setattr(localization_eval, "segment_outputs", segment_outputs)
+    metrics = localization_eval.evaluate_localization("model", "train", "test", batch_size=4, probe_steps=200, seed=0)
+    assert asked == [("test", 4), ("train", 4)]
+    assert metrics.pop("accuracy_audio_probe") == 1.0 and metrics.pop("accuracy_visual_probe") < 0.9
+    assert metrics.pop("confusion_matrix") == [[1, 0, 0], [0, 1, 1], [0, 1, 2]]  # rows: true class
+    assert metrics == pytest.approx({
+        "accuracy": 4 / 6, "event_accuracy": 2 / 3,  # events: segments 0, 1, 4
+        "class_accuracy/0": 1.0, "class_accuracy/1": 0.5, "class_accuracy/background": 2 / 3,
+        "accuracy_audio_head": 4 / 6, "test_segments": 6, "event_segments": 3, "chance": 0.5})
+
+
+def test_a_class_the_test_split_lacks_gets_no_accuracy_and_no_event_accuracy_is_nan():
+    import math
+
+    from mmflow.components.tasks.localization_eval import segment_accuracy
+
+    assert math.isnan(segment_accuracy(torch.tensor([2, 2]), torch.tensor([2, 2]), background=2))
+    assert segment_accuracy(torch.tensor([2, 0]), torch.tensor([2, 2])) == 0.5
+
+
+def test_the_linear_probe_starts_small_and_seeded_and_steps_by_its_learning_rate():
+    from mmflow.components.tasks.localization_eval import linear_probe
+
+    x, y = torch.randn(20, 4), torch.arange(20) % 2
+    start = linear_probe(x, y, 2, steps=0, seed=5)
+    assert torch.equal(start.weight, linear_probe(x, y, 2, steps=0, seed=5).weight)
+    assert not torch.equal(start.weight, linear_probe(x, y, 2, steps=0, seed=6).weight)
+    assert 0.002 < start.weight.std() < 0.05 and torch.equal(start.bias, torch.zeros(2))
+    moved = linear_probe(x, y, 2, steps=1, seed=5)
+    torch.testing.assert_close((moved.weight - start.weight).abs(), torch.full((2, 4), 1e-2), rtol=1e-3, atol=1e-5)
