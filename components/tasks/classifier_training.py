@@ -70,11 +70,11 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     schedule = make_schedule(params, optimizer)
     first_epoch = 0
     if restored is not None:
-        saved = torch.load(restored / TRAINING_STATE, weights_only=False, map_location=device)
+        saved = torch.load(restored / TRAINING_STATE, weights_only=True, map_location=device)
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         if (restored / METHOD_STATE).exists():
-            method.load_state_dict(torch.load(restored / METHOD_STATE, weights_only=False, map_location=device))
+            method.load_state_dict(torch.load(restored / METHOD_STATE, weights_only=True, map_location=device))
         first_epoch = saved["epoch"] + 1
         session.log(f"resumed from the checkpoint of epoch {first_epoch}")
     state = LoopState(core, core.modalities, num_classes, device, epochs=params.epochs,
@@ -210,7 +210,7 @@ def _restorable(session: TrainSession, config: dict[str, Any]) -> Path | None:
     folder = session.restored()
     if folder is None or not (folder / TRAINING_STATE).exists():
         return None
-    saved = torch.load(folder / TRAINING_STATE, weights_only=False, map_location="cpu")
+    saved = torch.load(folder / TRAINING_STATE, weights_only=True, map_location="cpu")
     if saved.get("config") != _config_digest(config):
         session.history = []  # another configuration's run: start over
         return None

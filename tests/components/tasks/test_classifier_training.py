@@ -69,3 +69,67 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
         {"method": gblend}).method, seed=0)
     assert len(held) == 50
     assert [h["train_samples"] for h in history(gblend)] == [SAMPLES - 50] * 2
+
+
+def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():
+    from mmflow.components.tasks.classifier_training import _progress
+
+    metrics = {"loss": 1.23456, "train_accuracy": 0.5, "head_accuracy_audio": 0.25, "prototype_accuracy_visual": 0.75,
+               "rho": 1.5, "lr": 0.1, "samples_per_s": 1234.4}
+    assert _progress(2, 8, metrics) == ("epoch 3/8 loss 1.2346 train_acc 0.5000 head_audio 0.250 prototype_visual "
+                                        "0.750 rho 1.500 (1234 samples/s)")
+
+
+def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(shards, tmp_path, monkeypatch):
+    from mmflow.components.tasks import classifier_training
+
+    opened = []
+
+    class Recording(classifier_training.ShardReader):
+        def __init__(self, folder, **options):
+            opened.append(options)
+            super().__init__(folder, **options)
+
+    monkeypatch.setattr(classifier_training, "ShardReader", Recording)
+    logged: list[str] = []
+    params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
+                                                   "shuffle_buffer": 5, "uneven_shards": "drop", "on_error": "skip",
+                                                   "diagnostics": False})
+    result = run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
+                          resources=Resources(), storage=tmp_path / "s", seed=3, log=logged.append)
+    assert opened == [{"rank": 0, "world_size": 1, "seed": 3, "shuffle_buffer": 5, "uneven": "drop", "keys": None,
+                       "augment": True, "workers": 0, "on_error": "skip"}]
+    (epoch,) = result.history
+    assert epoch["corrupt_shard_reads"] == 0 and epoch["padded_samples"] == epoch["dropped_samples"] == 0
+    assert epoch["samples_per_s"] == pytest.approx(SAMPLES / epoch["epoch_seconds"])
+    assert epoch["lr"] == params.lr and set(epoch) >= {"loss", "train_accuracy", "epoch_seconds"}
+    assert logged == [classifier_training._progress(0, 1, epoch)]
+
+
+def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
+    """Checkpoints are data from a run folder or a bucket: loading one must never execute what it holds."""
+    import pickle
+
+    import torch
+
+    params = TrainClassifierParams(epochs=1, batch_size=50, hidden=[8], embedding_dim=4, diagnostics=False,
+                                   method={"name": "pmr"})
+    config = {"params": params.model_dump(), "train": str(shards)}
+    storage = tmp_path / "s"
+    first = run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=0,
+                         log=lambda _: None)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("model.pt", "training_state.pt", "method_state.pt"):
+        saved = (storage / "checkpoint" / name).read_bytes()
+        torch.save({"x": Payload()}, storage / "checkpoint" / name, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+        with pytest.raises(pickle.UnpicklingError):
+            run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=0,
+                         log=lambda _: None)  # the same step again: it resumes from that checkpoint
+        assert not marker.exists(), name
+        (storage / "checkpoint" / name).write_bytes(saved)
+    assert first.checkpoint is not None
