@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mmflow.components.balance.base import LoopState
 from mmflow.components.balance.pmr import modality_coefficients, pmr_loss
 from mmflow.components.balance.prototypes import update_prototypes
 
@@ -121,9 +122,7 @@ def test_missing_classes_keep_their_prototype_and_stay_finite():
     assert torch.isfinite(update_prototypes(None, torch.zeros(3, 2), torch.zeros(3))).all()
 
 
-def method_state(epoch: int) -> "LoopState":
-    from mmflow.components.balance.base import LoopState
-
+def method_state(epoch: int) -> LoopState:
     return LoopState(model=None, modalities=["audio", "visual"], num_classes=2, device=torch.device("cpu"),
                      epochs=10, epoch=epoch)
 
