@@ -125,7 +125,7 @@ def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
 
     for name in ("model.pt", "training_state.pt", "method_state.pt"):
         saved = (storage / "checkpoint" / name).read_bytes()
-        torch.save({"x": Payload()}, storage / "checkpoint" / name, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+        torch.save({"x": Payload()}, storage / "checkpoint" / name)
         with pytest.raises(pickle.UnpicklingError):
             run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=0,
                          log=lambda _: None)  # the same step again: it resumes from that checkpoint
