@@ -70,6 +70,25 @@ def s3_storage(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
+def opened_readers(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], list[dict]]:
+    """Make a component module's ShardReader record the options each reader is opened with; returns the list."""
+
+    def patch(module: object) -> list[dict]:
+        opened: list[dict] = []
+        reader = module.ShardReader
+
+        class Recording(reader):  # type: ignore[misc, valid-type]
+            def __init__(self, folder, **options):
+                opened.append(options)
+                super().__init__(folder, **options)
+
+        monkeypatch.setattr(module, "ShardReader", Recording)
+        return opened
+
+    return patch
+
+
+@pytest.fixture
 def on_another_node(monkeypatch: pytest.MonkeyPatch) -> Callable[[object], None]:
     """Make a component module's tasks write as on a node without the run directory (no shared filesystem)."""
     from mmflow.engine import nodes

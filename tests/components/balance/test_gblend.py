@@ -131,14 +131,20 @@ def test_weights_must_name_every_head():
         GBlend(GBlendParams(mode="online"), ["fused", "b"], seed=0)
 
 
-def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
+def concat_model_batch():
+    """A concat model with each modality's own head, a batch, and the loop state around them."""
     from mmflow.components.models.build import build_classifier
 
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [5], "b": [3]}, "num_classes": 3, "hidden": [8],
                               "embedding_dim": 4, "fusion": "concat", "modality_heads": "own"})
     inputs, labels = {"a": torch.randn(6, 5), "b": torch.randn(6, 3)}, torch.tensor([0, 1, 2, 0, 1, 2])
-    state = LoopState(model=model, modalities=["a", "b"], num_classes=3, device=torch.device("cpu"))
+    return model, inputs, labels, LoopState(model=model, modalities=["a", "b"], num_classes=3,
+                                            device=torch.device("cpu"))
+
+
+def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
+    model, inputs, labels, state = concat_model_batch()
     grads = {}
     for refit in (False, True):
         method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], seed=0)
@@ -215,13 +221,7 @@ def test_gblend_refuses_mmtm_and_refits_only_late_fusions():
 
 
 def test_the_refit_adds_the_fused_cross_entropy_of_detached_embeddings():
-    from mmflow.components.models.build import build_classifier
-
-    torch.manual_seed(0)
-    model = build_classifier({"modalities": {"a": [5], "b": [3]}, "num_classes": 3, "hidden": [8],
-                              "embedding_dim": 4, "fusion": "concat", "modality_heads": "own"})
-    inputs, labels = {"a": torch.randn(6, 5), "b": torch.randn(6, 3)}, torch.tensor([0, 1, 2, 0, 1, 2])
-    state = LoopState(model=model, modalities=["a", "b"], num_classes=3, device=torch.device("cpu"))
+    model, inputs, labels, state = concat_model_batch()
     out = model(inputs)
     losses = {}
     for refit in (False, True):

@@ -79,17 +79,10 @@ def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():
                                         "0.750 rho 1.500 (1234 samples/s)")
 
 
-def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(shards, tmp_path, monkeypatch):
+def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(shards, tmp_path, opened_readers):
     from mmflow.components.tasks import classifier_training
 
-    opened = []
-
-    class Recording(classifier_training.ShardReader):
-        def __init__(self, folder, **options):
-            opened.append(options)
-            super().__init__(folder, **options)
-
-    monkeypatch.setattr(classifier_training, "ShardReader", Recording)
+    opened = opened_readers(classifier_training)
     logged: list[str] = []
     params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
                                                    "shuffle_buffer": 5, "uneven_shards": "drop", "on_error": "skip",

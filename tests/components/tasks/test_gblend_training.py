@@ -178,7 +178,7 @@ def test_probes_train_on_whole_shards_up_to_their_fraction_and_redraw_by_seed_an
                                                                                          seed=0, draw=1)
 
 
-def test_a_probe_reads_its_keys_with_its_seed_and_clips_its_gradients(shards, monkeypatch):
+def test_a_probe_reads_its_keys_with_its_seed_and_clips_its_gradients(shards, opened_readers):
     from mmflow.components.tasks import blend_probes
 
     manifest = load_manifest(shards / "train")
@@ -192,14 +192,7 @@ def test_a_probe_reads_its_keys_with_its_seed_and_clips_its_gradients(shards, mo
     assert config["seed"] == 6 and config["probe_keys"] != probe_configs(
         ["fused"], model, architecture, shards / "train", manifest, keys, load_samples(shards / "train", held),
         BlendEstimateParams(), classifier, seed=5, draw=2)[0]["probe_keys"]
-    opened = []
-
-    class Recording(blend_probes.ShardReader):
-        def __init__(self, folder, **options):
-            opened.append(options)
-            super().__init__(folder, **options)
-
-    monkeypatch.setattr(blend_probes, "ShardReader", Recording)
+    opened = opened_readers(blend_probes)
     losses = run_probe(config, torch.device("cpu"))
     assert opened == [{"keys": config["probe_keys"], "seed": 6, "shuffle_buffer": 7}]
     assert losses["train_after"] == pytest.approx(losses["train_before"], abs=1e-4)  # steps of norm 1e-6 at most
