@@ -226,7 +226,7 @@ def _jsonable(value: Any) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import distributed
-    from .runner import Runner, fetch_run, new_run_dir, resume_workflow
+    from .runner import Runner, check_run_dir, fetch_run, new_run_dir, resume_workflow
     from .storage import Storage, is_uri
 
     if args.resume:
@@ -236,6 +236,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         wf = resume_workflow(run_dir, args.overrides)
     elif args.workflow:
         wf = load_workflow(args.workflow, args.overrides)
+        if args.run_dir:
+            check_run_dir(args.run_dir, wf.name)
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")

@@ -19,12 +19,14 @@ copied again: its stored status names where its outputs are (`outputs_at`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import json
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import sys
@@ -32,17 +34,19 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .context import StepContext
 from .errors import InputDataError, StepFailed, UsageError
 from .graph import Wiring, edges_of
 from .nodes import StepInputs
-from .spec import Step, Workflow, load_workflow
+from .spec import Step, Workflow, apply_overrides, load_workflow, validate_document
 from .storage import Storage
+from .yaml_source import parse_yaml
 
 STATUS = "status.json"
 RUN_RECORD = "run.json"
+LOCK = ".lock"  # held by the process running in the folder
 ELSEWHERE = ".runs_elsewhere"  # in a runs root: run folders placed outside it (--run-dir), one per line
 MIRRORED = ("params.json", "metrics.json")  # with outputs/ and, last, status.json
 
@@ -182,22 +186,23 @@ class Runner:
         if self._mirrors:
             self.storage.exists()  # unreachable storage fails here, before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._register_elsewhere()
-        self._write_run_record("running")
-        outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
-        try:
-            for i, name in enumerate(self.workflow.order):
-                self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
-                outcomes[i] = self._run_step(self.workflow.steps[name])
-        except BaseException as exc:
-            self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
-            raise
-        finally:
-            from . import distributed
+        with _run_lock(self.run_dir):
+            self._register_elsewhere()
+            self._write_run_record("running")
+            outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
+            try:
+                for i, name in enumerate(self.workflow.order):
+                    self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
+                    outcomes[i] = self._run_step(self.workflow.steps[name])
+            except BaseException as exc:
+                self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+                raise
+            finally:
+                from . import distributed
 
-            if "ray" in sys.modules and not self.keep_ray:
-                distributed.shutdown_ray()
-        self._write_run_record("done")
+                if "ray" in sys.modules and not self.keep_ray:
+                    distributed.shutdown_ray()
+            self._write_run_record("done")
         return outcomes
 
     def _run_step(self, step: Step) -> StepOutcome:
@@ -395,6 +400,37 @@ class Runner:
         return _outputs_holder(copy, there)
 
 
+def check_run_dir(run_dir: Path, workflow_name: str) -> None:
+    """A run directory the user names must be new, empty, or a run folder of this workflow: any other
+    folder holds the user's own files, which a run would delete or overwrite."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: a file, not a folder")
+    if all(entry.name == LOCK for entry in run_dir.iterdir()):  # empty, or a run only just started
+        return
+    found = _read_json(run_dir / RUN_RECORD).get("workflow")
+    if found == workflow_name:
+        return
+    what = f"a run of workflow '{found}'" if found else "no mmflow run folder (it has no run.json)"
+    raise UsageError(f"--run-dir {run_dir}: the folder is not empty and is {what}; give a new or empty folder, "
+                     f"or a run folder of '{workflow_name}'")
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process: two runs in one folder would overwrite each other's steps."""
+    import fcntl
+
+    with open(run_dir / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{run_dir}: another mmflow run is using this run folder; wait for it to finish "
+                             "or give another --run-dir") from None
+        yield  # the lock goes with the file's closing
+
+
 def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
     """Reload the workflow a run directory was started with (plus its original overrides)."""
     record_file = run_dir / RUN_RECORD
@@ -406,17 +442,21 @@ def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
 
 def fetch_run(stored: Storage, runs_root: Path) -> Path:
     """Copy a run from its storage folder into `<runs_root>/<workflow>/<run-id>`: the record and every
-    finished step (a step already finished here is kept); returns the local run directory."""
-    record_text = stored.joinpath(RUN_RECORD).read_text()
-    if record_text is None or not stored.joinpath("workflow.yaml").exists():
-        raise UsageError(f"--resume {stored}: no run there (no run.json / workflow.yaml)")
-    record = json.loads(record_text)
-    run_dir = runs_root / record["workflow"] / posixpath.basename(stored.path)
+    finished step (a step already finished here is kept); returns the local run directory.
+
+    A bucket is not trusted: the record, the workflow and every step status are checked before anything
+    is written, so the names they hold can only make folders inside the runs root.
+    """
+    record, workflow = _stored_run(stored)
+    run_id = posixpath.basename(stored.path)
+    if not _FOLDER_NAME.match(run_id):
+        raise UsageError(f"--resume {stored}: '{run_id}' is not the name of a run folder")
+    run_dir = runs_root / workflow.name / run_id
+    statuses = {name: _stored_status(stored, name) for name in workflow.order}
     run_dir.mkdir(parents=True, exist_ok=True)
-    stored.joinpath("workflow.yaml").download(run_dir / "workflow.yaml")
+    (run_dir / "workflow.yaml").write_text(workflow.document.text)
     write_json(run_dir / RUN_RECORD, {**record, "storage": stored.uri})
-    for name in record.get("order", []):
-        status = json.loads(stored.joinpath(name, STATUS).read_text() or "{}")
+    for name, status in statuses.items():
         here = read_status(run_dir / name) or {}
         if status.get("state") != "done" or _is_done(run_dir / name, here, status.get("cache_key")):
             continue
@@ -427,6 +467,50 @@ def fetch_run(stored: Storage, runs_root: Path) -> Path:
                 stored.joinpath(name, file).download(run_dir / name / file)
         write_json(run_dir / name / STATUS, status)
     return run_dir
+
+
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one path component, never '..'
+
+
+def _stored_run(stored: Storage) -> tuple[dict[str, Any], Workflow]:
+    """The run record and the validated workflow of a stored run; its steps are the workflow's own."""
+    where = stored.joinpath(RUN_RECORD)
+    record_text, workflow_text = where.read_text(), stored.joinpath("workflow.yaml").read_text()
+    if record_text is None or workflow_text is None:
+        raise UsageError(f"--resume {stored}: no run there (no run.json / workflow.yaml)")
+    try:
+        record = json.loads(record_text)
+    except ValueError:
+        raise UsageError(f"{where}: not a run record (not JSON)") from None
+    overrides = record.get("overrides", []) if isinstance(record, dict) else None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise UsageError(f"{where}: not a run record (expected an object with a list of overrides)")
+    document = parse_yaml(workflow_text, str(stored.joinpath("workflow.yaml")))
+    apply_overrides(document, overrides)
+    workflow = validate_document(document, overrides=overrides)
+    if record.get("workflow") != workflow.name:
+        raise UsageError(f"{where}: names workflow {record.get('workflow')!r}, but its workflow.yaml is "
+                         f"'{workflow.name}'")
+    return record, workflow
+
+
+def _stored_status(stored: Storage, step: str) -> dict[str, Any]:
+    """A stored step's status; outputs stored elsewhere can only be the same step of the sweep this run is a
+    trial of (`<sweep>/trials/<trial>` reuses `<sweep>/<step>`), as `_mirror` writes them."""
+    where = stored.joinpath(step, STATUS)
+    try:
+        status = json.loads(where.read_text() or "{}")
+    except ValueError:
+        raise UsageError(f"{where}: not a step status (not JSON)") from None
+    if not isinstance(status, dict):
+        raise UsageError(f"{where}: not a step status (expected an object)")
+    holder = status.get("outputs_at")
+    trials = posixpath.dirname(stored.uri.partition("?")[0].rstrip("/"))
+    sweep_step = posixpath.join(posixpath.dirname(trials), step)
+    if holder is not None and not (isinstance(holder, str) and posixpath.basename(trials) == "trials" and
+                                   holder.partition("?")[0].rstrip("/") == sweep_step):
+        raise UsageError(f"{where}: outputs_at {holder!r} is not the same step of the sweep this run belongs to")
+    return status
 
 
 def _outputs_holder(stored_step: Storage, status: dict[str, Any]) -> Storage:

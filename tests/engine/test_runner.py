@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -338,3 +339,95 @@ def test_cache_keys_and_digests_stay_the_same_across_releases(write_workflow, tm
     assert (tmp_path / "x.json").read_bytes() == (
         '{\n  "a": [\n    1,\n    "\\u00e9",\n    "' + str(tmp_path) + '"\n  ],\n  "b": 1\n}\n').encode()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+STORED = """
+name: stored
+storage: STORAGE
+steps:
+  first: {component: test.text, params: {text: abc}}
+  second: {component: test.passthrough, inputs: {source: "${steps.first.outputs.copy}"}}
+"""
+
+
+def stored_run(write_workflow, cli, tmp_path) -> Path:
+    """A finished run of STORED and its folder in a folder storage."""
+    path = write_workflow(STORED.replace("STORAGE", str(tmp_path / "store")))
+    assert cli("run", path, "--runs-root", tmp_path / "first")[0] == 0
+    (run,) = (tmp_path / "store" / "stored").iterdir()
+    return run
+
+
+@pytest.mark.parametrize("tamper, says", [
+    (lambda record, elsewhere: {**record, "workflow": elsewhere, "order": ["../../victim2"]},
+     "names workflow 'ELSEWHERE', but its workflow.yaml is 'stored'"),
+    (lambda record, elsewhere: [record], "not a run record (expected an object with a list of overrides)"),
+])
+def test_a_tampered_stored_run_cannot_reach_outside_the_runs_root(write_workflow, cli, tmp_path, tamper, says):
+    elsewhere = str(tmp_path / "elsewhere" / "escaped")
+    says = says.replace("ELSEWHERE", elsewhere)
+    stored = stored_run(write_workflow, cli, tmp_path)
+    victim = tmp_path / "victim2" / "precious"
+    victim.mkdir(parents=True)
+    (victim / "file.txt").write_text("mine")
+    record = json.loads((stored / "run.json").read_text())
+    (stored / "run.json").write_text(json.dumps(tamper(record, elsewhere)))
+    status, out, err = cli("run", "--resume", f"file://{stored}", "--runs-root", tmp_path / "second")
+    assert status == 2 and err.strip() == f"file://{stored / 'run.json'}: {says}", err
+    assert (victim / "file.txt").read_text() == "mine" and list(victim.parent.iterdir()) == [victim]
+    assert not (tmp_path / "second").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_stored_step_cannot_point_its_outputs_elsewhere(write_workflow, cli, tmp_path):
+    stored = stored_run(write_workflow, cli, tmp_path)
+    status_file = stored / "second" / "status.json"
+    status_file.write_text(json.dumps({**json.loads(status_file.read_text()), "outputs_at": f"file://{tmp_path}"}))
+    status, _, err = cli("run", "--resume", f"file://{stored}", "--runs-root", tmp_path / "second")
+    assert status == 2 and err.strip() == (f"file://{status_file}: outputs_at 'file://{tmp_path}' is not the same "
+                                           "step of the sweep this run belongs to")
+    assert not (tmp_path / "second").exists()
+
+
+def test_a_stored_workflow_with_a_step_named_like_a_path_is_refused(write_workflow, cli, tmp_path):
+    stored = stored_run(write_workflow, cli, tmp_path)
+    (stored / "workflow.yaml").write_text((stored / "workflow.yaml").read_text().replace("  second:", "  ../x:"))
+    status, _, err = cli("run", "--resume", f"file://{stored}", "--runs-root", tmp_path / "second")
+    assert status == 2 and "step name '../x' must be letters, digits" in err and not (tmp_path / "second").exists()
+
+
+def test_run_dir_refuses_a_folder_of_the_users_own_files(chain, cli, tmp_path):
+    path, counter = chain
+    victim = tmp_path / "victim"
+    (victim / "data" / "outputs").mkdir(parents=True)
+    (victim / "data" / "outputs" / "thesis.txt").write_text("years of work")
+    (victim / "workflow.yaml").write_text("mine")
+    status, _, err = cli("run", path, "--run-dir", victim)
+    assert status == 2 and err.strip() == (f"--run-dir {victim}: the folder is not empty and is no mmflow run folder "
+                                           "(it has no run.json); give a new or empty folder, or a run folder of "
+                                           "'chain'")
+    assert (victim / "data" / "outputs" / "thesis.txt").read_text() == "years of work"
+    assert (victim / "workflow.yaml").read_text() == "mine" and ran(counter) == []
+    (victim / "run.json").write_text(json.dumps({"workflow": "other"}))
+    status, _, err = cli("run", path, "--run-dir", victim)
+    assert status == 2 and "is a run of workflow 'other'" in err
+    (tmp_path / "empty").mkdir()
+    assert cli("run", path, "--run-dir", tmp_path / "empty")[0] == 0  # an empty folder, then its own run again
+    assert cli("run", path, "--run-dir", tmp_path / "empty")[0] == 0
+    (tmp_path / "a-file").write_text("x")
+    assert cli("run", path, "--run-dir", tmp_path / "a-file")[1:] == ("", f"--run-dir {tmp_path / 'a-file'}: a file, "
+                                                                         "not a folder\n")
+
+
+def test_one_run_folder_serves_one_run_at_a_time(chain, cli, tmp_path):
+    import fcntl
+
+    path, counter = chain
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    with open(run_dir / ".lock", "a") as held:  # another mmflow run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status, _, err = cli("run", path, "--run-dir", run_dir)
+    assert status == 2 and err.strip().splitlines()[-1] == (f"{run_dir}: another mmflow run is using this run "
+                                                            "folder; wait for it to finish or give another --run-dir")
+    assert ran(counter) == [] and not (run_dir / "first").exists()
+    assert cli("run", path, "--run-dir", run_dir)[0] == 0  # released: the next run goes ahead
