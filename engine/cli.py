@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="finish a failed run in RUN_DIR, or the run at a storage "
                      "URI (s3://.../<workflow>/<run-id>: copied into the runs root first)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and cached steps; run nothing")
+    run.add_argument("--verify", action="store_true", help="reuse a finished step only if every output's SHA-256 "
+                     "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
 
     sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
@@ -242,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
     distributed.configure_ray(args.address)
-    runner = Runner(wf, run_dir, args.runs_root)
+    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify)
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
         for entry in runner.plan():

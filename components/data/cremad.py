@@ -12,7 +12,7 @@ from pydantic import Field
 
 from mmflow.engine import StepContext, component
 
-from .media_dataset import MediaReaderParams
+from .media_dataset import MediaReaderParams, root_folder
 
 EMOTIONS = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]  # the reference code's index order
 
@@ -25,7 +25,7 @@ class CremaDParams(MediaReaderParams):
     classes: list[str] | None = Field(EMOTIONS, description="emotion codes in index order")
 
 
-@component("data.cremad", params=CremaDParams, outputs={"dataset": "dataset"})
+@component("data.cremad", params=CremaDParams, outputs={"dataset": "dataset"}, reads=root_folder)
 def cremad(ctx: StepContext, params: CremaDParams) -> dict:
     """CREMA-D (6 emotions): audio and frames of each clip; validation drawn from train."""
     from .media_dataset import ListedClip, read_media_dataset

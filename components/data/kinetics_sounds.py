@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mmflow.engine import StepContext, component
 
-from .media_dataset import MediaReaderParams
+from .media_dataset import MediaReaderParams, root_folder
 
 
 class KineticsSoundsParams(MediaReaderParams):
@@ -23,7 +23,7 @@ class KineticsSoundsParams(MediaReaderParams):
                                   "have one; otherwise validation is drawn from train)")
 
 
-@component("data.kinetics_sounds", params=KineticsSoundsParams, outputs={"dataset": "dataset"})
+@component("data.kinetics_sounds", params=KineticsSoundsParams, outputs={"dataset": "dataset"}, reads=root_folder)
 def kinetics_sounds(ctx: StepContext, params: KineticsSoundsParams) -> dict:
     """Kinetics-Sounds (31 classes): audio and frames of each 10 s clip."""
     from .media_dataset import ListedClip, read_media_dataset

@@ -66,6 +66,11 @@ class RootParams(Params):
         return root
 
 
+def root_folder(params: RootParams) -> list[Path]:
+    """What a reader of a dataset's root takes from outside the run: the whole folder (for its cache key)."""
+    return [Path(params.root)]
+
+
 class MediaReaderParams(RootParams):
     """Where a real-layout dataset lives and how to complete it."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -112,7 +111,7 @@ def train_model(ctx: StepContext, params: TrainClassifierParams, task: str, para
 
     config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "task": task}
     result = ctx.train(train_worker, config, parallel_tasks=parallel_tasks)  # a checkpoint every epoch
-    shutil.copytree(result.checkpoint, ctx.output("model"))
+    result.save_checkpoint(ctx.output("model"))
     final = result.history[-1]
     return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
             "history": result.history}

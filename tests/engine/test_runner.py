@@ -246,7 +246,7 @@ def test_a_running_step_sees_its_own_status_and_context_and_its_records_are_comp
     assert (running["state"], running["component"], running["version"]) == ("running", "test.inspect", "1")
     assert "    looking around" in echoed and echoed[0] == "[1/1] look (test.inspect)"
     done = json.loads((step / "status.json").read_text())
-    assert set(done) == set(running) | {"outputs", "seconds", "finished"}
+    assert set(done) == set(running) | {"outputs", "files", "seconds", "finished"}
     assert {k: done[k] for k in running if k != "state"} == {k: running[k] for k in running if k != "state"}
     assert done["state"] == "done" and done["outputs"] == {"report": digest_path(step / "outputs" / "report")}
     assert 0 <= done["seconds"] < 60 and round(done["seconds"], 3) == done["seconds"]
@@ -431,3 +431,59 @@ def test_one_run_folder_serves_one_run_at_a_time(chain, cli, tmp_path):
                                                             "folder; wait for it to finish or give another --run-dir")
     assert ran(counter) == [] and not (run_dir / "first").exists()
     assert cli("run", path, "--run-dir", run_dir)[0] == 0  # released: the next run goes ahead
+
+
+def test_a_changed_or_missing_output_is_not_reused(chain, cli, tmp_path):
+    path, counter = chain
+    r1 = tmp_path / "runs" / "chain" / "r1"
+    assert cli("run", path, "--run-dir", r1)[0] == 0
+    ran(counter)
+    copy = r1 / "second" / "outputs" / "copy"
+    copy.unlink()  # a deleted output: resume runs the step again rather than fail on it forever
+    status, _, err = cli("run", "--resume", r1)
+    assert status == 0 and ran(counter) == ["second"] and f"not reusing {r1 / 'second'}: outputs/copy is missing" in err
+    assert copy.read_text() == "abc!"
+    assert cli("run", "--resume", r1)[0] == 0 and ran(counter) == []
+    copy.write_text("")  # zeroed after the step finished: another run does not take it
+    status, out, err = cli("run", path)
+    assert status == 0 and ran(counter) == ["second"]  # third's input is the same again: third is reused
+    assert f"not reusing {r1 / 'second'}: outputs/copy changed after the step finished" in err
+
+
+def test_verify_reads_every_output_the_fast_path_trusts(chain, cli, tmp_path):
+    import os
+
+    path, counter = chain
+    r1 = tmp_path / "runs" / "chain" / "r1"
+    assert cli("run", path, "--run-dir", r1)[0] == 0
+    ran(counter)
+    copy = r1 / "second" / "outputs" / "copy"
+    copy.touch()  # only the mtime changes: the SHA-256 is read, matches, and the fast path holds again
+    status, _, err = cli("run", "--resume", r1)
+    assert status == 0 and ran(counter) == [] and "not reusing" not in err
+    recorded = json.loads((r1 / "second" / "status.json").read_text())["files"]["copy"]
+    assert recorded == [["", 4, copy.stat().st_mtime_ns]]
+    before = copy.stat()
+    copy.write_text("abc?")  # the same size, the mtime put back: only --verify sees it
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cli("run", "--resume", r1)[0] == 0 and ran(counter) == []
+    status, _, err = cli("run", "--resume", r1, "--verify")
+    assert status == 0 and ran(counter) == ["second"] and "outputs/copy changed after the step finished" in err
+
+
+def test_changed_outputs_covers_every_file_of_a_folder(tmp_path):
+    from mmflow.engine.runner import changed_outputs, digest_path, stat_fingerprint
+
+    folder = tmp_path / "step" / "outputs" / "shards"
+    folder.mkdir(parents=True)
+    for name in ("a.tar", "b.tar"):
+        (folder / name).write_bytes(b"x" * 10)
+    status = {"outputs": {"shards": digest_path(folder)}, "files": {"shards": stat_fingerprint(folder)}}
+    assert changed_outputs(tmp_path / "step", status) is None
+    assert changed_outputs(tmp_path / "step", {**status, "files": {}}) is None  # no fast path: the SHA-256 agrees
+    (folder / "c.tar").write_bytes(b"")  # an extra file
+    assert changed_outputs(tmp_path / "step", status) == ("outputs/shards changed after the step finished (its "
+                                                           "SHA-256 is not the one in status.json)")
+    (folder / "c.tar").unlink()
+    (folder / "b.tar").unlink()  # a deleted shard
+    assert "outputs/shards changed" in changed_outputs(tmp_path / "step", status)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from mmflow.components.data.media import MediaError, decode_jpeg, extract_audio,
 from mmflow.components.data import media_dataset
 from mmflow.components.data.media_dataset import read_clips
 
-from .media_trees import EMOTIONS, ave_tree, cremad_tree, kinetics_tree, write_video
+from .media_trees import EMOTIONS, ave_tree, cremad_tree, kinetics_tree, write_video, write_wav
 
 READ = """
 name: read
@@ -131,3 +133,57 @@ def test_an_unreadable_video_is_a_media_error_naming_it(tmp_path):
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(MediaError, match=str(bad)):
         extract_frames(bad, tmp_path / "frames")
+
+
+def test_changed_media_under_the_root_are_read_again(cli, write_workflow, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = cremad_tree(tmp_path / "CREMA-D", train_per_class=1)
+    wf = write_workflow(READ.format(component="data.cremad", root=root, extra=", val_fraction: 0"))
+    assert cli("run", wf)[0] == 0
+    status, out, _ = cli("run", wf)
+    assert status == 0 and out.splitlines()[1].split()[:2] == ["data", "reused"]
+    for i, wav in enumerate(sorted((root / "AudioWAV").glob("*.wav"))):  # the same names, other sounds
+        write_wav(wav, label=(i + 1) % 6, seconds=1.5, seed=i)
+    status, out, _ = cli("run", wf)
+    assert status == 0 and out.splitlines()[1].split()[:2] == ["data", "ran"]
+    shutil.rmtree(root / "Image-01-FPS" / "1001_TRAIN_ANG_XX")  # a clip's frames deleted
+    last = tmp_path / "runs" / "read" / "last"
+    status, out, _ = cli("run", wf, "--run-dir", last)
+    assert status == 0 and out.splitlines()[1].split()[:2] == ["data", "ran"]
+    clip = next(c for c in read_clips(last / "data" / "outputs" / "dataset", "train") if c.key == "1001_TRAIN_ANG_XX")
+    assert clip.missing  # read again: no frames now, and no video to take them from
+
+
+def test_a_readers_cache_key_follows_the_files_it_reads(write_workflow, tmp_path):
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import cache_key
+
+    root = tmp_path / "root"
+    (root / "linked").mkdir(parents=True)
+    (root / "a.wav").write_bytes(b"one")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.jpg").write_bytes(b"two")
+    (root / "linked" / "frames").symlink_to(elsewhere)  # datasets are often links to other disks
+
+    def key(how: str) -> str:
+        wf = load_workflow(write_workflow(READ.format(component="data.cremad", root=root, extra="")),
+                           [f"fingerprint={how}"])
+        return cache_key(wf.steps["data"], wf, {})
+
+    stat, content = key("stat"), key("sha256")
+    (elsewhere / "b.jpg").write_bytes(b"TWO")  # the same size, through the link
+    assert key("stat") != stat and key("sha256") != content
+    stat, content = key("stat"), key("sha256")
+    os.utime(root / "a.wav", ns=(0, 0))  # touched, not changed: only stat sees it
+    assert key("stat") != stat and key("sha256") == content
+    (root / "a.wav").unlink()
+    assert key("sha256") != content
+
+
+def test_every_reader_of_files_outside_the_run_names_them_for_its_cache_key():
+    from mmflow.engine import REGISTRY
+
+    readers = [name for name in REGISTRY.names() if "root" in REGISTRY.get(name).params.model_fields]
+    assert sorted(readers) == ["data.ave", "data.ave_features", "data.cg_mnist", "data.cremad", "data.kinetics_sounds"]
+    assert all(REGISTRY.get(name).reads is not None for name in readers)

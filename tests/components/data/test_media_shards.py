@@ -167,6 +167,17 @@ steps:
 """
 
 
+def record_outputs_as_they_are(step_dir):
+    """Rewrite a finished step's status so that its outputs, as they are now, are the ones it wrote."""
+    from mmflow.engine.runner import digest_path, stat_fingerprint
+
+    status = json.loads((step_dir / "status.json").read_text())
+    outputs = {name: step_dir / "outputs" / name for name in status["outputs"]}
+    status["outputs"] = {name: digest_path(path) for name, path in outputs.items()}
+    status["files"] = {name: stat_fingerprint(path) for name, path in outputs.items()}
+    (step_dir / "status.json").write_text(json.dumps(status))
+
+
 def test_training_and_evaluation_skip_and_count_a_truncated_shard(cli, write_workflow, tmp_path):
     from .test_shards import truncate_at_sample
 
@@ -175,6 +186,7 @@ def test_training_and_evaluation_skip_and_count_a_truncated_shard(cli, write_wor
     assert status == 0, out + err
     shards = next((tmp_path / "runs" / "skipping").glob("*/shard/outputs"))
     truncate_at_sample(shards / "train" / "shard-000002.tar", 3, inside=False)
+    record_outputs_as_they_are(shards.parent)  # a shard cut short as it was written, not after
     status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs")
     assert status == 0, out + err
     first = shards.parent.parent

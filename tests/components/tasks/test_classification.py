@@ -79,9 +79,12 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(8) % 2, "a": torch.randn(8, 2),
                                                     "b": torch.randn(8, 3)}}, num_classes=2)
     write_shards(iter_samples(tmp_path / "ds", "train"), tmp_path / "shards", 8, num_classes=2)
+    from mmflow.engine.distributed import HISTORY_FILE
+
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     (checkpoint / "model.pt").write_text("weights")
+    (checkpoint / HISTORY_FILE).write_text('[{"epoch_seconds": 1.5}]')
     history = [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0, "train_accuracy": 0.75}]
     asked = []
 
@@ -93,8 +96,48 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
                           train=train)
     metrics = train_classifier(ctx, TrainClassifierParams())
     assert metrics == {"loss": 1.0, "train_accuracy": 0.75, "epochs": 2, "history": history}
+    assert [p.name for p in (tmp_path / "out" / "model").iterdir()] == ["model.pt"]  # no timings in the model
     assert (tmp_path / "out" / "model" / "model.pt").read_text() == "weights"
     online = TrainClassifierParams.model_validate({"method": {"name": "gblend", "mode": "online"}})
     (tmp_path / "out" / "model").rename(tmp_path / "first")
     train_classifier(ctx, online)
     assert asked == [("classification", 0), ("classification", 3)]  # online G-Blend: a probe per head at once
+
+
+def test_a_zeroed_model_is_retrained_not_evaluated(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("run", REPO / "workflows" / "quickstart.yaml", "--set", "executor=inline",
+            "--set", "steps.train.params.epochs=1")
+    r1, r2 = (tmp_path / "runs" / "quickstart" / name for name in ("r1", "r2"))
+    assert cli(*args, "--run-dir", r1)[0] == 0
+    model = r1 / "train" / "outputs" / "model" / "model.pt"
+    model.write_bytes(bytes(model.stat().st_size))
+    status, out, err = cli(*args, "--run-dir", r2)
+    assert status == 0, err
+    assert "outputs/model changed after the step finished" in err
+    # the model trained again is the same bytes (no timings in it), so the evaluation of it is reused
+    assert [line.split()[:2] for line in out.splitlines()[1:5]] == [["data", "reused"], ["shard", "reused"],
+                                                                     ["train", "ran"], ["eval", "reused"]]
+    recorded = json.loads((r1 / "train" / "status.json").read_text())["outputs"]
+    assert json.loads((r2 / "train" / "status.json").read_text())["outputs"] == recorded
+
+
+def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
+    from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
+    from mmflow.components.data.shards import write_shards
+    from mmflow.components.tasks.classification import TrainClassifierParams
+    from mmflow.components.tasks.classifier_training import train_worker
+    from mmflow.engine.distributed import run_training
+    from mmflow.engine.runner import digest_path
+    from mmflow.engine.spec import Resources
+
+    save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(32) % 2, "a": torch.randn(32, 3)}},
+                        num_classes=2)
+    write_shards(iter_samples(tmp_path / "ds", "train"), tmp_path / "shards", 16, num_classes=2)
+    config = {"params": TrainClassifierParams(epochs=2, batch_size=8, hidden=[4], embedding_dim=4).model_dump(),
+              "train": str(tmp_path / "shards")}
+    for attempt in ("one", "two"):
+        result = run_training(train_worker, config, executor="inline", resources=Resources(),
+                              storage=tmp_path / f"scratch_{attempt}", seed=0, log=lambda _: None)
+        result.save_checkpoint(tmp_path / attempt)
+    assert digest_path(tmp_path / "one") == digest_path(tmp_path / "two")
