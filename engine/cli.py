@@ -40,9 +40,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `mmflow graph wf.yaml | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path that is a file, a folder not there, a read-only or full disk
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a filesystem error: the path(s), then what the system said."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{paths}: {reason}" if paths else reason
 
 
 def _interrupt(signum: int, frame: object) -> None:

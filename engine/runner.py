@@ -82,8 +82,12 @@ def new_run_dir(runs_root: Path, workflow_name: str) -> Path:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers never see a partial file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no temporary behind
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -236,6 +240,7 @@ class Runner:
             self.storage.exists()  # unreachable storage fails here, before anything is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with _run_lock(self.run_dir):
+            self._clean_temporaries()
             self._register_elsewhere()
             self._write_run_record("running")
             outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
@@ -244,7 +249,8 @@ class Runner:
                     self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
                     outcomes[i] = self._run_step(self.workflow.steps[name])
             except BaseException as exc:
-                self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+                with contextlib.suppress(OSError):  # a full disk: what went wrong first is what to report
+                    self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
                 raise
             finally:
                 from . import distributed
@@ -308,11 +314,13 @@ class Runner:
                 raise RuntimeError(f"component '{step.component.name}' did not write output(s) {missing}")
         except BaseException as exc:
             log = step_dir / "error.log"
-            log.write_text("".join(traceback.format_exception(exc)))
             shutil.rmtree(staging, ignore_errors=True)
             interrupted = isinstance(exc, KeyboardInterrupt)
-            write_json(step_dir / STATUS, {**status, "state": "interrupted" if interrupted else "failed",
-                                           "error": f"{type(exc).__name__}: {exc}", "finished": _now()})
+            with contextlib.suppress(OSError):  # the step is marked even when its log cannot be written
+                log.write_text("".join(traceback.format_exception(exc)))
+            with contextlib.suppress(OSError):
+                write_json(step_dir / STATUS, {**status, "state": "interrupted" if interrupted else "failed",
+                                               "error": f"{type(exc).__name__}: {exc}", "finished": _now()})
             if interrupted:
                 raise
             if isinstance(exc, InputDataError):
@@ -375,6 +383,13 @@ class Runner:
     @staticmethod
     def _fingerprints(step_dir: Path, status: dict[str, Any]) -> dict[str, list[list[Any]]]:
         return {name: stat_fingerprint(step_dir / "outputs" / name) for name in status["outputs"]}
+
+    def _clean_temporaries(self) -> None:
+        """Remove what an earlier process in this folder left half-written (killed, or the disk full)."""
+        for folder in (self.run_dir, *(self.run_dir / name for name in self.workflow.order)):
+            shutil.rmtree(folder / ".outputs.tmp", ignore_errors=True)
+            for partial in folder.glob(".*.tmp"):
+                partial.unlink(missing_ok=True)
 
     def _register_elsewhere(self) -> None:
         """A run folder outside the runs root (--run-dir) is listed in it, so later runs reuse its steps."""
@@ -501,8 +516,14 @@ def resume_workflow(run_dir: Path, overrides: list[str]) -> Workflow:
     record_file = run_dir / RUN_RECORD
     if not record_file.exists() or not (run_dir / "workflow.yaml").exists():
         raise UsageError(f"--resume {run_dir}: not a run directory (no run.json / workflow.yaml)")
-    record = json.loads(record_file.read_text())
-    return load_workflow(run_dir / "workflow.yaml", list(record.get("overrides", [])) + overrides)
+    try:
+        record = json.loads(record_file.read_text())
+    except ValueError:  # cut short, or not written by mmflow
+        record = None
+    stored = record.get("overrides", []) if isinstance(record, dict) else None
+    if not isinstance(stored, list) or not all(isinstance(o, str) for o in stored):
+        raise UsageError(f"{record_file}: not a run record (expected JSON with a list of overrides)")
+    return load_workflow(run_dir / "workflow.yaml", stored + overrides)
 
 
 def fetch_run(stored: Storage, runs_root: Path) -> Path:

@@ -73,11 +73,7 @@ def _official(root: Path, color_file: str) -> dict[str, dict[str, torch.Tensor]]
             mnist = MNIST(str(root), train=split == "train", download=False)
         except (RuntimeError, OSError) as exc:
             raise InputDataError(f"{raw}: cannot read the {split} IDX files ({exc})") from None
-        try:
-            color, color_labels = np.asarray(colored[f"{split}_image"]), np.asarray(colored[f"{split}_label"])
-        except KeyError as exc:
-            raise InputDataError(f"{root / color_file}: no key {exc} (expected train_image, train_label, "
-                                 "test_image, test_label)") from None
+        color, color_labels = colored[f"{split}_image"], colored[f"{split}_label"]
         labels = mnist.targets.numpy().astype(np.int64)
         if color.shape[0] != labels.shape[0] or not np.array_equal(color_labels.astype(np.int64), labels):
             raise InputDataError(f"{root / color_file}: {split} images do not pair with MNIST by index "
@@ -101,8 +97,13 @@ class _ArraysOnly(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_pickled_npy(path: Path) -> dict:
-    """Read an object .npy holding a pickled dict of arrays without executing arbitrary pickles."""
+#: the arrays of the official colored digits: key -> shape after the sample count (images are N x 28 x 28 x RGB)
+COLORED_ARRAYS = {"train_image": (28, 28, 3), "train_label": (), "test_image": (28, 28, 3), "test_label": ()}
+
+
+def load_pickled_npy(path: Path) -> dict[str, np.ndarray]:
+    """Read the official colored digits, an object .npy holding a pickled dict of numeric arrays, without running
+    code or building anything the file does not hold (nested lists sharing references would expand)."""
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
@@ -116,9 +117,18 @@ def load_pickled_npy(path: Path) -> dict:
             value = _ArraysOnly(fh).load()
     except FileNotFoundError:
         raise InputDataError(f"{path}: missing (the colored digits of the official CG-MNIST)") from None
-    except (pickle.UnpicklingError, ValueError, EOFError) as exc:
-        raise InputDataError(f"{path}: unreadable colored digits ({exc})") from None
+    except InputDataError:
+        raise
+    except Exception as exc:  # whatever a malformed pickle makes numpy or pickle raise
+        raise InputDataError(f"{path}: unreadable colored digits ({type(exc).__name__}: {exc})") from None
     value = value.item() if isinstance(value, np.ndarray) and value.dtype.hasobject and value.shape == () else value
     if not isinstance(value, dict):
-        raise InputDataError(f"{path}: expected a dict with train_image/train_label/test_image/test_label")
-    return value
+        raise InputDataError(f"{path}: expected a dict with {', '.join(COLORED_ARRAYS)}")
+    for key, shape in COLORED_ARRAYS.items():
+        array = value.get(key)
+        if not (isinstance(array, np.ndarray) and array.dtype.kind in "uif" and array.shape[1:] == shape
+                and array.ndim == len(shape) + 1):
+            found = f"a {array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray) else \
+                type(array).__name__ if key in value else "nothing"
+            raise InputDataError(f"{path}: {key} must be a numeric array of shape {('N', *shape)}, found {found}")
+    return {key: value[key] for key in COLORED_ARRAYS}

@@ -108,6 +108,9 @@ def read_list(path: Path, parse: Any) -> list[ListedClip]:
         if clip is None:
             continue
         clip = dataclasses.replace(clip, where=f"{path}:{number}")
+        if clip.id in ("", ".", "..") or any(sep in clip.id for sep in ("/", "\\", "\0")):
+            raise InputDataError(f"{path}:{number}: clip id {clip.id!r} is not a file name (media are looked up "
+                                 "by it inside the dataset's root)")
         if clip.id in seen:
             raise InputDataError(f"{path}:{number}: clip {clip.id!r} is listed twice")
         seen.add(clip.id)
@@ -115,6 +118,19 @@ def read_list(path: Path, parse: Any) -> list[ListedClip]:
     if not clips:
         raise InputDataError(f"{path}: no clips listed")
     return clips
+
+
+def check_keys(splits: dict[str, list[ListedClip]]) -> None:
+    """Each sample key names one clip: ids that differ only where a key cannot hold a character (dots, spaces...)
+    would share a key, in the shards and in the names of media extracted for them."""
+    owners: dict[str, ListedClip] = {}
+    for clips in splits.values():
+        for clip in clips:
+            key = sample_key(clip.id)
+            first = owners.setdefault(key, clip)
+            if first.id != clip.id:
+                raise InputDataError(f"{clip.where}: clips {clip.id!r} and {first.id!r} ({first.where}) would share "
+                                     f"the sample key {key!r}; rename one")
 
 
 def class_names(splits: dict[str, list[ListedClip]], classes: list[str] | None) -> list[str]:
@@ -242,6 +258,7 @@ def read_media_dataset(ctx: StepContext, params: MediaReaderParams, parse: Any) 
     if not root.is_dir():
         raise InputDataError(f"{root}: dataset root folder not found (set params.root)")
     listed = {split: read_list(root / name, parse) for split, name in params.lists.items()}
+    check_keys(listed)
     classes = class_names(listed, params.classes)
     splits = locate(ctx, params, root, listed, classes)
     if "val" in listed:

@@ -29,6 +29,8 @@ from .datasets import SEGMENTS, Sample
 
 MANIFEST = "manifest.json"
 Uneven = Literal["pad", "drop"]
+Verify = Literal["once", "every_epoch"]
+_VERIFIED: dict[tuple[str, str], str | None] = {}  # (tar, manifest SHA-256) -> what is wrong, hashed once a process
 
 
 def write_shards(samples: Iterable[Sample], out: Path, samples_per_shard: int, num_classes: int,
@@ -124,6 +126,23 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     return np.dtype(fields["descr"]), tuple(fields["shape"]), bool(fields["fortran_order"])
 
 
+def tar_problem(path: str, sha256: str, again: bool = False) -> str | None:
+    """What is wrong with the tar at `path` against the SHA-256 its manifest records, or None; hashed once per
+    process unless `again` (a changed tar then goes unnoticed until the next process)."""
+    if again or (path, sha256) not in _VERIFIED:
+        try:
+            digest = hashlib.sha256()
+            with open(path, "rb") as tar:
+                for block in iter(lambda: tar.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as error:
+            _VERIFIED[path, sha256] = f"unreadable shard ({error.strerror or error})"
+        else:
+            _VERIFIED[path, sha256] = None if digest.hexdigest() == sha256 else (
+                "the shard changed after it was written (its SHA-256 is not the manifest's)")
+    return _VERIFIED[path, sha256]
+
+
 def load_manifest(shards_dir: Path) -> dict:
     """Read a shard folder's manifest."""
     return json.loads((Path(shards_dir) / MANIFEST).read_text())
@@ -202,14 +221,17 @@ class ShardReader:
 
     Media shards (a manifest with a `media` section) are decoded and transformed as they are
     read, with training augmentation when `augment`. A truncated or corrupt tar (one that
-    yields fewer samples than its manifest entry says) raises an InputDataError naming it, or
-    with `on_error="skip"` is counted in `corrupt_reads` while padding keeps the rank's count.
+    yields fewer samples than its manifest entry says, or whose SHA-256 is not the manifest's:
+    checked before its first read in a process, or every epoch with `verify="every_epoch"`)
+    raises an InputDataError naming it, or with `on_error="skip"` is left out and counted in
+    `corrupt_reads` (once per tar and epoch) while padding keeps the rank's count; with
+    `pad=False` (evaluation) each readable sample is yielded once instead.
     """
 
     def __init__(self, shards_dir: Path, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True, shuffle_buffer: int = 1000, uneven: Uneven = "pad",
                  keys: Iterable[str] | None = None, augment: bool = False, workers: int = 0,
-                 on_error: Literal["fail", "skip"] = "fail") -> None:
+                 on_error: Literal["fail", "skip"] = "fail", verify: Verify = "once", pad: bool = True) -> None:
         self.dir = Path(shards_dir)
         self.manifest = load_manifest(self.dir)
         if not self.manifest["num_samples"]:
@@ -222,7 +244,7 @@ class ShardReader:
         self.modalities = list(self.manifest["modalities"])
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle, self.shuffle_buffer, self.uneven = shuffle, shuffle_buffer, uneven
-        self.workers, self.on_error = workers, on_error
+        self.workers, self.on_error, self.verify, self.pad = workers, on_error, verify, pad
         self.corrupt_reads = 0  # shard reads cut short, in this process (on_error="skip")
         self._decode_media = None
         if "media" in self.manifest:
@@ -246,6 +268,9 @@ class ShardReader:
         plan = self.plan(epoch)
         urls = {shard["name"]: shard.get("url") or str(self.dir / shard["name"]) for shard in self.manifest["shards"]}
         stored = {urls[s["name"]]: s.get("stored", s["count"]) for s in self.manifest["shards"]}
+        # loader processes (parts > 1) take the parent's check (see batches)
+        reported: set[str] = set()  # tars counted as corrupt this epoch, however many padding passes read them
+        readable = self.readable(plan.shards, again=self.verify == "every_epoch" and parts == 1, reported=reported)
         seen: collections.Counter[str] = collections.Counter()  # samples read per tar in this pass
         required = {"cls", *self.modalities}
         flagged: set[str] = set()
@@ -253,19 +278,21 @@ class ShardReader:
         def tar_error(error: Exception) -> bool:
             url = next((a for a in reversed(error.args) if isinstance(a, str) and a in stored), "a shard")
             flagged.add(url)
-            return self._corrupt(url, f"truncated or corrupt shard ({type(error).__name__}: {error.args[0]})")
+            return self._corrupt(url, f"truncated or corrupt shard ({type(error).__name__}: {error.args[0]})",
+                                 reported)
 
         def count(source: Iterable[dict]) -> Iterator[dict]:
             for sample in source:
                 fields = {name.split(".")[0] for name in sample if not name.startswith("__")}
                 if fields < required:  # the tar ends inside this sample
                     flagged.add(sample["__url__"])
-                    self._corrupt(sample["__url__"], f"truncated shard: sample {sample['__key__']} is incomplete")
+                    self._corrupt(sample["__url__"], f"truncated shard: sample {sample['__key__']} is incomplete",
+                                  reported)
                     continue
                 seen[sample["__url__"]] += 1
                 yield sample
 
-        stages = [wds.SimpleShardList([urls[name] for name in plan.shards]),
+        stages = [wds.SimpleShardList([urls[name] for name in readable]),
                   wds.tarfile_to_samples(handler=tar_error), count]
         if self._keys is not None:
             stages.append(wds.select(lambda sample: sample["__key__"] in self._keys))
@@ -288,17 +315,38 @@ class ShardReader:
                 yielded += 1
                 if yielded == target:
                     return
-            for url in (urls[name] for name in plan.shards):  # a tar cut at a member boundary reads silently short
+            for url in (urls[name] for name in readable):  # a tar cut at a member boundary reads silently short
                 if url not in flagged and seen[url] < stored[url]:
-                    self._corrupt(url, f"truncated shard: {seen[url]} of {stored[url]} samples readable")
+                    self._corrupt(url, f"truncated shard: {seen[url]} of {stored[url]} samples readable", reported)
             if not seen:
                 raise InputDataError(f"{self.dir}: no readable sample in this rank's shards for epoch {epoch}")
+            if not self.pad:
+                return
 
-    def _corrupt(self, url: str, reason: str) -> bool:
-        """Fail naming the shard, or count it and go on (webdataset handler protocol: True = continue)."""
+    def readable(self, names: list[str], again: bool = False, reported: set[str] | None = None) -> list[str]:
+        """The shards of `names` whose SHA-256 is the manifest's (a remote `url` is not checked); each other one
+        fails the read, or is left out and counted."""
+        entries = {shard["name"]: shard for shard in self.manifest["shards"]}
+        kept = []
+        for name in names:
+            entry = entries[name]
+            problem = None if entry.get("url") or "sha256" not in entry else \
+                tar_problem(str(self.dir / name), entry["sha256"], again)
+            if problem is None:
+                kept.append(name)
+            else:
+                self._corrupt(str(self.dir / name), problem, reported)
+        return kept
+
+    def _corrupt(self, url: str, reason: str, reported: set[str] | None = None) -> bool:
+        """Fail naming the shard, or count it (once in `reported`) and go on (webdataset handler protocol:
+        True = continue)."""
         if self.on_error == "fail":
             raise InputDataError(f"{url}: {reason}")
-        self.corrupt_reads += 1
+        if reported is None or url not in reported:
+            self.corrupt_reads += 1
+        if reported is not None:
+            reported.add(url)
         return True
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
@@ -308,6 +356,7 @@ class ShardReader:
         batches are the same.
         """
         if self.workers:
+            self.readable(self.plan(epoch).shards, again=self.verify == "every_epoch")  # not in every loader process
             loader = torch.utils.data.DataLoader(_LoaderPart(self, epoch, batch_size), batch_size=None,
                                                  num_workers=self.workers)
             try:

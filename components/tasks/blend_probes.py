@@ -36,7 +36,7 @@ def holdout_split(keys: list[str], params: BlendEstimateParams, seed: int) -> tu
 
 def load_samples(train_dir: Path, keys: list[str], batch_size: int = 1024) -> Samples:
     """The given samples read once into memory (blend-validation and T' are measured twice per probe)."""
-    batches = list(ShardReader(train_dir, keys=keys, shuffle=False).batches(0, batch_size))
+    batches = list(ShardReader(train_dir, keys=keys, shuffle=False, pad=False).batches(0, batch_size))
     return ({m: torch.cat([features[m] for features, _ in batches]) for m in batches[0][0]},
             torch.cat([labels for _, labels in batches]))
 

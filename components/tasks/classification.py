@@ -33,6 +33,9 @@ class ClassifierParams(Params):
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
         "(corrupt_shard_reads; ranks stay even by padding)")
+    verify_shards: Literal["once", "every_epoch"] = Field(
+        "once", description="check each shard against the SHA-256 in its manifest before a worker first reads it, "
+        "or before every epoch (for shards that may change during training)")
 
     @model_validator(mode="after")
     def _fits_encoder(self) -> "ClassifierParams":
@@ -129,10 +132,10 @@ class EvalClassifierParams(Params):
     batch_size: int = Field(512, ge=1, description="samples per inference batch")
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
-        "(corrupt_shard_reads)")
+        "(corrupt_shard_reads); each readable sample is scored once (test_samples, unreadable_test_samples)")
 
 
-@component("eval.classifier", params=EvalClassifierParams,
+@component("eval.classifier", params=EvalClassifierParams, version="2",
            inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"})
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""

@@ -53,7 +53,8 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
             holdout = load_samples(train_dir, holdout_keys)
     reader = ShardReader(train_dir, rank=session.rank, world_size=session.world_size, seed=session.seed,
                          shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys,
-                         augment=True, workers=params.loader_workers, on_error=params.on_error)
+                         augment=True, workers=params.loader_workers, on_error=params.on_error,
+                         verify=params.verify_shards)
     plan = reader.plan(0)
     if plan.padded or plan.dropped:
         session.log(f"shards split unevenly over {session.world_size} workers: "
@@ -225,10 +226,10 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
     """
     model, architecture = load_classifier(model_dir)
-    train = ShardReader(train_dir, shuffle=False, on_error=on_error)
+    train = ShardReader(train_dir, shuffle=False, on_error=on_error, pad=False)  # every sample once
     sums, counts = class_sums(model, train.batches(0, batch_size), architecture["num_classes"], torch.device("cpu"))
     prototypes = {m: update_prototypes(None, s, counts) for m, s in sums.items()}
-    reader = ShardReader(test_dir, shuffle=False, on_error=on_error)
+    reader = ShardReader(test_dir, shuffle=False, on_error=on_error, pad=False)
     correct: dict[str, int] = {}
     total = 0
     for features, labels in reader.batches(0, batch_size):
@@ -245,5 +246,6 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
     metrics["chance"] = 1 / architecture["num_classes"]
     if on_error == "skip":
         metrics["corrupt_shard_reads"] = train.corrupt_reads + reader.corrupt_reads
-    metrics["test_samples"] = total
+        metrics["unreadable_test_samples"] = reader.manifest["num_samples"] - total
+    metrics["test_samples"] = total  # scored, each once
     return metrics

@@ -17,7 +17,7 @@ def segment_outputs(model: torch.nn.Module, shards: Path, batch_size: int) -> tu
     logits: dict[str, list[torch.Tensor]] = {}
     embeddings: dict[str, list[torch.Tensor]] = {}
     labels = []
-    for features, segment_labels in ShardReader(shards, shuffle=False).batches(0, batch_size):
+    for features, segment_labels in ShardReader(shards, shuffle=False, pad=False).batches(0, batch_size):
         out = model(features)
         logits.setdefault("fused", []).append(out.logits)
         for m, value in out.modality_logits.items():

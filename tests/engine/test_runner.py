@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+
+from mmflow.engine import StepFailed
 
 WORKFLOW = """
 name: chain
@@ -487,3 +490,64 @@ def test_changed_outputs_covers_every_file_of_a_folder(tmp_path):
     (folder / "c.tar").unlink()
     (folder / "b.tar").unlink()  # a deleted shard
     assert "outputs/shards changed" in changed_outputs(tmp_path / "step", status)
+
+
+def test_filesystem_mistakes_are_one_line(chain, cli, tmp_path):
+    path, counter = chain
+    (tmp_path / "a-file").write_text("x")
+    status, _, err = cli("run", path, "--runs-root", tmp_path / "a-file")
+    assert status == 2 and err.splitlines()[-1].startswith(f"error: {tmp_path / 'a-file'}/chain/") and \
+        err.splitlines()[-1].endswith(": Not a directory") and "Traceback" not in err
+    status, _, err = cli("schema", "-o", tmp_path / "nowhere" / "x.json")
+    assert (status, err) == (2, f"error: {tmp_path / 'nowhere' / 'x.json'}: No such file or directory\n")
+    r1 = tmp_path / "r1"
+    assert cli("run", path, "--run-dir", r1)[0] == 0
+    shutil.rmtree(r1 / "third")
+    (r1 / "third").write_text("in the way")  # a file where a step folder goes
+    status, _, err = cli("run", "--resume", r1)
+    assert status == 2 and err.splitlines()[-1] == f"error: {r1 / 'third'}: File exists", err
+    assert json.loads((r1 / "run.json").read_text())["state"] == "failed"
+    (r1 / "run.json").write_text('{"overrides": [')  # cut short
+    status, _, err = cli("run", "--resume", r1)
+    assert (status, err) == (2, f"{r1 / 'run.json'}: not a run record (expected JSON with a list of overrides)\n")
+
+
+def test_a_step_is_marked_failed_when_its_log_cannot_be_written_and_leftovers_go(chain, cli, tmp_path, monkeypatch):
+    from mmflow.engine import load_workflow
+    from mmflow.engine.runner import Runner
+
+    path, counter = chain
+    (tmp_path / "fail.flag").touch()
+    write_text = Path.write_text
+
+    def disk_full(self, *args, **kwargs):
+        if self.name == "error.log":
+            raise OSError(28, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    r1 = tmp_path / "r1"
+    with pytest.raises(StepFailed):
+        Runner(load_workflow(path), r1, tmp_path / "runs", echo=lambda _: None).run()
+    assert json.loads((r1 / "second" / "status.json").read_text())["state"] == "failed"
+    assert json.loads((r1 / "run.json").read_text())["state"] == "failed" and not list(r1.rglob("*.tmp"))
+    monkeypatch.setattr(Path, "write_text", write_text)
+    leftovers = [r1 / "second" / ".outputs.tmp" / "copy", r1 / ".run.json.tmp", r1 / "first" / ".status.json.tmp"]
+    for leftover in leftovers:
+        leftover.parent.mkdir(exist_ok=True)
+        leftover.write_text("half")
+    (tmp_path / "fail.flag").unlink()
+    assert cli("run", "--resume", r1)[0] == 0
+    assert not any(p.exists() for p in leftovers) and ran(counter) == ["second", "third"]
+
+
+def test_an_atomic_write_that_fails_leaves_no_temporary(tmp_path, monkeypatch):
+    from mmflow.engine.runner import atomic_write_text
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", full)
+    with pytest.raises(OSError):
+        atomic_write_text(tmp_path / "status.json", "{}")
+    assert list(tmp_path.iterdir()) == []

@@ -103,3 +103,29 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(InputDataError, match="refusing to load"):
         load_pickled_npy(path)
     assert not (tmp_path / "pwned").exists()
+
+
+class _BadDtype:
+    def __reduce__(self):
+        return (np.dtype, ("definitely-not-a-dtype",))
+
+
+@pytest.mark.parametrize("colored, says", [
+    # 433 bytes that np.asarray would expand to 10^9 elements: lists sharing references
+    ({"train_image": [[[0] * 1000] * 1000] * 1000}, "train_image must be a numeric array of shape ('N', 28, 28, 3), "
+                                                    "found list"),
+    ({"train_image": _BadDtype()}, "unreadable colored digits (TypeError: data type 'definitely-not-a-dtype' not "
+                                   "understood)"),
+    ({"train_image": np.zeros((6, 3, 28, 28), np.uint8), "train_label": np.zeros(6), "test_image": np.zeros(
+        (4, 28, 28, 3), np.uint8), "test_label": np.zeros(4)},
+     "train_image must be a numeric array of shape ('N', 28, 28, 3), found a uint8 array of shape (6, 3, 28, 28)"),
+    ({"train_image": np.zeros((6, 28, 28, 3), np.uint8)}, "train_label must be a numeric array of shape ('N',), "
+                                                          "found nothing"),
+])
+def test_malformed_colored_digits_are_one_line_naming_the_file(official_root, colored, says):
+    path = official_root / "colored_mnist" / "mnist_10color_jitter_var_0.030.npy"
+    np.save(path, np.array(colored, dtype=object), allow_pickle=True)
+    assert path.stat().st_size < 50_000  # the lists: a few hundred bytes
+    with pytest.raises(InputDataError) as error:
+        build_cg_mnist(CGMNISTParams(root=str(official_root)), seed=0)
+    assert str(error.value) == f"{path}: {says}"

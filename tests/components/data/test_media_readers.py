@@ -76,6 +76,26 @@ def test_cremad_names_the_list_line_of_an_unknown_emotion(cli, write_workflow, t
     assert status == 2 and f"{root / 'test.csv'}:2: unknown class 'JOY'" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("lines, says", [
+    ("1001_TRAIN_NEU_XX.x,NEU\n1001_TRAIN_NEU_XX_x,ANG\n",
+     "test.csv:2: clips '1001_TRAIN_NEU_XX_x' and '1001_TRAIN_NEU_XX.x' (ROOT/test.csv:1) would share the sample key "
+     "'1001_TRAIN_NEU_XX_x'; rename one"),
+    ("1001_TRAIN_NEU_XX,NEU\n../../outside,NEU\n",
+     "test.csv:2: clip id '../../outside' is not a file name (media are looked up by it inside the dataset's root)"),
+])
+def test_list_lines_name_one_clip_each_inside_the_root(cli, write_workflow, tmp_path, lines, says):
+    root = cremad_tree(tmp_path / "CREMA-D", train_per_class=1)
+    outside = tmp_path / "outside"  # what ../../outside reaches from root/AudioWAV
+    write_wav(outside.with_suffix(".wav"), label=0, seconds=1)
+    for clip in ("1001_TRAIN_NEU_XX.x", "1001_TRAIN_NEU_XX_x"):
+        write_wav(root / "AudioWAV" / f"{clip}.wav", label=0, seconds=1)
+    (root / "test.csv").write_text(lines)
+    wf = write_workflow(READ.format(component="data.cremad", root=root, extra=""))
+    status, _, err = cli("run", wf, "--run-dir", tmp_path / "run")
+    assert status == 2 and err.splitlines()[-1] == (
+        f"error: step 'data' failed: {root}/" + says.replace("ROOT", str(root))), err
+
+
 def test_a_shipped_reader_without_root_fails_validation_with_the_fix(cli, write_workflow):
     wf = write_workflow("name: r\nsteps:\n  data:\n    component: data.ave\n    params: {root: null}\n")
     status, _, err = cli("validate", wf)

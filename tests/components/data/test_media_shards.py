@@ -128,12 +128,15 @@ def test_bad_media_are_skipped_and_counted_with_on_error_skip(cli, write_workflo
 
 
 def test_a_truncated_shard_is_named_when_read(cli, write_workflow, tmp_path):
+    from .test_shards import record_as_written
+
     root = cremad_tree(tmp_path / "CREMA-D", train_per_class=1)
     status, log, step = shard(cli, write_workflow, tmp_path, root, store="arrays")
     assert status == 0, log
     tar = step / "outputs" / "test" / "shard-000000.tar"
     tar.chmod(0o644)
     tar.write_bytes(tar.read_bytes()[:30_000])
+    record_as_written(tar)
     with pytest.raises(InputDataError, match=f"{tar}: truncated or corrupt shard"):
         list(ShardReader(tar.parent, shuffle=False).samples(0))
 
@@ -186,11 +189,36 @@ def test_training_and_evaluation_skip_and_count_a_truncated_shard(cli, write_wor
     assert status == 0, out + err
     shards = next((tmp_path / "runs" / "skipping").glob("*/shard/outputs"))
     truncate_at_sample(shards / "train" / "shard-000002.tar", 3, inside=False)
-    record_outputs_as_they_are(shards.parent)  # a shard cut short as it was written, not after
-    status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs")
+    truncate_at_sample(shards / "test" / "shard-000001.tar", 3, inside=True)  # 3 of 10 test samples readable
+    record_outputs_as_they_are(shards.parent)  # shards cut short as they were written, not after
+    run = tmp_path / "runs" / "skipping" / "again"
+    status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs", "--run-dir", run)
     assert status == 0, out + err
-    first = shards.parent.parent
-    run = next(p for p in (tmp_path / "runs" / "skipping").glob("*/") if p != first)
     history = json.loads((run / "train" / "metrics.json").read_text())["history"]
     assert [epoch["corrupt_shard_reads"] for epoch in history] == [1, 1]
-    assert json.loads((run / "eval" / "metrics.json").read_text())["corrupt_shard_reads"] == 1
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    # each readable test sample scored once: no padding with repeats, and the count says so
+    assert (metrics["test_samples"], metrics["unreadable_test_samples"], metrics["corrupt_shard_reads"]) == (13, 7, 2)
+
+
+def test_a_shard_changed_in_place_is_not_trained_on(cli, write_workflow, tmp_path):
+    import os
+
+    from .test_shards import overwrite_label
+
+    wf = write_workflow(SKIPPING)
+    run = tmp_path / "runs" / "skipping"
+    assert cli("run", wf, "--runs-root", tmp_path / "runs", "--run-dir", run / "first",
+               "--set", "steps.train.params.epochs=1")[0] == 0
+    tar = run / "first" / "shard" / "outputs" / "train" / "shard-000002.tar"
+    before = tar.stat()
+    overwrite_label(tar, json.loads((tar.parent / "manifest.json").read_text())["shards"][2]["keys"][0], 0)
+    os.utime(tar, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same size and mtime: the run reuses the step
+    status, _, err = cli("run", wf, "--runs-root", tmp_path / "runs", "--run-dir", run / "failing",
+                         "--set", "steps.train.params.on_error=fail")
+    reused = run / "failing" / "shard" / "outputs" / "train" / "shard-000002.tar"
+    assert status == 2 and f"{reused}: the shard changed after it was written" in err
+    status, out, err = cli("run", wf, "--runs-root", tmp_path / "runs", "--run-dir", run / "skipping")
+    assert status == 0, err
+    history = json.loads((run / "skipping" / "train" / "metrics.json").read_text())["history"]
+    assert [epoch["corrupt_shard_reads"] for epoch in history] == [1, 1]

@@ -183,9 +183,10 @@ def test_unsafe_or_unusable_url_templates_are_refused(cli, write_workflow, templ
     assert status == 2 and message in err and "wf.yaml:7: steps.shard.params.url_template" in err
 
 
-def truncate_at_sample(tar, sample: int, inside: bool) -> None:
+def truncate_at_sample(tar, sample: int, inside: bool, as_written: bool = True) -> None:
     """Cut `tar` where sample number `sample` starts (tarfile then reads silently short), or after
-    that sample's first member (an incomplete sample)."""
+    that sample's first member (an incomplete sample); `as_written`: the manifest records the cut tar's
+    SHA-256 (cut while being written), so only reading it shows the damage."""
     import tarfile
 
     with tarfile.open(tar) as archive:
@@ -195,6 +196,19 @@ def truncate_at_sample(tar, sample: int, inside: bool) -> None:
     cut = members[first + 1 if inside else first].offset
     tar.chmod(0o644)
     tar.write_bytes(tar.read_bytes()[:cut])
+    if as_written:
+        record_as_written(tar)
+
+
+def record_as_written(tar) -> None:
+    """Put the tar's SHA-256 as it is now in its manifest: damaged while being written, not after."""
+    import hashlib
+    import json
+
+    manifest = json.loads((tar.parent / "manifest.json").read_text())
+    entry = next(s for s in manifest["shards"] if s["name"] == tar.name)
+    entry["sha256"] = hashlib.sha256(tar.read_bytes()).hexdigest()
+    (tar.parent / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("inside", [False, True], ids=["clean cut", "incomplete sample"])
@@ -208,5 +222,55 @@ def test_a_truncated_shard_fails_naming_it_or_is_skipped_and_counted(shards, ins
         list(ShardReader(folder, shuffle=False, workers=2).batches(0, 4))
     reader = ShardReader(folder, shuffle=False, on_error="skip")
     keys = [s["__key__"] for s in reader.samples(0)]
-    assert len(keys) == 20 and reader.corrupt_reads >= 1  # padded back to the planned count
+    assert len(keys) == 20 and reader.corrupt_reads == 1  # padded back to the planned count; one tar read short
     assert set(keys) >= {f"k{i:05d}" for i in range(14)} and not set(keys) & {f"k{i:05d}" for i in range(15, 20)}
+
+
+def test_evaluation_scores_each_readable_sample_once(shards):
+    folder = shards(12, 6)
+    truncate_at_sample(folder / "shard-000000.tar", 1, inside=True)  # 1 of its 6 samples readable
+    reader = ShardReader(folder, shuffle=False, on_error="skip", pad=False)
+    keys = [s["__key__"] for s in reader.samples(0)]
+    assert keys == [f"k{i:05d}" for i in [0, *range(6, 12)]] and reader.corrupt_reads == 1
+    training = ShardReader(folder, shuffle=False, on_error="skip")  # padded: the cut tar is read twice, counted once
+    assert [s["__key__"] for s in training.samples(0)] == keys + keys[:5] and training.corrupt_reads == 1
+
+
+def overwrite_label(tar, key: str, label: int) -> None:
+    """Change one sample's class in place: the same size, so only the contents differ."""
+    data = bytearray(tar.read_bytes())
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        member = archive.getmember(f"{key}.cls")
+    data[member.offset_data:member.offset_data + member.size] = str(label).encode().ljust(member.size)[:member.size]
+    tar.chmod(0o644)
+    tar.write_bytes(bytes(data))
+
+
+def test_a_shard_changed_in_place_is_refused_or_left_out(shards):
+    folder = shards(20, 10)
+    tar = folder / "shard-000001.tar"
+    size = tar.stat().st_size
+    overwrite_label(tar, "k00012", 2)
+    assert tar.stat().st_size == size
+    with pytest.raises(InputDataError, match=f"^{tar}: the shard changed after it was written"):
+        list(ShardReader(folder, shuffle=False).samples(0))
+    reader = ShardReader(folder, shuffle=False, on_error="skip", pad=False)
+    keys = [s["__key__"] for s in reader.samples(0)]
+    assert keys == [f"k{i:05d}" for i in range(10)] and reader.corrupt_reads == 1
+    other = shards(10, 5)
+    (other / "shard-000000.tar").unlink()  # not read in this process yet: the check finds it missing
+    with pytest.raises(InputDataError, match="shard-000000.tar: unreadable shard \\(No such file or directory\\)"):
+        list(ShardReader(other, shuffle=False).samples(0))
+
+
+def test_a_shard_is_hashed_once_per_process_unless_asked_every_epoch(shards):
+    folder = shards(20, 10)
+    reader, every_epoch = (ShardReader(folder, shuffle=False, verify=v) for v in ("once", "every_epoch"))
+    assert len(list(reader.samples(0))) == len(list(every_epoch.samples(0))) == 20
+    overwrite_label(folder / "shard-000001.tar", "k00012", 2)  # changed during training
+    labels = {s["__key__"]: int(s["cls"]) for s in reader.samples(1)}
+    assert labels["k00012"] == 2  # read as it is now: the check was made for the first epoch
+    with pytest.raises(InputDataError, match="changed after it was written"):
+        list(every_epoch.samples(1))

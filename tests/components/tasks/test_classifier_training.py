@@ -86,11 +86,11 @@ def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(sh
     logged: list[str] = []
     params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
                                                    "shuffle_buffer": 5, "uneven_shards": "drop", "on_error": "skip",
-                                                   "diagnostics": False})
+                                                   "diagnostics": False, "verify_shards": "every_epoch"})
     result = run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
                           resources=Resources(), storage=tmp_path / "s", seed=3, log=logged.append)
     assert opened == [{"rank": 0, "world_size": 1, "seed": 3, "shuffle_buffer": 5, "uneven": "drop", "keys": None,
-                       "augment": True, "workers": 0, "on_error": "skip"}]
+                       "augment": True, "workers": 0, "on_error": "skip", "verify": "every_epoch"}]
     (epoch,) = result.history
     assert epoch["corrupt_shard_reads"] == 0 and epoch["padded_samples"] == epoch["dropped_samples"] == 0
     assert epoch["samples_per_s"] == pytest.approx(SAMPLES / epoch["epoch_seconds"])
