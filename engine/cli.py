@@ -21,6 +21,10 @@ from .registry import REGISTRY
 from .spec import Workflow, load_workflow
 
 
+OVERSUBSCRIBE = ("let the local Ray count more CPUs than this machine has, so that every worker a step asks for "
+                 "starts (default: a step that needs more fails at once)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mmflow` console script; returns the exit status."""
     parser = _parser()
@@ -91,12 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", action="store_true", help="reuse a finished step only if every output's SHA-256 "
                      "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
 
     sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
     workflow_args(sweep)
     sweep.add_argument("--runs-root", type=Path, default=Path("runs"),
                        help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
 
     validate = add("validate", _cmd_validate, "check a workflow file and report every problem")
     workflow_args(validate)
@@ -253,7 +259,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
-    distributed.configure_ray(args.address)
+    distributed.configure_ray(args.address, args.oversubscribe)
     runner = Runner(wf, run_dir, args.runs_root, verify=args.verify)
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
@@ -282,7 +288,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     wf = load_workflow(args.workflow, args.overrides)
     if wf.spec.sweep is None:
         raise UsageError(f"{args.workflow}: no sweep: section to run (mmflow run runs the workflow once)")
-    distributed.configure_ray(args.address)
+    distributed.configure_ray(args.address, args.oversubscribe)
     echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
     sweep_dir, table, best = run_sweep(wf, args.runs_root, echo)

@@ -8,16 +8,20 @@ trainings) goes through `run_tasks`: Ray tasks side by side, or one after anothe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import posixpath
 import shutil
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from .errors import ResourcesError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +71,9 @@ def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str,
     import ray
 
     ensure_ray(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
+    require({"CPU": resources.cpus_per_task, "GPU": resources.gpus_per_task},
+            f"each parallel task ({_amount({'CPU': resources.cpus_per_task, 'GPU': resources.gpus_per_task})})",
+            "lower resources.cpus_per_task or gpus_per_task")
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
     pending = [task.remote(fn, config, use_gpu, resources.cpus_per_task, inputs) for config in configs]
     ray.wait(pending, num_returns=len(pending), fetch_local=False)
@@ -95,6 +102,7 @@ class TrainSession:
     seed: int = 0
     executor: str = "inline"
     inputs: StepInputs | None = None  # the step's inputs, for side tasks on other nodes
+    tasks_inside = False  # side tasks run in this worker: the Ray cannot hold them beside the workers
 
     def __init__(self, resources: Resources, log: Callable[[str], None] = print) -> None:
         self.history: list[dict[str, Any]] = []
@@ -152,9 +160,11 @@ class TrainSession:
             self._log(message)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
-        """Independent side work from this worker: parallel Ray tasks (ray) or in turn on this device (inline)."""
-        return run_tasks(fn, configs, executor=self.executor, resources=self.resources,
-                         device=self.device if self.executor == "inline" else None, inputs=self.inputs)
+        """Independent side work from this worker: parallel Ray tasks (ray), or in turn on this device (inline, or
+        when the Ray has no room for them beside the workers)."""
+        inside = self.executor == "inline" or self.tasks_inside
+        return run_tasks(fn, configs, executor="inline" if inside else self.executor, resources=self.resources,
+                         device=self.device if inside else None, inputs=self.inputs)
 
 
 TrainFunction = Callable[[TrainSession, dict[str, Any]], None]
@@ -348,6 +358,7 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
         config["inputs"].ensure_local()
     session = RaySession(config["seed"], config["resources"], config.get("resume_from"), config["history"])
     session.inputs = config["inputs"]
+    session.tasks_inside = config["tasks_inside"]
     try:
         config["fn"](session, config["config"])
     finally:
@@ -403,12 +414,21 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ensure_ray(resources.workers * resources.cpus_per_worker + parallel_tasks * resources.cpus_per_task)
+    workers = {"CPU": resources.workers * resources.cpus_per_worker,
+               "GPU": resources.workers * resources.gpus_per_worker}
+    tasks = {"CPU": parallel_tasks * resources.cpus_per_task, "GPU": parallel_tasks * resources.gpus_per_task}
+    ensure_ray(workers["CPU"] + tasks["CPU"])
     use_gpu = resources.gpus_per_worker > 0
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
+    require(workers, f"step '{name}': {resources.workers} worker(s) x {_amount(per_worker)}",
+            "lower resources.workers, cpus_per_worker or gpus_per_worker")
+    tasks_inside = parallel_tasks > 0 and bool(lacking({k: workers[k] + tasks[k] for k in workers}))
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
+    if tasks_inside:  # waiting for room beside the workers would wait forever
+        log(f"its {parallel_tasks} side tasks run in the training worker, one after another: the Ray has no room "
+            f"for them beside the workers (they need {_amount(tasks)} more)")
     earlier = _latest_checkpoint(storage.joinpath("run"))
     if earlier is not None:
         log(f"an earlier attempt left {posixpath.basename(earlier.path)}: training continues from it")
@@ -420,7 +440,8 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     trainer = TorchTrainer(
         _ray_worker_entry,
         train_loop_config={"fn": fn, "config": config, "seed": seed, "resources": resources,
-                           "resume_from": resume_from, "inputs": inputs, "history": history},
+                           "resume_from": resume_from, "inputs": inputs, "history": history,
+                           "tasks_inside": tasks_inside},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
@@ -493,6 +514,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 _STARTED_RAY = False
 _RAY_ADDRESS: str | None = None
+_OVERSUBSCRIBE = False  # a local Ray may count more CPUs than the machine has (--oversubscribe)
 _IN_SWEEP_TRIAL = False  # set in a sweep trial's process: training steps report every epoch to Tune
 
 
@@ -549,11 +571,71 @@ def enter_sweep_trial() -> None:
     _IN_SWEEP_TRIAL = True
 
 
-def configure_ray(address: str | None) -> None:
+def configure_ray(address: str | None, oversubscribe: bool = False) -> None:
     """Remember the cluster to use (`--address`, else RAY_ADDRESS as `ray job submit` sets it);
-    without either, the first use starts a local Ray of this process's own."""
-    global _RAY_ADDRESS
+    without either, the first use starts a local Ray of this process's own, with this machine's cores
+    (or, `oversubscribe`, as many as the first step asks for)."""
+    global _RAY_ADDRESS, _OVERSUBSCRIBE
     _RAY_ADDRESS = address or os.environ.get("RAY_ADDRESS") or None
+    _OVERSUBSCRIBE = oversubscribe
+    if _RAY_ADDRESS:  # before any step runs: a wrong address is known in seconds, not after the data steps
+        check_address(_RAY_ADDRESS)
+
+
+def require(amounts: dict[str, float], what: str, fix: str) -> None:
+    """Fail at once when the Ray in use has fewer CPUs or GPUs in all than `what` needs at the same time:
+    Ray would wait for them forever."""
+    short = lacking(amounts)
+    if not short:
+        return
+    where = f"the Ray cluster at {_RAY_ADDRESS}" if _RAY_ADDRESS else "the local Ray"
+    more = "" if _RAY_ADDRESS or "CPU" not in short else ", or pass --oversubscribe to start more workers than cores"
+    raise ResourcesError(f"{what} need {_amount({k: amounts[k] for k in short})} at once; {where} has "
+                         f"{_amount(short, zero=True)}: {fix}{more}")
+
+
+def lacking(amounts: dict[str, float]) -> dict[str, float]:
+    """The kinds of `amounts` the Ray in use has too few of in all, with how many it has."""
+    import ray
+
+    total = ray.cluster_resources()
+    return {kind: total.get(kind, 0.0) for kind, need in amounts.items() if need > total.get(kind, 0.0) + 1e-9}
+
+
+def _amount(amounts: dict[str, float], zero: bool = False) -> str:
+    return " and ".join(f"{n:g} {kind}{'' if n == 1 else 's'}" for kind, n in amounts.items() if n or zero)
+
+
+def check_address(address: str, timeout_s: float = 10.0) -> None:
+    """Fail within seconds when no Ray cluster answers at `address`: ray.init would retry for minutes, and
+    while it waits in native code the process does not see SIGTERM."""
+    if address == "auto":  # looked up in this machine's Ray session files; Ray says at once when there is none
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address}: expected host:port (or ray://host:port, or auto)")
+    hint = "start one with `ray start --head`, or leave --address out to start a local Ray"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); {hint}") from None
+    if address.startswith("ray://"):  # Ray Client: its own handshake, with its own timeout
+        return
+    answered = threading.Event()
+
+    def ask() -> None:
+        import ray._raylet
+
+        with contextlib.suppress(Exception):  # an answer, even a refusal (a token), is a GCS answering
+            ray._raylet.GcsClient(address=target).internal_kv_get(b"session_name", namespace=b"session",
+                                                                  timeout=timeout_s)
+        answered.set()
+
+    threading.Thread(target=ask, name="mmflow-address-check", daemon=True).start()
+    if not answered.wait(timeout_s):
+        raise UsageError(f"--address {address}: something listens there, but no Ray GCS answered in "
+                         f"{timeout_s:g} s; {hint}")
 
 
 def ensure_ray(min_cpus: float = 1) -> None:
@@ -572,7 +654,8 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if _RAY_ADDRESS:
         ray.init(address=_RAY_ADDRESS, **options)
     else:
-        _start_private_ray(max(os.cpu_count() or 1, math.ceil(min_cpus)), options)
+        cores = os.cpu_count() or 1
+        _start_private_ray(max(cores, math.ceil(min_cpus)) if _OVERSUBSCRIBE else cores, options)
     _STARTED_RAY = True
     if threading.current_thread() is threading.main_thread():  # ray.init makes SIGTERM exit the process at once
         for signum, handler in handlers.items():
@@ -587,8 +670,7 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> None:
     connecting takes `--address auto`. Ray's state calls made without an address (Train's placement-group
     cleaner, for one) look for every Ray on the host and fail when there are two, and a trial ASHA
     stopped then never releases its workers: this Ray's GCS port is chosen here, and every process of
-    the run gets its address as RAY_ADDRESS. A laptop may have fewer cores than the workflow asks for:
-    oversubscribe, don't hang. No metrics export: on a small machine its wake-ups preempt training
+    the run gets its address as RAY_ADDRESS. No metrics export: on a small machine its wake-ups preempt training
     workers, and every all-reduce waits for the preempted one. The dashboard stays: without it, trials
     ASHA stops early leak their workers' CPUs.
     """

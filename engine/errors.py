@@ -61,6 +61,10 @@ class UsageError(Exception):
     """A command-line mistake that is not about the workflow's content."""
 
 
+class ResourcesError(UsageError):
+    """A step asks for more CPUs or GPUs at once than its Ray cluster (or this machine) has."""
+
+
 class StorageError(UsageError):
     """A storage location that pyarrow cannot open or reach."""
 

@@ -323,7 +323,7 @@ class Runner:
                                                "error": f"{type(exc).__name__}: {exc}", "finished": _now()})
             if interrupted:
                 raise
-            if isinstance(exc, InputDataError):
+            if isinstance(exc, (InputDataError, UsageError)):  # the data or the settings: one line, exit 2
                 raise StepFailed(step.name, str(exc), str(log), user_error=True) from exc
             raise StepFailed(step.name, f"{type(exc).__name__}: {exc}", str(log)) from exc
         seconds = time.perf_counter() - started

@@ -103,3 +103,37 @@ def test_inline_returns_every_report_with_or_without_checkpoints(tmp_path):
         else:
             assert json.loads((result.checkpoint / "state.json").read_text()) == {"epoch": last_checkpoint}
             assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history[:4]
+
+
+def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, tmp_path):
+    import socket
+    import time
+
+    from mmflow.engine.distributed import check_address
+    from mmflow.engine.errors import UsageError
+
+    wf = write_workflow("name: w\nsteps:\n  a: {component: test.text}\n")
+    started = time.monotonic()
+    status, _, err = cli("run", wf, "--address", "127.0.0.1:1", "--run-dir", tmp_path / "run")
+    assert (status, err.strip()) == (2, "--address 127.0.0.1:1: no Ray cluster answers there (Connection refused); "
+                                        "start one with `ray start --head`, or leave --address out to start a local "
+                                        "Ray")
+    assert time.monotonic() - started < 5 and not (tmp_path / "run").exists()  # before any step
+    with socket.socket() as listener:  # something listens, but it is no Ray GCS: it never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(UsageError, match=f"^--address {address}: something listens there, but no Ray GCS "
+                                             "answered in 1 s"):
+            check_address(address, timeout_s=1)
+    with pytest.raises(UsageError, match="expected host:port"):
+        check_address("nowhere")
+
+
+def test_side_tasks_run_inside_a_worker_the_ray_has_no_room_beside():
+    from mmflow.engine.distributed import TrainSession
+
+    class Worker(TrainSession):  # a Ray worker whose Ray cannot hold its side tasks beside the workers
+        executor, tasks_inside, device = "ray", True, __import__("torch").device("cpu")
+
+    assert Worker(Resources()).run_tasks(describe, [{"n": 1}, {"n": 2}]) == ["1 on cpu", "2 on cpu"]

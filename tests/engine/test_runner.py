@@ -436,12 +436,17 @@ def test_one_run_folder_serves_one_run_at_a_time(chain, cli, tmp_path):
     assert cli("run", path, "--run-dir", run_dir)[0] == 0  # released: the next run goes ahead
 
 
+def finished_chain(chain, cli, tmp_path) -> tuple[Path, Path]:
+    """A finished run of the chain in the runs root, and the second step's output."""
+    r1 = tmp_path / "runs" / "chain" / "r1"
+    assert cli("run", chain[0], "--run-dir", r1)[0] == 0
+    ran(chain[1])
+    return r1, r1 / "second" / "outputs" / "copy"
+
+
 def test_a_changed_or_missing_output_is_not_reused(chain, cli, tmp_path):
     path, counter = chain
-    r1 = tmp_path / "runs" / "chain" / "r1"
-    assert cli("run", path, "--run-dir", r1)[0] == 0
-    ran(counter)
-    copy = r1 / "second" / "outputs" / "copy"
+    r1, copy = finished_chain(chain, cli, tmp_path)
     copy.unlink()  # a deleted output: resume runs the step again rather than fail on it forever
     status, _, err = cli("run", "--resume", r1)
     assert status == 0 and ran(counter) == ["second"] and f"not reusing {r1 / 'second'}: outputs/copy is missing" in err
@@ -457,10 +462,7 @@ def test_verify_reads_every_output_the_fast_path_trusts(chain, cli, tmp_path):
     import os
 
     path, counter = chain
-    r1 = tmp_path / "runs" / "chain" / "r1"
-    assert cli("run", path, "--run-dir", r1)[0] == 0
-    ran(counter)
-    copy = r1 / "second" / "outputs" / "copy"
+    r1, copy = finished_chain(chain, cli, tmp_path)
     copy.touch()  # only the mtime changes: the SHA-256 is read, matches, and the fast path holds again
     status, _, err = cli("run", "--resume", r1)
     assert status == 0 and ran(counter) == [] and "not reusing" not in err

@@ -266,6 +266,48 @@ def test_online_gblend_on_two_ray_workers_reestimates_every_super_epoch(tmp_path
     assert "80 training samples held out as gblend validation" in done.stdout + done.stderr
 
 
+def test_what_the_ray_cannot_give_fails_at_once(tmp_path):
+    """64 workers on a laptop once started 64 torch processes (OOM-killed); a GPU worker without a GPU waited
+    300 s for a node that never came."""
+    import time
+
+    from mmflow.engine import distributed
+    from mmflow.engine.errors import ResourcesError
+    from mmflow.engine.spec import Resources
+
+    cores = os.cpu_count()
+    distributed.configure_ray(None)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ResourcesError, match=f"^step 'train': 64 worker\\(s\\) x 64 CPUs need 4096 CPUs at once; "
+                                                 f"the local Ray has {cores} CPUs: lower resources.workers, "
+                                                 "cpus_per_worker or gpus_per_worker, or pass --oversubscribe"):
+            distributed.run_training(meet, {}, executor="ray", resources=Resources(workers=64, cpus_per_worker=64),
+                                     storage=tmp_path / "a", seed=0, log=print)
+        with pytest.raises(ResourcesError, match="x 1 CPU and 64 GPUs need 64 GPUs at once; the local Ray has "
+                                                 "[0-9]+ GPUs?: lower"):
+            distributed.run_training(meet, {}, executor="ray", resources=Resources(gpus_per_worker=64),
+                                     storage=tmp_path / "b", seed=0, log=print)
+        with pytest.raises(ResourcesError, match="^each parallel task \\(4096 CPUs\\) need 4096 CPUs at once"):
+            distributed.run_tasks(meet, [{}], executor="ray", resources=Resources(cpus_per_task=4096))
+        assert time.monotonic() - started < 60  # the Ray's start-up, then nothing is waited for
+    finally:
+        distributed.shutdown_ray()
+
+
+def test_online_gblend_probes_run_in_the_worker_when_it_takes_every_cpu(tmp_path):
+    """1 worker x every CPU, probes of 1 CPU each: the worker once waited for its probes forever."""
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(GBLEND_ONLINE)
+    done = mmflow("run", workflow, "--run-dir", tmp_path / "run", "--set", "resources.workers=1",
+                  "--set", f"resources.cpus_per_worker={os.cpu_count()}", "--set", "resources.cpus_per_task=1",
+                  "--set", "steps.train.params.epochs=2", cwd=tmp_path, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "its 3 side tasks run in the training worker, one after another" in done.stdout + done.stderr
+    history = json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["history"]
+    assert all(sum(row[f"gblend_weight/{h}"] for h in ("a", "b", "fused")) == pytest.approx(1) for row in history)
+
+
 MEDIA_SHARD = """
 name: media_on_ray
 executor: ray
