@@ -422,7 +422,7 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
-    require(workers, f"step '{name}': {resources.workers} worker(s) x {_amount(per_worker)}",
+    require(workers, f"{resources.workers} worker(s) x {_amount(per_worker)}",
             "lower resources.workers, cpus_per_worker or gpus_per_worker")
     tasks_inside = parallel_tasks > 0 and bool(lacking({k: workers[k] + tasks[k] for k in workers}))
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")

@@ -124,8 +124,8 @@ def digest_path(path: Path) -> str:
 def stat_fingerprint(path: Path) -> list[list[Any]]:
     """[relative path, size, mtime in ns] of a file, or of every file in a folder: a change to any of
     them is noticed without reading the contents."""
-    return [[str(f.relative_to(path)) if f != path else "", f.stat().st_size, f.stat().st_mtime_ns]
-            for f in files_under(path)]
+    return [[str(f.relative_to(path)) if f != path else "", stat.st_size, stat.st_mtime_ns]
+            for f in files_under(path) for stat in [f.stat()]]
 
 
 def changed_outputs(step_dir: Path, status: dict[str, Any], verify: bool = False) -> str | None:

@@ -106,7 +106,8 @@ def count(ctx: StepContext, params: CountParams) -> dict:
 
 
 class InspectParams(Params):
-    raise_error: str = Field("", description="RuntimeError, InputDataError or KeyboardInterrupt: raise it")
+    raise_error: str = Field("", description="RuntimeError, InputDataError, ResourcesError or KeyboardInterrupt: "
+                             "raise it")
     write: bool = Field(True, description="write the declared output")
 
 
@@ -114,12 +115,13 @@ class InspectParams(Params):
 def inspect_step(ctx: StepContext, params: InspectParams) -> dict:
     """Report what a running step sees (its own status, work folder, failure budget); fail on demand."""
     from mmflow.engine import InputDataError
+    from mmflow.engine.errors import ResourcesError
 
     ctx.log("looking around")
     seen = {"status": json.loads((ctx.outputs_dir.parent / "status.json").read_text()),
             "work_dir": ctx.work_dir.name, "max_failures": ctx.max_failures, "executor": ctx.executor}
     if params.raise_error:
-        error = {"RuntimeError": RuntimeError, "InputDataError": InputDataError,
+        error = {"RuntimeError": RuntimeError, "InputDataError": InputDataError, "ResourcesError": ResourcesError,
                  "KeyboardInterrupt": KeyboardInterrupt}[params.raise_error]
         ctx.output("report").write_text("half")
         raise error("boom")

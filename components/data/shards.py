@@ -144,8 +144,17 @@ def tar_problem(path: str, sha256: str, again: bool = False) -> str | None:
 
 
 def load_manifest(shards_dir: Path) -> dict:
-    """Read a shard folder's manifest."""
-    return json.loads((Path(shards_dir) / MANIFEST).read_text())
+    """Read a shard folder's manifest; each shard it lists must be a file of that folder."""
+    path = Path(shards_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        names = [shard["name"] for shard in manifest["shards"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputDataError(f"{path}: not a shard manifest ({type(exc).__name__}: {exc})") from None
+    for name in names:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise InputDataError(f"{path}: shard name {name!r} is not a file name (shards are read from its folder)")
+    return manifest
 
 
 def sample_keys(manifest: dict) -> list[str]:

@@ -260,7 +260,8 @@ def test_a_running_step_sees_its_own_status_and_context_and_its_records_are_comp
 
 
 @pytest.mark.parametrize("error, state, user_error", [("RuntimeError", "failed", False),
-                                                     ("InputDataError", "failed", True)])
+                                                     ("InputDataError", "failed", True),
+                                                     ("ResourcesError", "failed", True)])
 def test_a_failing_step_records_why_and_keeps_no_output(write_workflow, tmp_path, error, state, user_error):
     from mmflow.engine import StepFailed
 

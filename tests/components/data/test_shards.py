@@ -274,3 +274,18 @@ def test_a_shard_is_hashed_once_per_process_unless_asked_every_epoch(shards):
     assert labels["k00012"] == 2  # read as it is now: the check was made for the first epoch
     with pytest.raises(InputDataError, match="changed after it was written"):
         list(every_epoch.samples(1))
+
+
+@pytest.mark.parametrize("name", ["../../outside.tar", "/etc/passwd", "..", 7])
+def test_a_manifest_names_only_files_of_its_own_folder(shards, name):
+    import json
+
+    folder = shards(4, 2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["shards"][1]["name"] = name
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputDataError, match=f"manifest.json: shard name {name!r} is not a file name"):
+        ShardReader(folder)
+    (folder / "manifest.json").write_text('{"shards": [')
+    with pytest.raises(InputDataError, match="manifest.json: not a shard manifest"):
+        load_manifest(folder)
