@@ -71,9 +71,8 @@ def run_tasks(fn: TaskFunction, configs: list[dict[str, Any]], *, executor: str,
     import ray
 
     ensure_ray(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
-    require({"CPU": resources.cpus_per_task, "GPU": resources.gpus_per_task},
-            f"each parallel task ({_amount({'CPU': resources.cpus_per_task, 'GPU': resources.gpus_per_task})})",
-            "lower resources.cpus_per_task or gpus_per_task")
+    per_task = _per_task(resources)
+    require(per_task, f"each parallel task ({_amount(per_task)})", "lower resources.cpus_per_task or gpus_per_task")
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
     pending = [task.remote(fn, config, use_gpu, resources.cpus_per_task, inputs) for config in configs]
     ray.wait(pending, num_returns=len(pending), fetch_local=False)
@@ -414,17 +413,15 @@ def _fit_on_ray(fn: TrainFunction, config: dict[str, Any], resources: Resources,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    workers = {"CPU": resources.workers * resources.cpus_per_worker,
-               "GPU": resources.workers * resources.gpus_per_worker}
-    tasks = {"CPU": parallel_tasks * resources.cpus_per_task, "GPU": parallel_tasks * resources.gpus_per_task}
+    per_worker = {kind: n for kind, n in {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}.items()
+                  if n}  # Ray's resources_per_worker: no GPU entry on CPU workers
+    workers = {kind: resources.workers * n for kind, n in per_worker.items()}
+    tasks = {kind: parallel_tasks * n for kind, n in _per_task(resources).items()}
     ensure_ray(workers["CPU"] + tasks["CPU"])
-    use_gpu = resources.gpus_per_worker > 0
-    per_worker = {"CPU": resources.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = resources.gpus_per_worker
+    use_gpu = "GPU" in per_worker
     require(workers, f"{resources.workers} worker(s) x {_amount(per_worker)}",
             "lower resources.workers, cpus_per_worker or gpus_per_worker")
-    tasks_inside = parallel_tasks > 0 and bool(lacking({k: workers[k] + tasks[k] for k in workers}))
+    tasks_inside = parallel_tasks > 0 and bool(lacking({k: workers.get(k, 0) + n for k, n in tasks.items()}))
     log(f"Ray Train: {resources.workers} worker(s), {per_worker} each, backend {'nccl' if use_gpu else 'gloo'}")
     if tasks_inside:  # waiting for room beside the workers would wait forever
         log(f"its {parallel_tasks} side tasks run in the training worker, one after another: the Ray has no room "
@@ -600,6 +597,10 @@ def lacking(amounts: dict[str, float]) -> dict[str, float]:
 
     total = ray.cluster_resources()
     return {kind: total.get(kind, 0.0) for kind, need in amounts.items() if need > total.get(kind, 0.0) + 1e-9}
+
+
+def _per_task(resources: Resources) -> dict[str, float]:
+    return {"CPU": resources.cpus_per_task, "GPU": resources.gpus_per_task}
 
 
 def _amount(amounts: dict[str, float], zero: bool = False) -> str:

@@ -19,6 +19,12 @@ META_FILE = "dataset.json"
 SEGMENTS = "segments"  # per-segment labels of a sequence dataset (event localization)
 
 
+def is_file_name(name: object) -> bool:
+    """Whether a name read from a dataset's own files (a list line, a manifest) names a file in one folder:
+    no separators, not `.` or `..`, so that joined to that folder it cannot reach outside it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What a dataset holds: modalities (name -> per-sample shape), classes, split sizes, and for

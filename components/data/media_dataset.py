@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from mmflow.engine import InputDataError, Params, StepContext
 from mmflow.engine.nodes import node_folder, write_shipped
 
-from .datasets import META_FILE
+from .datasets import META_FILE, is_file_name
 
 SPLITS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".flv", ".mkv", ".avi", ".webm")
@@ -108,7 +108,7 @@ def read_list(path: Path, parse: Any) -> list[ListedClip]:
         if clip is None:
             continue
         clip = dataclasses.replace(clip, where=f"{path}:{number}")
-        if clip.id in ("", ".", "..") or any(sep in clip.id for sep in ("/", "\\", "\0")):
+        if not is_file_name(clip.id):
             raise InputDataError(f"{path}:{number}: clip id {clip.id!r} is not a file name (media are looked up "
                                  "by it inside the dataset's root)")
         if clip.id in seen:

@@ -25,7 +25,7 @@ import webdataset as wds
 
 from mmflow.engine import InputDataError
 
-from .datasets import SEGMENTS, Sample
+from .datasets import SEGMENTS, Sample, is_file_name
 
 MANIFEST = "manifest.json"
 Uneven = Literal["pad", "drop"]
@@ -152,7 +152,7 @@ def load_manifest(shards_dir: Path) -> dict:
     except (ValueError, TypeError, KeyError) as exc:
         raise InputDataError(f"{path}: not a shard manifest ({type(exc).__name__}: {exc})") from None
     for name in names:
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        if not is_file_name(name):
             raise InputDataError(f"{path}: shard name {name!r} is not a file name (shards are read from its folder)")
     return manifest
 

@@ -131,9 +131,11 @@ def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, t
 
 
 def test_side_tasks_run_inside_a_worker_the_ray_has_no_room_beside():
+    import torch
+
     from mmflow.engine.distributed import TrainSession
 
     class Worker(TrainSession):  # a Ray worker whose Ray cannot hold its side tasks beside the workers
-        executor, tasks_inside, device = "ray", True, __import__("torch").device("cpu")
+        executor, tasks_inside, device = "ray", True, torch.device("cpu")
 
     assert Worker(Resources()).run_tasks(describe, [{"n": 1}, {"n": 2}]) == ["1 on cpu", "2 on cpu"]
