@@ -4,10 +4,10 @@ Importing this package registers the built-in components (the `mmflow.components
 point points here). Modules imported here must stay light: pydantic only, no torch.
 """
 
-from .data import ave, ave_features, cg_mnist, cremad, events, kinetics_sounds, shard, synthetic
+from .data import ave, ave_features, cg_digits, cg_mnist, cremad, events, kinetics_sounds, shard, synthetic
 from . import selfcheck
 from .report import compare
 from .tasks import classification, gblend_estimate, localization
 
-__all__ = ["ave", "ave_features", "cg_mnist", "classification", "compare", "cremad", "events", "gblend_estimate",
+__all__ = ["ave", "ave_features", "cg_digits", "cg_mnist", "classification", "compare", "cremad", "events", "gblend_estimate",
            "kinetics_sounds", "localization", "selfcheck", "shard", "synthetic"]

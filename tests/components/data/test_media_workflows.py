@@ -48,3 +48,18 @@ def test_ave_and_kinetics_workflows_run_on_their_trees(cli, tmp_path, workflow, 
     last = trained[-1]
     assert json.loads((run / last / "metrics.json").read_text())["epochs"] == 2
     assert json.loads((run / f"eval_{last}" / "metrics.json").read_text())["test_samples"] > 0
+
+
+@pytest.mark.parametrize("workflow, tree", [("cremad_cpu.yaml", cremad_tree), ("ave_cpu.yaml", ave_tree),
+                                            ("ks_cpu.yaml", kinetics_tree)])
+def test_cpu_companions_run_all_four_methods_on_the_same_shards(cli, tmp_path, workflow, tree):
+    methods = ["naive", "pmr", "ogm_ge", "gblend"]
+    run = run_shipped(cli, tmp_path, workflow, tree(tmp_path / "root"), methods, [
+        "steps.shard.params.visual.num_frames=2",
+        "steps.gblend.params.method={name: gblend, mode: online, warmup_super_epoch: 1, super_epoch: 1, "
+        "refit_fused_head: true}"])
+    for method in methods:
+        assert json.loads((run / method / "metrics.json").read_text())["epochs"] == 2
+        assert json.loads((run / f"eval_{method}" / "metrics.json").read_text())["test_samples"] > 0
+    table = (run / "compare" / "outputs" / "table").read_text()
+    assert all(f"| eval_{method} |" in table for method in methods)

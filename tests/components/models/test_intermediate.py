@@ -72,7 +72,7 @@ def test_centralnet_stage_mix_is_the_weighted_sum_of_maps_and_the_central_stage(
     maps = [torch.rand(2, 32, 4, 4), torch.rand(2, 32, 8, 8)]  # the second is pooled to the first's size
     first = stream.mix(0, maps, None)
     torch.testing.assert_close(first, 0.5 * maps[0] + 2.0 * torch.nn.functional.adaptive_avg_pool2d(maps[1], (4, 4)))
-    second_maps = [torch.rand(2, 32, 2, 2), torch.rand(2, 32, 2, 2)]  # stage 1 pools 4 x 4 to 2 x 2
+    second_maps = [torch.rand(2, 32, 4, 4), torch.rand(2, 32, 4, 4)]  # stage 1 keeps the size
     second = stream.mix(1, second_maps, first)
     torch.testing.assert_close(second, 1.5 * second_maps[0] - second_maps[1] + 3.0 * stream.stages[0](first))
 
