@@ -25,7 +25,7 @@ from mmflow.components.data.cg_mnist import CGMNISTParams
 from mmflow.components.data.colored_digits import build_cg_mnist
 from mmflow.components.models.encoders import ConvEncoder
 
-BATCH, PROTO_BATCHES, PROTO_MOMENTUM = 64, 1, 0.2
+BATCH, PROTO_MOMENTUM = 64, 0.2
 
 
 class GrayColor(nn.Module):
@@ -45,7 +45,7 @@ class GrayColor(nn.Module):
 
 def prototypes(model: GrayColor, split: dict[str, torch.Tensor], old: dict | None) -> dict[str, torch.Tensor]:
     """Class means over one random batch of `split`, blended with the previous ones (the official update)."""
-    rows = torch.randperm(len(split["label"]))[:BATCH * PROTO_BATCHES]
+    rows = torch.randperm(len(split["label"]))[:BATCH]
     labels = split["label"][rows]
     model.eval()
     with torch.no_grad():

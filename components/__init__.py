@@ -9,5 +9,5 @@ from . import selfcheck
 from .report import compare
 from .tasks import classification, gblend_estimate, localization
 
-__all__ = ["ave", "ave_features", "cg_digits", "cg_mnist", "classification", "compare", "cremad", "events", "gblend_estimate",
-           "kinetics_sounds", "localization", "selfcheck", "shard", "synthetic"]
+__all__ = ["ave", "ave_features", "cg_digits", "cg_mnist", "classification", "compare", "cremad", "events",
+           "gblend_estimate", "kinetics_sounds", "localization", "selfcheck", "shard", "synthetic"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
 from mmflow.engine import InputDataError
 
 if TYPE_CHECKING:
