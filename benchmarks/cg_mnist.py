@@ -16,8 +16,6 @@ import argparse
 import itertools
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,27 +23,11 @@ from typing import Any
 import yaml
 
 from mmflow.engine.sweep import override
+from seeded_runs import mean_std, metrics_of, run_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "workflows" / "cg_mnist_pmr.yaml"
 METHODS = {"uni_gray": "eval_uni_gray", "naive": "eval_naive", "ogm_ge": "eval_ogm_ge", "pmr": "eval_pmr"}
-
-
-def run_seed(seed: int, overrides: list[str], ray: bool, runs_root: Path, tag: str) -> Path:
-    """Run the workflow for one seed; the run directory (steps shared with earlier runs come from the cache)."""
-    run_dir = runs_root / WORKFLOW.stem / f"seed{seed}-{tag}"  # where the step cache looks: <root>/<workflow>/<run>
-    cmd = [sys.executable, "-m", "mmflow.engine.cli", "run", str(WORKFLOW), "--run-dir", str(run_dir),
-           "--runs-root", str(runs_root), "--set", f"seed={seed}"]
-    if not ray:
-        cmd += ["--set", "executor=inline"]
-    for expression in overrides:
-        cmd += ["--set", expression]
-    subprocess.run(cmd, check=True)
-    return run_dir
-
-
-def metrics_of(run_dir: Path, step: str) -> dict:
-    return json.loads((run_dir / step / "metrics.json").read_text())
 
 
 def grid_points(sweep: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,7 +43,7 @@ def select(seed: int, sweep: dict[str, Any], overrides: list[str], ray: bool, ru
     step, metric = sweep["metric"].split(".", 1)
     scored = []
     for index, point in enumerate(grid_points(sweep)):
-        run_dir = run_seed(seed, [*overrides, *(override(p, v) for p, v in point.items())], ray, runs_root, str(index))
+        run_dir = run_workflow(WORKFLOW, seed, [*overrides, *(override(p, v) for p, v in point.items())], ray, runs_root, str(index))
         scored.append((metrics_of(run_dir, step)[metric], point, run_dir))
     best = (max if sweep.get("mode", "max") == "max" else min)(scored, key=lambda row: row[0])
     return best[2], {"chosen": best[1], sweep["metric"]: {str(list(p.values())): v for v, p, _ in scored}}
@@ -83,16 +65,10 @@ def main() -> None:
             if sweep:
                 run_dir, selection[seed] = select(seed, sweep, args.overrides, args.ray, Path(tmp))
             else:
-                run_dir = run_seed(seed, args.overrides, args.ray, Path(tmp), "0")
+                run_dir = run_workflow(WORKFLOW, seed, args.overrides, args.ray, Path(tmp), "0")
             per_seed[seed] = {method: metrics_of(run_dir, step) for method, step in METHODS.items()}
-    table: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        for metric in ("accuracy", "accuracy_gray_head", "accuracy_color_head", "accuracy_gray_prototype",
-                       "accuracy_color_prototype"):
-            values = [per_seed[s][method][metric] for s in args.seeds if metric in per_seed[s][method]]
-            if values:
-                table.setdefault(method, {})[metric] = statistics.mean(values)
-                table[method][f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    table = mean_std(per_seed, ("accuracy", "accuracy_gray_head", "accuracy_color_head", "accuracy_gray_prototype",
+                                "accuracy_color_prototype"))
     gaps = [(per_seed[s]["pmr"]["accuracy"] - per_seed[s]["naive"]["accuracy"])
             / (per_seed[s]["uni_gray"]["accuracy"] - per_seed[s]["naive"]["accuracy"]) for s in args.seeds]
     results = {"seeds": args.seeds, "overrides": args.overrides, "methods": table, "per_seed": per_seed,
