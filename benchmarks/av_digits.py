@@ -69,16 +69,17 @@ def recording(word: str | None, rng: np.random.Generator, scratch: Path) -> np.n
 
 
 def frames(digit: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-    """Frames of one clip: the 28 x 28 digit scaled to 28-44 px at a random place in a noisy 128 px frame,
-    drifting a few pixels between frames, in a random tint."""
-    size = int(rng.integers(28, 45))
+    """Frames of one clip: the 28 x 28 digit scaled to 80-110 px at a random place in a noisy 128 px frame,
+    drifting a few pixels between frames, in a random tint. Like a face in CREMA-D it fills most of the
+    frame, so the recipe's random resized crops keep part of it."""
+    size = int(rng.integers(80, 111))
     glyph = np.asarray(Image.fromarray(digit.reshape(28, 28).astype(np.uint8)).resize((size, size)), np.float32)
     tint = rng.uniform(0.4, 1.0, 3)
-    x, y = rng.integers(4, FRAME - size - 4, 2)
+    x, y = rng.integers(0, FRAME - size + 1, 2)
     out = []
     for _ in range(FRAMES_PER_CLIP):
         x, y = np.clip([x, y] + rng.integers(-3, 4, 2), 0, FRAME - size)
-        canvas = rng.normal(rng.uniform(60, 120), 35, (FRAME, FRAME, 3))
+        canvas = rng.normal(rng.uniform(60, 120), 20, (FRAME, FRAME, 3))
         canvas[y:y + size, x:x + size] += glyph[..., None] * tint * 0.8
         out.append(np.clip(canvas, 0, 255).astype(np.uint8))
     return out
