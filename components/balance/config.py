@@ -106,8 +106,11 @@ class GBlendParams(BlendEstimateParams):
     weights: dict[str, float] | None = Field(
         None, description="offline: head -> weight (each modality and 'fused'); or wire inputs.weights")
     refit_fused_head: bool = Field(
-        False, description="the fusion layers also learn from the fused CE on detached embeddings, so the head that "
-        "predicts keeps up with the encoders when its blend weight is near 0 (late fusions)")
+        False, description="late fusions: the fusion layers also learn from the fused CE on detached embeddings, so "
+        "the head that predicts stays trained whatever its blend weight")
+    min_fused_weight: float = Field(
+        0.1, ge=0, lt=1, description="where the fused head is not refit (centralnet, or refit_fused_head false): "
+        "its blend weight is raised to at least this, the other weights scaled to fill the rest")
     warmup_super_epoch: int = Field(10, ge=1, description="online: length of the first super-epoch (paper: 10)")
     super_epoch: int = Field(5, ge=1, description="online: length of every later super-epoch (paper: 5)")
 

@@ -17,12 +17,15 @@ improve (G <= 0) learned nothing that generalizes: it gets weight 0. If no head 
 estimate carries no information (`fallback` is set): online training keeps its current weights,
 and a first estimate falls back to uniform weights.
 
-The fused head makes the prediction, yet the formula can give it a weight near 0 (its probe
-overfits): with `refit_fused_head` (off by default; late fusions) the fusion layers also learn
-from the fused CE on detached embeddings, which keeps the predicting head fitted to the
-current encoders without changing the blend of gradients that reaches them (MultiBench
-instead fine-tunes the head after every super-epoch; the paper evaluates trunks with a
-fine-tuned head, Fig. 5b).
+The fused head makes the prediction, yet the formula can give it a weight of 0 (its probe
+overfits or does not improve), and a head with weight 0 is never trained. So the fused head
+always learns, one of two ways. By default its weight is raised to at least `min_fused_weight`
+(0.1), the other weights scaled to fill the rest. With `refit_fused_head` (late fusions) the
+fusion layers instead also learn from the fused CE on detached embeddings, which keeps the
+predicting head fitted to the current encoders without changing the blend of gradients that
+reaches them (MultiBench fine-tunes the head after every super-epoch; the paper evaluates
+trunks with a fine-tuned head, Fig. 5b); centralnet's fused stream reads the encoders' stage
+maps, so it always takes the floor.
 
 Offline: fixed weights (given, or from a `gblend.estimate` step). Online: re-estimated from the
 current model at the start of every super-epoch; the training loop runs the probes for this
@@ -95,6 +98,14 @@ def blend_weights(losses: dict[str, ProbeLosses], formula: str = "paper", min_de
     return BlendEstimate(weights, overfit, gen, delta, fallback)
 
 
+def with_fused_floor(weights: dict[str, float], floor: float) -> dict[str, float]:
+    """The weights with the fused head's raised to at least `floor`, the others scaled to sum to the rest."""
+    if weights[FUSED_HEAD] >= floor:
+        return weights
+    scale = (1 - floor) / (1 - weights[FUSED_HEAD])
+    return {h: floor if h == FUSED_HEAD else w * scale for h, w in weights.items()}
+
+
 class GBlend(BalanceMethod):
     """Blended loss over the modality heads and the fused head; online, re-estimated every super-epoch."""
 
@@ -107,7 +118,7 @@ class GBlend(BalanceMethod):
             raise ValueError(f"method gblend calls the fused head '{FUSED_HEAD}': rename that modality")
         self.heads = [*self.modalities, FUSED_HEAD]
         self.holdout = params.holdout if params.mode == "online" else 0.0
-        self.refits_fused_head = False  # set by check(), which knows the fusion
+        self.refits_fused_head, self.fused_floor = False, 0.0  # set by check(), which knows the fusion
         self.weights: dict[str, float] | None = None
         self.estimate: BlendEstimate | None = None  # the latest, reported in the epoch that made it
         if params.weights is not None:
@@ -126,6 +137,9 @@ class GBlend(BalanceMethod):
         if reason:
             raise ValueError(reason)
         self.refits_fused_head = self.params.refit_fused_head and fusion in LATE_FUSIONS
+        self.fused_floor = 0.0 if self.refits_fused_head else self.params.min_fused_weight
+        if self.weights is not None:
+            self.weights = with_fused_floor(self.weights, self.fused_floor)
 
     def before_epoch(self, state: LoopState) -> None:
         self.estimate = None
@@ -134,7 +148,7 @@ class GBlend(BalanceMethod):
                 raise RuntimeError("online G-Blend needs a training loop that runs probes")
             self.estimate = blend_weights(state.run_probes(self.heads), self.params.formula, self.params.min_delta_o)
             if not (self.estimate.fallback and self.weights):  # no new information: keep the current blend
-                self.weights = self.estimate.weights
+                self.weights = with_fused_floor(self.estimate.weights, self.fused_floor)
 
     def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
         assert self.weights is not None

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mmflow.components.balance.base import LoopState
 from mmflow.components.balance.config import GBlendParams
-from mmflow.components.balance.gblend import GBlend, ProbeLosses, blend_weights
+from mmflow.components.balance.gblend import GBlend, ProbeLosses, blend_weights, with_fused_floor
 from mmflow.components.models.multimodal import MultimodalOutput
 
 # (train_before, val_before, train_after, val_after) per head
@@ -147,7 +147,8 @@ def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
     model, inputs, labels, state = concat_model_batch()
     grads = {}
     for refit in (False, True):
-        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], seed=0)
+        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit,
+                                     min_fused_weight=0), ["a", "b"], seed=0)
         method.check("concat")
         model.zero_grad()
         method.loss(model(inputs), labels, state)[0].backward()
@@ -215,9 +216,35 @@ def test_gblend_refuses_mmtm_and_refits_only_late_fusions():
     assert method.refits_fused_head is False
     method.check("gated")
     assert method.refits_fused_head is True
-    plain = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}), ["a", "b"], seed=0)
+    plain = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=False), ["a", "b"], seed=0)
     plain.check("gated")
     assert plain.refits_fused_head is False
+
+
+def test_the_fused_floor_raises_the_fused_weight_and_scales_the_rest():
+    raised = with_fused_floor({"a": 0.25, "b": 0.75, "fused": 0.0}, 0.1)
+    assert raised == pytest.approx({"a": 0.225, "b": 0.675, "fused": 0.1})
+    assert sum(raised.values()) == pytest.approx(1)
+    kept = {"a": 0.3, "b": 0.5, "fused": 0.2}
+    assert with_fused_floor(kept, 0.1) == kept
+
+
+@pytest.mark.parametrize("fusion, refit, fused_weight", [("concat", False, 0.1), ("concat", True, 0.0),
+                                                         ("centralnet", True, 0.1)])
+def test_a_fused_head_that_is_not_refit_never_gets_weight_zero(fusion, refit, fused_weight):
+    """By default, or where the refit cannot apply, the fused weight is floored; the refit trains it otherwise."""
+    no_fused_gain = {"a": ProbeLosses(1.0, 1.2, 0.6, 1.0), "b": ProbeLosses(1.0, 1.1, 0.8, 0.8),
+                     "fused": ProbeLosses(1.0, 1.0, 0.5, 1.1)}  # the fused probe's val loss rose: G <= 0
+    assert blend_weights(no_fused_gain).weights["fused"] == 0
+    method = GBlend(GBlendParams(mode="online", refit_fused_head=refit), ["a", "b"], seed=0)
+    method.check(fusion)
+    method.before_epoch(LoopState(model=None, modalities=["a", "b"], num_classes=2, device=torch.device("cpu"),
+                                  epochs=1, epoch=0, run_probes=lambda heads: no_fused_gain))
+    assert method.weights["fused"] == pytest.approx(fused_weight)
+    assert sum(method.weights.values()) == pytest.approx(1)
+    offline = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], seed=0)
+    offline.check(fusion)
+    assert offline.weights["fused"] == pytest.approx(fused_weight)
 
 
 def test_the_refit_adds_the_fused_cross_entropy_of_detached_embeddings():
