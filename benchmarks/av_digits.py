@@ -115,7 +115,8 @@ def build(root: Path, train_per_class: int, test_per_class: int, silent_share: f
                         soundfile.write(path, audio, RATE, subtype="PCM_16")
                     lists[split].append(f"{clip},{code}")
     for name in ("dominant", "saturating"):
-        (root / name / "Image-01-FPS").symlink_to(Path("..", "frames"), target_is_directory=True)  # relative: the sets move together
+        # relative, so the sets can be moved together
+        (root / name / "Image-01-FPS").symlink_to(Path("..", "frames"), target_is_directory=True)
         for split, lines in lists.items():
             (root / name / f"{split}.csv").write_text("\n".join(lines) + "\n")
     (root / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -155,8 +156,9 @@ def main() -> None:
     for name, result in results["sets"].items():
         print(f"  {name}:  method     fused        visual head  visual proto audio proto")
         for method, row in result["table"].items():
-            print(f"  {'':{len(name) + 1}} {method:9s}" + "".join(
-                f"  {100 * row[m]:5.1f} ± {100 * row[m + '_std']:4.1f}" if m in row else f"  {'-':>12s}" for m in COLUMNS))
+            cells = (f"{100 * row[m]:5.1f} ± {100 * row[m + '_std']:4.1f}" if m in row else f"{'-':>12s}"
+                     for m in COLUMNS)
+            print(f"  {'':{len(name) + 1}} {method:9s}  " + "  ".join(cells))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -43,7 +43,8 @@ def select(seed: int, sweep: dict[str, Any], overrides: list[str], ray: bool, ru
     step, metric = sweep["metric"].split(".", 1)
     scored = []
     for index, point in enumerate(grid_points(sweep)):
-        run_dir = run_workflow(WORKFLOW, seed, [*overrides, *(override(p, v) for p, v in point.items())], ray, runs_root, str(index))
+        point_overrides = [*overrides, *(override(p, v) for p, v in point.items())]
+        run_dir = run_workflow(WORKFLOW, seed, point_overrides, ray, runs_root, str(index))
         scored.append((metrics_of(run_dir, step)[metric], point, run_dir))
     best = (max if sweep.get("mode", "max") == "max" else min)(scored, key=lambda row: row[0])
     return best[2], {"chosen": best[1], sweep["metric"]: {str(list(p.values())): v for v, p, _ in scored}}
