@@ -10,7 +10,7 @@ is learned in a few epochs, a small digit in noise is not.
 Two sets share every frame and differ only in the audio:
 - `dominant`: in `--silent-share` of the clips (0.4) the speaker is inaudible (the recording is
   noise only), so audio alone tops out near 0.6 + 0.4 / 6 and the rest must come from the frames;
-- `saturating`: the word is spoken in every clip, so audio alone is near perfect.
+- `saturating`: the word is spoken in every clip, so audio carries most of the task.
 
 Then it runs workflows/cremad_cpu.yaml (naive, PMR, OGM-GE, online G-Blend) on each set for each
 seed and prints fused and visual accuracies, mean ± std:
