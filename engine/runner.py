@@ -160,6 +160,15 @@ def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str | list[str
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def passed_on(step: Step, key: str, digests: dict[str, str]) -> dict[str, str]:
+    """What keys downstream see of a step's outputs: their digests, and for a step that reads files outside
+    the run, also its own key (which holds what it read): a listing of media names stays the same when the
+    media change, and steps that read the media through it must not be reused."""
+    if step.component.reads is None:
+        return digests
+    return {name: hashlib.sha256(f"{digest}\0{key}".encode()).hexdigest() for name, digest in digests.items()}
+
+
 def read_fingerprint(paths: list[Path], how: str) -> dict[str, Any]:
     """What files outside the run hold, per path: each file's relative path, size and mtime (`how` stat),
     or the SHA-256 of its contents (sha256); None where nothing is."""
@@ -227,7 +236,7 @@ class Runner:
             if found is None:
                 entries.append(PlanEntry(name, "run"))
                 continue
-            self._digests[name] = found[1]["outputs"]
+            self._digests[name] = passed_on(step, key, found[1]["outputs"])
             own = found[0] == self.run_dir / name
             entries.append(PlanEntry(name, "keep" if own else "reuse", None if own else str(found[0])))
         self._digests.clear()
@@ -275,7 +284,7 @@ class Runner:
             if source != step_dir or status.get("files") != files:  # verified: the fast path holds again
                 status = {**status, "files": files}
                 write_json(step_dir / STATUS, status)
-            self._digests[step.name] = status["outputs"]
+            self._digests[step.name] = passed_on(step, key, status["outputs"])
             state = "kept" if source == step_dir else "reused"
             self.echo(f"    {state} ({'this run' if state == 'kept' else source})")
             self._mirror(step_dir, status)
@@ -333,7 +342,7 @@ class Runner:
         status = {**status, "state": "done", "outputs": digests}
         write_json(step_dir / STATUS, {**status, "files": self._fingerprints(step_dir, status),
                                        "seconds": round(seconds, 3), "finished": _now()})
-        self._digests[step.name] = digests
+        self._digests[step.name] = passed_on(step, key, digests)
         if self._index is not None:
             self._index.setdefault(key, []).insert(0, step_dir)
         return StepOutcome(step.name, "ran", seconds, metrics)

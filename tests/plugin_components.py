@@ -24,6 +24,18 @@ def text(ctx: StepContext, params: TextParams) -> dict:
     return {"chars": len(params.text)}
 
 
+class ListingParams(Params):
+    folder: str = Field(description="folder whose file names are listed")
+
+
+@component("test.listing", params=ListingParams, outputs={"copy": "text"}, reads=lambda params: [Path(params.folder)])
+def listing(ctx: StepContext, params: ListingParams) -> dict:
+    """List the names (not the contents) of the files under `folder`, as a dataset reader does."""
+    names = sorted(str(p.relative_to(params.folder)) for p in Path(params.folder).rglob("*") if p.is_file())
+    ctx.output("copy").write_text("\n".join(names))
+    return {"files": len(names)}
+
+
 class PassthroughParams(Params):
     suffix: str = "!"
     fail_if_exists: str = Field("", description="fail (after a partial write) while this file exists")

@@ -75,6 +75,35 @@ def test_unchanged_steps_are_reused_and_changed_ones_rerun(chain, cli, tmp_path)
     assert status == 0 and ran(counter) == ["second", "third"]
 
 
+def test_steps_downstream_of_a_reader_rerun_when_the_files_it_listed_change(write_workflow, cli, tmp_path,
+                                                                             monkeypatch):
+    """A reader's listing names the media, not their contents: changed media under the same names must
+    reach the steps that read them through the listing, not leave them reused."""
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.wav").write_text("one")
+    counter = tmp_path / "ran.txt"
+    monkeypatch.setenv("MMFLOW_TEST_COUNTER", str(counter))
+    path = write_workflow(f"""
+name: media
+steps:
+  data:
+    component: test.listing
+    params: {{folder: "{root}"}}
+  shard:
+    component: test.passthrough
+    inputs: {{source: "${{steps.data.outputs.copy}}"}}
+""")
+    runs = ["--runs-root", tmp_path / "runs"]
+    assert cli("run", path, *runs)[0] == 0 and ran(counter) == ["shard"]
+    assert cli("run", path, *runs)[0] == 0 and ran(counter) == []
+    (root / "a.wav").write_text("ONE, re-encoded")  # the same name: the same listing
+    status, out, err = cli("run", path, *runs)
+    assert status == 0, err
+    assert ran(counter) == ["shard"]
+    assert cli("run", path, *runs)[0] == 0 and ran(counter) == []
+
+
 def test_dry_run_shows_the_plan_and_runs_nothing(chain, cli, tmp_path):
     path, counter = chain
     cli("run", path)
