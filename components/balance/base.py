@@ -31,8 +31,9 @@ class LoopState:
     epochs: int = 0
     epoch: int = -1
     # Per-class embedding sums and sample counts of each modality over a random subset of
-    # training batches (all ranks), taken before every epoch in eval mode when a method's
-    # `prototype_fraction` asks for it; turn them into prototypes with update_prototypes.
+    # training batches (all ranks), taken before every epoch with batch statistics (normalized as in a
+    # training step) when a method's `prototype_fraction` asks for it; turn them into prototypes with
+    # update_prototypes.
     subset_sums: dict[str, torch.Tensor] = field(default_factory=dict)
     subset_counts: torch.Tensor | None = None
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks

@@ -94,7 +94,7 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
     return []
 
 
-@component("train.classifier", params=TrainClassifierParams,
+@component("train.classifier", params=TrainClassifierParams, version="2",
            inputs={"train": "shards", "weights": Maybe("gblend_weights")},
            outputs={"model": "model"}, distributed=True, check=_check_blend_weights)
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:

@@ -25,6 +25,7 @@ from ..balance.methods import build_method
 from ..balance.prototypes import update_prototypes
 from ..balance.gblend import ProbeLosses
 from ..data.shards import ShardReader, load_manifest, sample_keys
+from ..models.batch_statistics import batch_statistics
 from ..models.build import WEIGHTS, build_classifier, load_classifier, save_classifier
 from ..models.multimodal import MultimodalClassifier
 from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
@@ -182,14 +183,17 @@ def class_sums(model: MultimodalClassifier, batches: Iterable[tuple[dict[str, to
 
 def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
                       batch_size: int, session: TrainSession) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """class_sums over a random `fraction` of training batches, summed over all ranks, in eval mode."""
-    was_training = model.training
-    model.eval()
+    """class_sums over a random `fraction` of training batches, summed over all ranks, with batch statistics.
+
+    The prototypes are compared with training-step embeddings (PCE, OGM-GE's scores, the diagnostics), so
+    they are computed the same way: with few steps an epoch, BatchNorm's running statistics lag the weights
+    and eval-mode prototypes land far from every training embedding.
+    """
     take = max(1, round(fraction * reader.steps_per_epoch(batch_size)))
     # a differently seeded pass: its first batches are a random subset of the training set
     subset = itertools.islice(reader.batches(_SUBSET_EPOCH_OFFSET + epoch, batch_size), take)
-    sums, counts = class_sums(model, subset, reader.manifest["num_classes"], session.device)
-    model.train(was_training)
+    with batch_statistics(model):
+        sums, counts = class_sums(model, subset, reader.manifest["num_classes"], session.device)
     for m in sums:
         session.all_reduce_sum(sums[m])
     return sums, session.all_reduce_sum(counts)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..balance.prototypes import imbalance_ratio, prototype_logits, true_class_scores
+from ..models.batch_statistics import kept_buffers
 from ..models.multimodal import MultimodalClassifier, MultimodalOutput
 
 
@@ -57,28 +58,32 @@ def batch_diagnostics(totals: EpochTotals, out: MultimodalOutput, labels: torch.
             totals.add("rho", imbalance_ratio(true_class_scores(logits, labels)))
 
 
+def _flat(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) -> torch.Tensor:
+    # a parameter one loss doesn't reach (CentralNet's fused path skips the encoder's fc) has a zero gradient
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)])
+
+
 def gradient_angles(model: MultimodalClassifier, features: dict[str, torch.Tensor], labels: torch.Tensor,
                     prototypes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Degrees between each encoder's gradient from its own loss and from the fused loss.
 
-    A modality's own loss is CE on its logits where the model has them, else PCE on its prototypes.
+    A modality's own loss is CE on its logits where the model has them, else PCE on its prototypes. The
+    extra forward pass leaves BatchNorm's running statistics as they were: diagnostics do not change training.
     """
-    out = model(features)
-    fused = F.cross_entropy(out.logits, labels)
-    angles = {}
-    for m in model.modalities:
-        if m in out.modality_logits:
-            own = F.cross_entropy(out.modality_logits[m], labels)
-        elif m in prototypes:
-            own = F.cross_entropy(prototype_logits(out.embeddings[m], prototypes[m]), labels)
-        else:
-            continue
-        params = [p for p in model.encoders[m].parameters() if p.requires_grad]
-        g_own = torch.autograd.grad(own, params, retain_graph=True, allow_unused=True)
-        g_fused = torch.autograd.grad(fused, params, retain_graph=True, allow_unused=True)
-        # a parameter one loss doesn't reach (e.g. CentralNet's fused path skips the encoder's fc) has a zero gradient
-        a = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_own, params, strict=True)])
-        b = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(g_fused, params, strict=True)])
-        cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
-        angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
-    return angles
+    with kept_buffers(model):  # restored after the gradients: the graph holds the buffers' versions
+        out = model(features)
+        fused = F.cross_entropy(out.logits, labels)
+        angles = {}
+        for m in model.modalities:
+            if m in out.modality_logits:
+                own = F.cross_entropy(out.modality_logits[m], labels)
+            elif m in prototypes:
+                own = F.cross_entropy(prototype_logits(out.embeddings[m], prototypes[m]), labels)
+            else:
+                continue
+            params = [p for p in model.encoders[m].parameters() if p.requires_grad]
+            a, b = (_flat(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
+                    for loss in (own, fused))
+            cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
+            angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
+        return angles

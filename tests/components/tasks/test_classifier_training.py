@@ -52,6 +52,41 @@ def test_prototypes_come_from_a_random_fraction_of_the_training_batches(shards):
     assert not torch.allclose(first["a"], trained_first["a"])  # not the batch the epoch trains on first
 
 
+class Normalized(torch.nn.Module):
+    """Embeddings are BatchNorm of the inputs, then dropout: what the prototype pass must do with both."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.ModuleDict({"a": torch.nn.BatchNorm1d(3), "b": torch.nn.BatchNorm1d(5)})
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, inputs):
+        return SimpleNamespace(embeddings={m: self.drop(self.norm[m](x)) for m, x in inputs.items()})
+
+
+def test_prototypes_use_batch_statistics_as_training_steps_do_and_leave_the_model_as_it_was(shards):
+    """With running statistics that lag (here: never updated, mean 0 and variance 1 while class c's
+    feature a has mean c), eval-mode prototypes would sit far from every training embedding."""
+    reader = ShardReader(shards, seed=0)
+    session = SimpleNamespace(device=torch.device("cpu"), all_reduce_sum=lambda t: t)
+    model = Normalized().train()
+    sums, counts = subset_class_sums(model, reader, epoch=0, fraction=1.0, batch_size=SAMPLES, session=session)
+    features, labels = next(iter(reader.batches(0, SAMPLES)))  # one batch of every sample: any order
+    a = features["a"]
+    normalized = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + 1e-5)  # no dropout
+    expected = torch.zeros(4, 3).index_add_(0, labels, normalized)
+    torch.testing.assert_close(sums["a"], expected)
+    torch.testing.assert_close(counts, torch.bincount(labels, minlength=4).float())
+    for norm in model.norm.values():  # running statistics untouched
+        torch.testing.assert_close(norm.running_mean, torch.zeros_like(norm.running_mean))
+        torch.testing.assert_close(norm.running_var, torch.ones_like(norm.running_var))
+        assert int(norm.num_batches_tracked) == 0
+    assert model.training and model.drop.training and model.norm["a"].training
+    model.eval()
+    subset_class_sums(model, reader, epoch=0, fraction=0.1, batch_size=20, session=session)
+    assert not model.training and not model.drop.training and not model.norm["a"].training
+
+
 def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_validation_out(shards, tmp_path):
     from mmflow.components.tasks.blend_probes import holdout_split
 

@@ -30,6 +30,17 @@ def angle_by_backward(net, features, labels, own_loss, modality) -> float:
     return math.degrees(math.acos(float(cosine.clamp(-1, 1))))
 
 
+def test_the_gradient_angles_pass_leaves_batchnorm_running_statistics_as_they_were():
+    net = model("concat")
+    net.encoders["a"] = torch.nn.Sequential(torch.nn.BatchNorm1d(4), net.encoders["a"])
+    before = {name: b.clone() for name, b in net.named_buffers()}
+    torch.manual_seed(1)
+    features, labels = {"a": torch.randn(16, 4) + 3, "b": torch.randn(16, 3)}, torch.randint(3, (16,))
+    gradient_angles(net, features, labels, {})
+    for name, buffer in net.named_buffers():
+        torch.testing.assert_close(buffer, before[name], msg=name)
+
+
 def test_gradient_angle_between_a_modalitys_own_loss_and_the_fused_loss():
     net = model("concat")
     torch.manual_seed(1)
