@@ -28,8 +28,7 @@ from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
 from mmflow.components.tasks.optim import make_optimizer
-from mmflow.engine.distributed import run_training
-from mmflow.engine.spec import Resources
+from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +59,8 @@ def plain_loop(shards: Path, params: TrainClassifierParams, seed: int) -> float:
 def mmflow_inline(shards: Path, params: TrainClassifierParams, seed: int, storage: Path) -> float:
     """train.classifier's worker function through the inline executor; returns samples/s."""
     started = time.perf_counter()
-    result = run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
-                          resources=Resources(), storage=storage, seed=seed, log=lambda _: None)
+    result = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
+                                    TrainingJob(Resources(), storage, seed=seed, log=lambda _: None))
     seconds = time.perf_counter() - started
     samples = sum(round(h["samples_per_s"] * h["epoch_seconds"]) for h in result.history)  # per-epoch counts
     return samples / seconds

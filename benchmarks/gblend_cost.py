@@ -25,8 +25,8 @@ import ray
 from mmflow.components.data.datasets import generate_synthetic, iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
 from mmflow.components.tasks.classifier_training import evaluate, train_worker
-from mmflow.engine import distributed, load_workflow
-from mmflow.engine.spec import Resources
+from mmflow.engine import Resources, TrainingJob, load_workflow
+from mmflow.engine.ray_executor import RAY_ENV, RayExecutor
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "workflows" / "gblend_online.yaml"
@@ -36,12 +36,11 @@ def train(shards: Path, params: dict, storage: Path, probe_slots: int, seed: int
     """Train on a fresh local Ray with room for `probe_slots` probe tasks at once; timings and accuracy."""
     resources = Resources(workers=1, cpus_per_worker=1, cpus_per_task=1)
     ray.init(num_cpus=1 + probe_slots, logging_level="WARNING",
-             runtime_env={"env_vars": distributed.RAY_ENV})  # ensure_ray sees it and leaves it
+             runtime_env={"env_vars": RAY_ENV})  # the executor sees it and leaves it
     try:
         started = time.perf_counter()
-        result = distributed.run_training(train_worker, {"params": params, "train": str(shards / "train")},
-                                          executor="ray", resources=resources, storage=storage, seed=seed,
-                                          log=lambda _: None, parallel_tasks=3)
+        result = RayExecutor().train(train_worker, {"params": params, "train": str(shards / "train")},
+                                     TrainingJob(resources, storage, seed=seed, log=lambda _: None, parallel_tasks=3))
         wall = time.perf_counter() - started
     finally:
         ray.shutdown()

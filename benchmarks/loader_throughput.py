@@ -34,8 +34,8 @@ from mmflow.components.data.media_shards import media_modalities, write_media_sh
 from mmflow.components.data.preprocess import AudioParams, VisualParams  # noqa: E402
 from mmflow.components.data.shards import ShardReader, write_manifest  # noqa: E402
 from mmflow.components.models.build import build_classifier  # noqa: E402
-from mmflow.engine.distributed import run_tasks  # noqa: E402
-from mmflow.engine.spec import Resources  # noqa: E402
+from mmflow.engine import Resources  # noqa: E402
+from mmflow.engine.ray_executor import RayExecutor  # noqa: E402
 from tests.components.data.media_trees import EMOTIONS, write_frames, write_wav  # noqa: E402
 
 AUDIO, VISUAL = AudioParams(preset="ogm_ge"), VisualParams(num_frames=1, size=224, store_size=256)
@@ -129,9 +129,11 @@ def main() -> None:
         if not args.skip_ray:
             jobs = shard_jobs(clips, tmp / "ray", "raw", 16)
             warm = shard_jobs(clips[: 16 * cores], tmp / "warm", "raw", 16)
-            run_tasks(write_media_shard, warm, executor="ray", resources=Resources(), at_once=1)  # start workers
+            executor = RayExecutor()
+            executor.run_tasks(write_media_shard, warm, Resources(), at_once=1)  # start workers
             started = time.perf_counter()
-            run_tasks(write_media_shard, jobs, executor="ray", resources=Resources(), at_once=1)
+            executor.run_tasks(write_media_shard, jobs, Resources(), at_once=1)
+            executor.close()
             results["convert_raw_clips_per_s_ray"] = len(clips) / (time.perf_counter() - started)
             print(f"raw conversion as parallel Ray tasks on {results['cores']} cores: "
                   f"{results['convert_raw_clips_per_s_ray']:.1f} clips/s", flush=True)

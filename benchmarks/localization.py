@@ -32,8 +32,7 @@ from mmflow.components.data.shards import write_shards  # noqa: E402
 from mmflow.components.tasks.classifier_training import train_worker  # noqa: E402
 from mmflow.components.tasks.localization import TrainLocalizationParams  # noqa: E402
 from mmflow.components.tasks.localization_eval import evaluate_localization  # noqa: E402
-from mmflow.engine.distributed import run_training  # noqa: E402
-from mmflow.engine.spec import Resources  # noqa: E402
+from mmflow.engine import InlineExecutor, Resources, TrainingJob  # noqa: E402
 from tests.components.data.test_events import write_ave_features  # noqa: E402
 
 AVE_SHAPED = dict(num_classes=28, audio_dim=128, visual_grid=7, visual_dim=512)
@@ -52,8 +51,8 @@ def make_shards(root: Path, params: SyntheticEventsParams, seed: int) -> Path:
 def train(shards: Path, settings: dict, storage: Path, seed: int = 0) -> list[dict]:
     params = TrainLocalizationParams.model_validate(settings)
     config = {"params": params.model_dump(), "train": str(shards / "train"), "task": "localization"}
-    return run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=seed,
-                        log=lambda _: None)
+    job = TrainingJob(Resources(), storage, seed=seed, log=lambda _: None)
+    return InlineExecutor().train(train_worker, config, job)
 
 
 def main() -> None:

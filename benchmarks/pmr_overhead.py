@@ -27,8 +27,7 @@ from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
-from mmflow.engine.distributed import run_training
-from mmflow.engine.spec import Resources
+from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,8 +55,8 @@ def epoch_seconds(shards: Path, method: dict, epochs: int, storage: Path) -> flo
     params = TrainClassifierParams.model_validate({
         "epochs": epochs, "batch_size": 64, "encoder": "cnn", "embedding_dim": 512, "optimizer": "sgd",
         "lr": 0.01, "method": method, "diagnostics": False})
-    result = run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
-                          resources=Resources(), storage=storage, seed=0, log=lambda _: None)
+    result = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
+                                    TrainingJob(Resources(), storage, log=lambda _: None))
     return statistics.median(h["epoch_seconds"] for h in result.history[1:])
 
 

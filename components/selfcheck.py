@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from mmflow.engine.registry import self_check
+from mmflow.engine import self_check
 
 
 @self_check("audio decoding")

@@ -1,29 +1,45 @@
-"""mmflow.engine: generic workflow engine (spec, registry, graph, runner, Ray executor).
+"""mmflow.engine: the generic workflow engine (spec, registry, graph, runner, executors, sweeps).
 
-Public API for component authors: `component`, `Params`, `StepContext`, `TrainSession`.
+This module is its public API, the only one components and plugins import: declaring components
+(`component`, `Params`, `Many`, `Maybe`, `self_check`), what a running step sees (`StepContext`),
+training on workers (`TrainSession`, `TrainResult`, `TrainingJob`, the `Executor` interface and
+the built-in `InlineExecutor`), files written on other nodes (`node_folder`, `write_shipped`),
+workflows (`load_workflow`, `Workflow`, `Resources`) and the errors a component may raise.
+Everything else under mmflow.engine is internal and may change.
 """
 
 from .context import StepContext
-from .distributed import TrainResult, TrainSession
 from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
-from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component
-from .spec import Workflow, load_workflow
+from .executor import Executor, ExecutorSettings, TrainingJob, TrainResult, TrainSession, create_executor
+from .inline_executor import InlineExecutor
+from .nodes import node_folder, write_shipped
+from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component, self_check
+from .spec import Resources, Workflow, load_workflow
 
 __all__ = [
     "REGISTRY",
     "ComponentSpec",
+    "Executor",
+    "ExecutorSettings",
+    "InlineExecutor",
     "InputDataError",
     "Many",
     "Maybe",
     "Params",
     "Problem",
+    "Resources",
     "StepContext",
     "StepFailed",
     "TrainResult",
     "TrainSession",
+    "TrainingJob",
     "UsageError",
     "Workflow",
     "WorkflowError",
     "component",
+    "create_executor",
     "load_workflow",
+    "node_folder",
+    "self_check",
+    "write_shipped",
 ]

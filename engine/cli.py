@@ -243,7 +243,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import distributed
+    from .executor import ExecutorSettings
     from .runner import Runner, check_run_dir, fetch_run, new_run_dir, resume_workflow
     from .storage import Storage, is_uri
 
@@ -259,8 +259,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
-    distributed.configure_ray(args.address, args.oversubscribe)
-    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify)
+    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify,
+                    settings=ExecutorSettings(args.address, args.oversubscribe))
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
         for entry in runner.plan():
@@ -282,16 +282,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .sweep import run_sweep
+    from .executor import ExecutorSettings
+    from .tune import run_sweep
 
     wf = load_workflow(args.workflow, args.overrides)
     if wf.spec.sweep is None:
         raise UsageError(f"{args.workflow}: no sweep: section to run (mmflow run runs the workflow once)")
-    distributed.configure_ray(args.address, args.oversubscribe)
     echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()
-    sweep_dir, table, best = run_sweep(wf, args.runs_root, echo)
+    sweep_dir, table, best = run_sweep(wf, args.runs_root, echo, ExecutorSettings(args.address, args.oversubscribe))
     print(table)
     print(f"finished in {time.perf_counter() - started:.1f}s; results: {sweep_dir / 'results.csv'}")
     if best is not None:

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .context import StepContext
+from .context import StepContext, StepRun
 from .errors import InputDataError, StepFailed, UsageError
+from .executor import Executor, ExecutorSettings, create_executor
 from .graph import Wiring, edges_of
 from .nodes import StepInputs
 from .spec import Step, Workflow, apply_overrides, load_workflow, validate_document
@@ -189,10 +190,14 @@ class Runner:
     """Runs a workflow in a run directory, reusing cached steps from the same runs root."""
 
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
-                 echo: Callable[[str], None] | None = None, keep_ray: bool = False, verify: bool = False) -> None:
+                 echo: Callable[[str], None] | None = None, verify: bool = False, executor: Executor | None = None,
+                 settings: ExecutorSettings = ExecutorSettings()) -> None:
+        """`executor`: one the caller keeps using after this run (a sweep's Ray); by default the workflow's
+        executor is created with `settings` and closed when the run ends."""
         self.workflow = workflow
         self.verify = verify  # reuse checks every output's SHA-256, not only sizes and mtimes
-        self.keep_ray = keep_ray  # a sweep runs trials on the same Ray after its shared steps
+        self._own_executor = executor is None
+        self.executor = executor or create_executor(workflow.spec.executor, settings)
         self.run_dir = run_dir.resolve()  # Ray workers do not share the driver's working directory
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -262,10 +267,8 @@ class Runner:
                     self._write_run_record("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
                 raise
             finally:
-                from . import distributed
-
-                if "ray" in sys.modules and not self.keep_ray:
-                    distributed.shutdown_ray()
+                if self._own_executor:
+                    self.executor.close()
             self._write_run_record("done")
         return outcomes
 
@@ -306,14 +309,15 @@ class Runner:
         write_json(step_dir / STATUS, status)
         write_json(step_dir / "params.json", step.params.model_dump(mode="json"))
         ctx = StepContext(
-            step=step.name, component=step.component, seed=self.workflow.spec.seed,
+            step=step.name, seed=self.workflow.spec.seed,
             inputs={name: self._paths(w) for name, w in step.inputs.items()},
             sources={name: [e.step for e in edges_of(w)] for name, w in step.inputs.items()},
-            outputs_dir=staging, work_dir=step_dir / "work", resources=self.workflow.spec.resources,
-            executor=self.workflow.spec.executor, log=lambda msg: self.echo(f"    {msg}"),
-            max_failures=self.workflow.spec.failure.max_failures,
-            storage=self.storage.joinpath(step.name) if self.storage else None,
-            stored_inputs=self._stored_inputs(step),
+            log=lambda msg: self.echo(f"    {msg}"),
+            _run=StepRun(component=step.component, outputs_dir=staging, work_dir=step_dir / "work",
+                         resources=self.workflow.spec.resources, executor=self.executor,
+                         max_failures=self.workflow.spec.failure.max_failures,
+                         storage=self.storage.joinpath(step.name) if self.storage else None,
+                         stored_inputs=self._stored_inputs(step)),
         )
         started = time.perf_counter()
         try:

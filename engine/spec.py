@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .errors import Problem, UsageError, WorkflowError, did_you_mean
+from .executor import executor_names
 from .graph import Wiring, plan_graph
 from .model_paths import bools_for_numbers, fields_at
 from .registry import REGISTRY, ComponentSpec, Params, Registry
@@ -54,8 +55,9 @@ class WorkflowSpec(Params):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the runs folder")
     description: str = ""
     seed: int = Field(0, ge=0, description="seed for every step; same seed, same results")
-    executor: Literal["ray", "inline"] = Field(
-        "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging)"
+    executor: str = Field(
+        "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging); or an executor a "
+        "plugin registers (entry-point group mmflow.executors)"
     )
     resources: Resources = Field(default_factory=Resources)
     failure: Failure = Field(default_factory=Failure)
@@ -67,6 +69,14 @@ class WorkflowSpec(Params):
     storage: str | None = Field(
         None, description="where checkpoints and a copy of every finished step go, for restarts on other "
         "nodes: a shared path or a pyarrow filesystem URI (s3://bucket/prefix, gs://..., ?endpoint_override=...)")
+
+    @field_validator("executor")
+    @classmethod
+    def _registered_executor(cls, value: str) -> str:
+        known = executor_names()
+        if value not in known:
+            raise ValueError(f"should be a registered executor: {', '.join(known)}{did_you_mean(value, known)}")
+        return value
 
     @field_validator("storage")
     @classmethod

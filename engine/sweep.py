@@ -1,4 +1,4 @@
-"""`sweep:` — a workflow's hyperparameter sweep: its spec, its checks, its trials and its results.
+"""`sweep:` — a workflow's hyperparameter sweep: its spec, its checks and its results (tune.py runs it).
 
 A sweep varies values addressed by dotted paths into steps' params
 (`steps.train.params.method.alpha`) over Ray Tune search spaces. Steps that do not depend on a
@@ -60,19 +60,9 @@ class Space(Params):
                 return [((name, i), value) for i, value in enumerate(getattr(self, name))]
         return [(("randint", 0), self.randint[0]), (("randint", 1), self.randint[1] - 1)]
 
-    def tune(self) -> Any:
-        """The Ray Tune search space."""
-        from ray import tune
-
-        if self.grid is not None:
-            return tune.grid_search(self.grid)
-        if self.choice is not None:
-            return tune.choice(self.choice)
-        if self.uniform is not None:
-            return tune.uniform(*self.uniform)
-        if self.loguniform is not None:
-            return tune.loguniform(*self.loguniform)
-        return tune.randint(*self.randint)
+    def given(self) -> tuple[str, Any]:
+        """The space's kind and its value, e.g. ("grid", [0.1, 0.01])."""
+        return next((name, getattr(self, name)) for name in SPACES if getattr(self, name) is not None)
 
 
 class Scheduler(Params):
@@ -234,99 +224,3 @@ def best_workflow(workflow: Workflow, sweep: SweepSpec, trials: list[Trial]) -> 
     header = (f"# best trial {best.name} of the sweep in {workflow.document.file}: "
               f"{sweep.metric} = {best.metrics[sweep.metric]:.6g}\n")
     return best, header + yaml.safe_dump(data, sort_keys=False)
-
-
-def run_sweep(workflow: Workflow, runs_root: Path, echo: Any) -> tuple[Path, str, Trial | None]:
-    """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml.
-
-    Returns (sweep folder, results table, best trial or None).
-    """
-    from . import distributed
-    from .runner import Runner, new_run_dir
-    from .spec import Workflow as WorkflowType
-    from .storage import Storage
-
-    sweep = workflow.spec.sweep
-    sweep_dir = new_run_dir(runs_root, workflow.name)
-    swept = swept_steps(workflow)
-    shared = [name for name in workflow.order if name not in swept]
-    if shared:  # their folders sit where every trial's cache lookup finds them
-        echo(f"shared steps (run once for all trials): {', '.join(shared)}")
-        subset = WorkflowType(workflow.spec, {n: workflow.steps[n] for n in shared}, shared, workflow.document,
-                              workflow.overrides)
-        Runner(subset, sweep_dir, runs_root, echo=echo, keep_ray=True).run()
-    # in the workflow's storage, the trials' folders sit under the sweep's, beside Tune's state
-    sweep_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
-                     if workflow.spec.storage else None)
-    setup = {"text": workflow.document.text, "file": workflow.document.file,
-             "overrides": workflow.overrides, "runs_root": str(runs_root.resolve()),
-             "trials": str((sweep_dir / "trials").resolve()),
-             "shared": sweep_storage.uri if sweep_storage and shared else None}
-    space: dict[str, Any] = {path: value.tune() for path, value in sweep.parameters.items()}
-    space[_SETUP] = setup
-    scheduler = None
-    if sweep.scheduler.name == "asha":
-        s = sweep.scheduler
-        scheduler = distributed.asha(s.metric, s.mode, s.max_t, s.grace_period, s.reduction_factor)
-    echo(f"trials of {', '.join(sweep.parameters)} ({sweep.scheduler.name}) -> {sweep_dir / 'trials'}")
-    try:
-        raw = distributed.run_sweep_trials(_trial, space, num_samples=sweep.num_samples, scheduler=scheduler,
-                                           max_concurrent_trials=sweep.max_concurrent_trials,
-                                           trial_cpus=sweep.trial_cpus,
-                                           storage=sweep_storage or Storage.open(sweep_dir))
-    finally:
-        distributed.shutdown_ray()
-    trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
-                    "error" if error else "done" if sweep.metric in metrics else "stopped")
-              for name, config, metrics, error in raw]
-    table = write_results(sweep, trials, sweep_dir)
-    best = best_workflow(workflow, sweep, trials)
-    if best is not None:
-        (sweep_dir / "best.yaml").write_text(best[1])
-    return sweep_dir, table, None if best is None else best[0]
-
-
-_SETUP = "__mmflow__"
-
-
-def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
-    """On a node without the sweep's folder (no shared filesystem), copy its shared steps from the
-    storage, where the trials' cache lookups find them; trials on one node fetch once."""
-    import fcntl
-    import hashlib
-    import tempfile
-
-    from .runner import RUN_RECORD, fetch_run
-    from .storage import Storage
-
-    # always under the lock: the record is written before the steps, so only a finished fetch counts
-    lock = Path(tempfile.gettempdir()) / f"mmflow-fetch-{hashlib.sha256(bytes(sweep_dir)).hexdigest()[:16]}.lock"
-    with open(lock, "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
-        if not (sweep_dir / RUN_RECORD).exists():
-            fetch_run(Storage.open(stored), sweep_dir.parent.parent)
-
-
-def _trial(config: dict[str, Any]) -> None:
-    """One Tune trial: the workflow with this trial's values, the shared steps reused from the cache;
-    its training steps report every epoch, and every step's final metrics are reported at the end."""
-    from ray import tune
-
-    from . import distributed
-    from .runner import Runner
-    from .spec import apply_overrides, validate_document
-    from .yaml_source import parse_yaml
-
-    setup = config[_SETUP]
-    values = {k: v for k, v in config.items() if k != _SETUP}
-    doc = parse_yaml(setup["text"], setup["file"])
-    overrides = [*setup["overrides"], *(override(path, value) for path, value in values.items())]
-    apply_overrides(doc, overrides)
-    workflow = validate_document(doc, overrides=overrides)
-    distributed.enter_sweep_trial()
-    if setup["shared"]:
-        fetch_shared_steps(setup["shared"], Path(setup["trials"]).parent)
-    name = tune.get_context().get_trial_name()
-    outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"])).run()
-    tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -130,8 +130,9 @@ def inspect_step(ctx: StepContext, params: InspectParams) -> dict:
     from mmflow.engine.errors import ResourcesError
 
     ctx.log("looking around")
-    seen = {"status": json.loads((ctx.outputs_dir.parent / "status.json").read_text()),
-            "work_dir": ctx.work_dir.name, "max_failures": ctx.max_failures, "executor": ctx.executor}
+    run = ctx._run  # what the runner hands the step, beyond what components use
+    seen = {"status": json.loads((run.outputs_dir.parent / "status.json").read_text()),
+            "work_dir": run.work_dir.name, "max_failures": run.max_failures, "executor": run.executor.name}
     if params.raise_error:
         error = {"RuntimeError": RuntimeError, "InputDataError": InputDataError, "ResourcesError": ResourcesError,
                  "KeyboardInterrupt": KeyboardInterrupt}[params.raise_error]

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mmflow.engine import InputDataError, Params, StepContext
-from mmflow.engine.nodes import node_folder, write_shipped
+from mmflow.engine import InputDataError, Params, StepContext, node_folder, write_shipped
 
 from .datasets import META_FILE, is_file_name
 

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmflow.engine import InputDataError
-from mmflow.engine.nodes import node_folder
+from mmflow.engine import InputDataError, node_folder
 
 from .media import MediaError, decode_jpeg, encode_wav, read_audio, read_bytes
 from .media_dataset import Clip

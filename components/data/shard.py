@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mmflow.engine import Params, StepContext, component
+from mmflow.engine import Params, StepContext, component, write_shipped
 
 from .preprocess import AudioParams, VisualParams
 
@@ -78,8 +78,6 @@ def _shard_media(ctx: StepContext, params: ShardParams, info: dict) -> dict:
     import dataclasses
     import random
     from pathlib import Path
-
-    from mmflow.engine.nodes import write_shipped
 
     from .media_dataset import read_clips
     from .media_shards import media_modalities, write_media_shard

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mmflow.components.report.compare import CompareParams, compare
 from mmflow.engine import REGISTRY, StepContext
-from mmflow.engine.spec import Resources
 
 
 def test_compare_builds_a_row_per_step(tmp_path):
@@ -16,10 +15,8 @@ def test_compare_builds_a_row_per_step(tmp_path):
         path = tmp_path / step
         path.write_text(json.dumps({"accuracy": acc, "accuracy_gray_head": acc / 2, "chance": 0.1}))
         paths.append(path)
-    (tmp_path / "out").mkdir()
-    ctx = StepContext(step="cmp", component=REGISTRY.get("report.compare"), seed=0, inputs={"results": paths},
-                      outputs_dir=tmp_path / "out", work_dir=tmp_path, resources=Resources(), executor="inline",
-                      log=lambda _: None, sources={"results": ["eval_naive", "eval_pmr"]})
+    ctx = StepContext.standalone(REGISTRY.get("report.compare"), {"results": paths}, tmp_path / "out",
+                                 sources={"results": ["eval_naive", "eval_pmr"]})
     metrics = compare(ctx, CompareParams(metrics=["accuracy", "accuracy_*_head"]))
     table = Path(tmp_path / "out" / "table").read_text().splitlines()
     assert table[0] == "| step | accuracy | accuracy_gray_head |"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 
-from mmflow.engine import distributed
+from mmflow.engine import InlineExecutor
+from mmflow.engine.inline_executor import InlineSession
 from mmflow.engine.storage import Storage
 
 WORKFLOW = """
@@ -103,14 +104,14 @@ def test_a_dry_run_contacts_no_store(write_workflow, cli, tmp_path, monkeypatch)
 def test_a_crashed_run_is_finished_on_another_machine_from_its_storage(location, write_workflow, cli, tmp_path,
                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)
-    report = distributed.InlineSession._report
+    report = InlineSession._report
 
     def crash_after_second_epoch(self, metrics, checkpoint_dir):
         report(self, metrics, checkpoint_dir)
         if metrics["epoch"] == 1:
             raise RuntimeError("the machine went away")
 
-    monkeypatch.setattr(distributed.InlineSession, "_report", crash_after_second_epoch)
+    monkeypatch.setattr(InlineSession, "_report", crash_after_second_epoch)
     path = write_workflow(WORKFLOW.replace("STORAGE", f"'{location}'"))
     status, _, err = cli("run", path, "--runs-root", tmp_path / "first")
     assert status == 1 and "the machine went away" in err
@@ -122,7 +123,7 @@ def test_a_crashed_run_is_finished_on_another_machine_from_its_storage(location,
     assert not stored.joinpath("train", "status.json").exists()  # only finished steps are copied
     assert stored.joinpath("train", "train", "inline").folders() == ["checkpoint_000002"]
 
-    monkeypatch.setattr(distributed.InlineSession, "_report", report)
+    monkeypatch.setattr(InlineSession, "_report", report)
     status, out, err = cli("run", "--resume", run_uri, "--runs-root", tmp_path / "second")
     assert status == 0, err
     assert out.count("kept") == 2  # data and shard came from the storage, not re-run
@@ -136,13 +137,13 @@ def test_a_crashed_run_is_finished_on_another_machine_from_its_storage(location,
 def test_a_node_without_the_run_directory_fetches_the_step_inputs_from_the_storage(location, write_workflow, cli,
                                                                                    tmp_path, monkeypatch):
     given = {}
-    run_training = distributed.run_training
+    train = InlineExecutor.train
 
-    def remember_inputs(*args, **kwargs):
-        given["inputs"] = kwargs["inputs"]
-        return run_training(*args, **kwargs)
+    def remember_inputs(self, fn, config, job):
+        given["inputs"] = job.inputs
+        return train(self, fn, config, job)
 
-    monkeypatch.setattr(distributed, "run_training", remember_inputs)
+    monkeypatch.setattr(InlineExecutor, "train", remember_inputs)
     status, _, err = cli("run", write_workflow(WORKFLOW.replace("STORAGE", f"'{location}'")),
                          "--runs-root", tmp_path / "runs")
     assert status == 0, err

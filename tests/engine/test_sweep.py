@@ -10,10 +10,10 @@ import threading
 import pytest
 import yaml
 
+from mmflow.engine import tune
 from mmflow.engine.errors import WorkflowError
 from mmflow.engine.spec import load_workflow
-from mmflow.engine import runner
-from mmflow.engine.sweep import Trial, best_workflow, fetch_shared_steps, override, swept_steps, write_results
+from mmflow.engine.sweep import Trial, best_workflow, override, swept_steps, write_results
 
 BASE = """\
 name: swp
@@ -117,11 +117,11 @@ steps:
     status, _, err = cli("run", write_workflow(shared), "--run-dir", tmp_path / "runs" / "shared" / "sweep-1")
     assert status == 0, err
     fetched = []
-    fetch_run = runner.fetch_run
-    monkeypatch.setattr(runner, "fetch_run", lambda *args: fetched.append(args) or fetch_run(*args))
+    fetch_run = tune.fetch_run
+    monkeypatch.setattr(tune, "fetch_run", lambda *args: fetched.append(args) or fetch_run(*args))
     elsewhere = tmp_path / "other-node" / "shared" / "sweep-1"
-    trials = [threading.Thread(target=fetch_shared_steps, args=(str(tmp_path / "store" / "shared" / "sweep-1"),
-                                                                 elsewhere)) for _ in range(2)]
+    stored = str(tmp_path / "store" / "shared" / "sweep-1")
+    trials = [threading.Thread(target=tune.fetch_shared_steps, args=(stored, elsewhere)) for _ in range(2)]
     for trial in trials:
         trial.start()
     for trial in trials:
@@ -134,7 +134,7 @@ steps:
 
 def test_trials_refer_to_the_sweeps_stored_shared_steps_instead_of_copying_them(write_workflow, cli, tmp_path,
                                                                                monkeypatch):
-    from mmflow.engine import distributed
+    from mmflow.engine import InlineExecutor
     from mmflow.engine.storage import Storage
 
     path = write_workflow(f"""
@@ -153,9 +153,9 @@ steps:
     status, _, err = cli("run", path, "--run-dir", runs / "shared" / "sweep-1", "--runs-root", runs)
     assert status == 0, err
     given = {}
-    run_training = distributed.run_training
-    monkeypatch.setattr(distributed, "run_training",
-                        lambda *args, **kwargs: given.update(kwargs) or run_training(*args, **kwargs))
+    train = InlineExecutor.train
+    monkeypatch.setattr(InlineExecutor, "train",
+                        lambda self, fn, config, job: given.update(inputs=job.inputs) or train(self, fn, config, job))
     trial_dir = runs / "shared" / "sweep-1" / "trials" / "t1"
     status, _, err = cli("run", path, "--run-dir", trial_dir, "--runs-root", runs, "--set", "steps.train.params.epochs=2")
     assert status == 0, err

@@ -136,10 +136,10 @@ def test_two_ray_train_workers_read_every_key_exactly_once(tmp_path):
 
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import load_manifest, write_shards
-    from mmflow.engine import distributed
-    from mmflow.engine.spec import Resources
-
     import torch
+
+    from mmflow.engine import Resources, TrainingJob
+    from mmflow.engine.ray_executor import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable on workers
     data = {"label": torch.arange(96) % 4, "m": torch.randn(96, 3)}
@@ -148,13 +148,12 @@ def test_two_ray_train_workers_read_every_key_exactly_once(tmp_path):
     manifest_keys = [k for s in load_manifest(tmp_path / "shards")["shards"] for k in s["keys"]]
     out = tmp_path / "keys"
     out.mkdir()
-    distributed.configure_ray(None)
+    executor = RayExecutor()
     try:
-        distributed.run_training(record_keys, {"shards": str(tmp_path / "shards"), "out": str(out)},
-                                 executor="ray", resources=Resources(workers=2), storage=tmp_path / "train",
-                                 seed=5, log=print)
+        executor.train(record_keys, {"shards": str(tmp_path / "shards"), "out": str(out)},
+                       TrainingJob(Resources(workers=2), tmp_path / "train", seed=5))
     finally:
-        distributed.shutdown_ray()
+        executor.close()
     for epoch in range(2):
         per_rank = [json.loads((out / f"rank{r}-epoch{epoch}.json").read_text()) for r in range(2)]
         assert len(per_rank[0]) == len(per_rank[1]) == 48
@@ -177,16 +176,16 @@ def meet(config, device):
 def test_side_tasks_run_side_by_side_on_ray_and_come_back_in_order(tmp_path):
     import ray.cloudpickle
 
-    from mmflow.engine import distributed
-    from mmflow.engine.spec import Resources
+    from mmflow.engine import Resources
+    from mmflow.engine.ray_executor import RayExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable on workers
-    distributed.configure_ray(None)
+    executor = RayExecutor()
     try:
-        found = distributed.run_tasks(meet, [{"n": n, "of": 3, "folder": str(tmp_path)} for n in range(3)],
-                                      executor="ray", resources=Resources(cpus_per_task=0.5))
+        found = executor.run_tasks(meet, [{"n": n, "of": 3, "folder": str(tmp_path)} for n in range(3)],
+                                   Resources(cpus_per_task=0.5))
     finally:
-        distributed.shutdown_ray()
+        executor.close()
     assert found == [(0, 3, "cpu"), (1, 3, "cpu"), (2, 3, "cpu")]  # one by one, the first would have met no one
 
 
@@ -204,27 +203,27 @@ def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path)
     checkpoint once got an empty history on Ray and its whole history inline."""
     import ray.cloudpickle
 
-    from mmflow.engine import distributed
+    from mmflow.engine import load_workflow
+    from mmflow.engine.ray_executor import RayExecutor
     from mmflow.engine.runner import Runner
-    from mmflow.engine.spec import load_workflow
 
     from .. import plugin_components
 
     ray.cloudpickle.register_pickle_by_value(plugin_components)  # tests/ is not importable on workers
     wf = tmp_path / "count.yaml"
     wf.write_text(COUNT)
-    distributed.configure_ray(None)
+    ray_executor = RayExecutor()
     found = {}
     try:
         for every in (0, 2):  # never checkpoints; checkpoints at epochs 1 and 3 but not at the last one
             for executor in ("inline", "ray"):
                 workflow = load_workflow(wf, [f"executor={executor}", f"steps.count.params.checkpoint_every={every}"])
                 run = tmp_path / f"{executor}{every}"
-                Runner(workflow, run, tmp_path / "runs", keep_ray=True).run()
+                Runner(workflow, run, tmp_path / "runs", executor=ray_executor if executor == "ray" else None).run()
                 found[executor, every] = (json.loads((run / "count" / "outputs" / "history").read_text()),
                                           json.loads((run / "count" / "metrics.json").read_text()))
     finally:
-        distributed.shutdown_ray()
+        ray_executor.close()
     for every, checkpoint_epoch in ((0, -1), (2, 3)):
         history, metrics = found["ray", every]
         assert (history, metrics) == found["inline", every]
@@ -271,28 +270,26 @@ def test_what_the_ray_cannot_give_fails_at_once(tmp_path):
     300 s for a node that never came."""
     import time
 
-    from mmflow.engine import distributed
+    from mmflow.engine import Resources, TrainingJob
     from mmflow.engine.errors import ResourcesError
-    from mmflow.engine.spec import Resources
+    from mmflow.engine.ray_executor import RayExecutor
 
     cores = os.cpu_count()
-    distributed.configure_ray(None)
+    executor = RayExecutor()
     try:
         started = time.monotonic()
         with pytest.raises(ResourcesError, match=f"^64 worker\\(s\\) x 64 CPUs need 4096 CPUs at once; "
                                                  f"the local Ray has {cores} CPUs: lower resources.workers, "
                                                  "cpus_per_worker or gpus_per_worker, or pass --oversubscribe"):
-            distributed.run_training(meet, {}, executor="ray", resources=Resources(workers=64, cpus_per_worker=64),
-                                     storage=tmp_path / "a", seed=0, log=print)
+            executor.train(meet, {}, TrainingJob(Resources(workers=64, cpus_per_worker=64), tmp_path / "a"))
         with pytest.raises(ResourcesError, match="x 1 CPU and 64 GPUs need 64 GPUs at once; the local Ray has "
                                                  "[0-9]+ GPUs?: lower"):
-            distributed.run_training(meet, {}, executor="ray", resources=Resources(gpus_per_worker=64),
-                                     storage=tmp_path / "b", seed=0, log=print)
+            executor.train(meet, {}, TrainingJob(Resources(gpus_per_worker=64), tmp_path / "b"))
         with pytest.raises(ResourcesError, match="^each parallel task \\(4096 CPUs\\) need 4096 CPUs at once"):
-            distributed.run_tasks(meet, [{}], executor="ray", resources=Resources(cpus_per_task=4096))
+            executor.run_tasks(meet, [{}], Resources(cpus_per_task=4096))
         assert time.monotonic() - started < 60  # the Ray's start-up, then nothing is waited for
     finally:
-        distributed.shutdown_ray()
+        executor.close()
 
 
 def test_online_gblend_probes_run_in_the_worker_when_it_takes_every_cpu(tmp_path):
@@ -554,7 +551,7 @@ def test_after_the_driver_dies_another_machine_resumes_from_object_storage(tmp_p
     import os
     import signal
 
-    from mmflow.engine.distributed import HISTORY_FILE
+    from mmflow.engine.executor import HISTORY_FILE
     from mmflow.engine.storage import Storage
 
     wf = tmp_path / "faults.yaml"

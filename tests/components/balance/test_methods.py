@@ -17,8 +17,7 @@ from mmflow.components.models.fusion import FUSIONS, INTERMEDIATE_FUSIONS, fusio
 from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
-from mmflow.engine.distributed import run_training
-from mmflow.engine.spec import Resources
+from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
@@ -42,8 +41,7 @@ def shards(tmp_path_factory):
 def train(shards_dir, tmp_path, **params):
     config = {"params": TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 16, **params}).model_dump(),
               "train": str(shards_dir)}
-    return run_training(train_worker, config, executor="inline", resources=Resources(), storage=tmp_path, seed=0,
-                        log=lambda _: None)
+    return InlineExecutor().train(train_worker, config, TrainingJob(Resources(), tmp_path, log=lambda _: None))
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

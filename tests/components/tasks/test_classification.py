@@ -43,8 +43,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.classification import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import train_worker
-    from mmflow.engine.distributed import run_training
-    from mmflow.engine.spec import Resources
+    from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
     labels = torch.arange(32) % 2
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": labels, "a": torch.randn(32, 3) * 1e4}}, num_classes=2)
@@ -54,9 +53,9 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
         params = TrainClassifierParams(epochs=1, batch_size=32, optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0,
                                        hidden=[], embedding_dim=4, grad_clip_norm=clip, diagnostics=False)
         torch.manual_seed(0)
-        result = run_training(train_worker, {"params": params.model_dump(), "train": str(tmp_path / "shards")},
-                              executor="inline", resources=Resources(), storage=tmp_path / f"s{clip}", seed=0,
-                              log=lambda _: None)
+        config = {"params": params.model_dump(), "train": str(tmp_path / "shards")}
+        result = InlineExecutor().train(train_worker, config,
+                                        TrainingJob(Resources(), tmp_path / f"s{clip}", log=lambda _: None))
         after = torch.load(result.checkpoint / "model.pt", weights_only=True)
         from mmflow.components.models.build import build_classifier
 
@@ -74,12 +73,12 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.classification import TrainClassifierParams, train_classifier
-    from mmflow.engine.distributed import TrainResult
+    from mmflow.engine import TrainResult
 
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(8) % 2, "a": torch.randn(8, 2),
                                                     "b": torch.randn(8, 3)}}, num_classes=2)
     write_shards(iter_samples(tmp_path / "ds", "train"), tmp_path / "shards", 8, num_classes=2)
-    from mmflow.engine.distributed import HISTORY_FILE
+    from mmflow.engine.executor import HISTORY_FILE
 
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
@@ -127,9 +126,8 @@ def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.classification import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import train_worker
-    from mmflow.engine.distributed import run_training
+    from mmflow.engine import InlineExecutor, Resources, TrainingJob
     from mmflow.engine.runner import digest_path
-    from mmflow.engine.spec import Resources
 
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(32) % 2, "a": torch.randn(32, 3)}},
                         num_classes=2)
@@ -137,7 +135,7 @@ def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
     config = {"params": TrainClassifierParams(epochs=2, batch_size=8, hidden=[4], embedding_dim=4).model_dump(),
               "train": str(tmp_path / "shards")}
     for attempt in ("one", "two"):
-        result = run_training(train_worker, config, executor="inline", resources=Resources(),
-                              storage=tmp_path / f"scratch_{attempt}", seed=0, log=lambda _: None)
+        result = InlineExecutor().train(train_worker, config,
+                                        TrainingJob(Resources(), tmp_path / f"scratch_{attempt}", log=lambda _: None))
         result.save_checkpoint(tmp_path / attempt)
     assert digest_path(tmp_path / "one") == digest_path(tmp_path / "two")

@@ -11,8 +11,7 @@ from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import class_sums, subset_class_sums, train_worker
-from mmflow.engine.distributed import run_training
-from mmflow.engine.spec import Resources
+from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 SAMPLES = 200
 
@@ -93,9 +92,8 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
     def history(method: dict) -> list[dict]:
         params = TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 20, "hidden": [8],
                                                        "embedding_dim": 4, "method": method})
-        return run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
-                            resources=Resources(), storage=tmp_path / method["name"], seed=0,
-                            log=lambda _: None).history
+        return InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
+                                      TrainingJob(Resources(), tmp_path / method["name"], log=lambda _: None)).history
 
     assert [h["train_samples"] for h in history({"name": "naive"})] == [SAMPLES, SAMPLES]
     gblend = {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25}
@@ -122,8 +120,8 @@ def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(sh
     params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
                                                    "shuffle_buffer": 5, "uneven_shards": "drop", "on_error": "skip",
                                                    "diagnostics": False, "verify_shards": "every_epoch"})
-    result = run_training(train_worker, {"params": params.model_dump(), "train": str(shards)}, executor="inline",
-                          resources=Resources(), storage=tmp_path / "s", seed=3, log=logged.append)
+    result = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
+                                    TrainingJob(Resources(), tmp_path / "s", seed=3, log=logged.append))
     assert opened == [{"rank": 0, "world_size": 1, "seed": 3, "shuffle_buffer": 5, "uneven": "drop", "keys": None,
                        "augment": True, "workers": 0, "on_error": "skip", "verify": "every_epoch"}]
     (epoch,) = result.history
@@ -143,8 +141,7 @@ def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
                                    method={"name": "pmr"})
     config = {"params": params.model_dump(), "train": str(shards)}
     storage = tmp_path / "s"
-    first = run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=0,
-                         log=lambda _: None)
+    first = InlineExecutor().train(train_worker, config, TrainingJob(Resources(), storage, log=lambda _: None))
     marker = tmp_path / "ran"
 
     class Payload:
@@ -155,8 +152,8 @@ def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
         saved = (storage / "checkpoint" / name).read_bytes()
         torch.save({"x": Payload()}, storage / "checkpoint" / name)
         with pytest.raises(pickle.UnpicklingError):
-            run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage, seed=0,
-                         log=lambda _: None)  # the same step again: it resumes from that checkpoint
+            # the same step again: it resumes from that checkpoint
+            InlineExecutor().train(train_worker, config, TrainingJob(Resources(), storage, log=lambda _: None))
         assert not marker.exists(), name
         (storage / "checkpoint" / name).write_bytes(saved)
     assert first.checkpoint is not None

@@ -10,8 +10,8 @@ from mmflow.components.data.shards import write_shards
 from mmflow.components.data.synthetic import SyntheticParams
 from mmflow.components.tasks.classification import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
-from mmflow.engine import distributed
-from mmflow.engine.spec import Resources
+from mmflow.engine import InlineExecutor, Resources, TrainingJob
+from mmflow.engine.inline_executor import InlineSession
 
 
 class Crash(Exception):
@@ -29,14 +29,13 @@ def train(shards, storage, method, epochs=4):
     params = TrainClassifierParams(epochs=epochs, batch_size=32, lr=0.05, lr_schedule="step", lr_step_size=2,
                                    lr_gamma=0.5, method=method)
     config = {"params": params.model_dump(), "train": str(shards)}
-    return distributed.run_training(train_worker, config, executor="inline", resources=Resources(), storage=storage,
-                                    seed=0, log=lambda _: None)
+    return InlineExecutor().train(train_worker, config, TrainingJob(Resources(), storage, log=lambda _: None))
 
 
 @pytest.mark.parametrize("method", [{"name": "naive"}, {"name": "pmr", "alpha": 1.0}])
 def test_a_crashed_run_continues_where_it_stopped_and_ends_as_if_uninterrupted(shards, tmp_path, monkeypatch, method):
     whole = train(shards, tmp_path / "whole", method)
-    report = distributed.InlineSession._report
+    report = InlineSession._report
     calls = []
 
     def crash_after_second_epoch(self, metrics, checkpoint_dir):
@@ -45,10 +44,10 @@ def test_a_crashed_run_continues_where_it_stopped_and_ends_as_if_uninterrupted(s
         if len(calls) == 2:
             raise Crash
 
-    monkeypatch.setattr(distributed.InlineSession, "_report", crash_after_second_epoch)
+    monkeypatch.setattr(InlineSession, "_report", crash_after_second_epoch)
     with pytest.raises(Crash):
         train(shards, tmp_path / "crashed", method)
-    monkeypatch.setattr(distributed.InlineSession, "_report", report)
+    monkeypatch.setattr(InlineSession, "_report", report)
     resumed = train(shards, tmp_path / "crashed", method)  # the same step storage, as mmflow run --resume
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.history[2]["resumed_at_epoch"] == 2 and "resumed_at_epoch" not in resumed.history[3]
@@ -61,17 +60,17 @@ def test_a_crashed_run_continues_where_it_stopped_and_ends_as_if_uninterrupted(s
 
 
 def test_a_run_that_died_after_its_last_epoch_returns_that_checkpoint(shards, tmp_path, monkeypatch):
-    report = distributed.InlineSession._report
+    report = InlineSession._report
 
     def crash_after_last_epoch(self, metrics, checkpoint_dir):
         report(self, metrics, checkpoint_dir)
         if metrics["epoch"] == 1:
             raise Crash
 
-    monkeypatch.setattr(distributed.InlineSession, "_report", crash_after_last_epoch)
+    monkeypatch.setattr(InlineSession, "_report", crash_after_last_epoch)
     with pytest.raises(Crash):
         train(shards, tmp_path / "s", {"name": "naive"}, epochs=2)
-    monkeypatch.setattr(distributed.InlineSession, "_report", report)
+    monkeypatch.setattr(InlineSession, "_report", report)
     again = train(shards, tmp_path / "s", {"name": "naive"}, epochs=2)
     assert [h["epoch"] for h in again.history] == [0, 1] and (again.checkpoint / "model.pt").exists()
 

@@ -1,52 +1,16 @@
-"""The inline executor's session, and how Ray worker failures are reported."""
+"""The Ray executor's pieces that need no running Ray: error reporting, addresses, the local Ray's start."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from mmflow.engine.distributed import HISTORY_FILE, _root_cause, run_tasks, run_training
-from mmflow.engine.spec import Resources
-
-
-def reporting(session, config):
-    for epoch in range(config["epochs"]):
-        checkpoint = config["dir"] / f"ck{epoch}"
-        checkpoint.mkdir()
-        (checkpoint / "weights").write_text(str(epoch))
-        session.report({"epoch": epoch, "rank": session.rank, "world": session.world_size}, checkpoint)
-
-
-def test_inline_runs_the_function_as_rank_0_and_keeps_the_last_checkpoint(tmp_path):
-    result = run_training(reporting, {"epochs": 3, "dir": tmp_path}, executor="inline", resources=Resources(),
-                          storage=tmp_path / "store", seed=0, log=print)
-    assert result.history == [{"epoch": e, "rank": 0, "world": 1} for e in range(3)]
-    assert (result.checkpoint / "weights").read_text() == "2"
-    assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history
+from mmflow.engine import Resources
+from mmflow.engine.executor import TrainSession
+from mmflow.engine.ray_executor import RayExecutor, RaySession, _root_cause, check_address
 
 
 def describe(config, device):
     return f"{config['n']} on {device.type}"
-
-
-def test_inline_side_tasks_run_in_order_on_the_given_device():
-    import torch
-
-    found = run_tasks(describe, [{"n": 1}, {"n": 2}], executor="inline", resources=Resources(cpus_per_task=3))
-    assert found == ["1 on cpu", "2 on cpu"]
-    assert run_tasks(describe, [{"n": 3}], executor="inline", resources=Resources(),
-                     device=torch.device("meta")) == ["3 on meta"]
-
-
-def test_inline_refuses_gpus_it_does_not_have(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
-        run_training(reporting, {"epochs": 1, "dir": tmp_path}, executor="inline",
-                     resources=Resources(gpus_per_worker=1), storage=tmp_path / "s", seed=0, log=print)
 
 
 def test_a_worker_failure_surfaces_as_the_lowest_rank_s_own_error():
@@ -67,8 +31,6 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
 
     import ray
 
-    from mmflow.engine import distributed
-
     started = {}
 
     def init(**options):
@@ -77,9 +39,8 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
-    monkeypatch.setattr(distributed, "_RAY_ADDRESS", None)
-    monkeypatch.setattr(distributed, "_STARTED_RAY", False)
-    distributed.ensure_ray()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    RayExecutor().connect()
     assert started["address"] == "local" and started["gcs_port"].isdigit()
     assert started["runtime_env"]["env_vars"]["RAY_ADDRESS"] == f"127.0.0.1:{started['gcs_port']}"
     assert "RAY_GCS_SERVER_PORT" not in os.environ  # only for the start; a later Ray picks its own
@@ -91,25 +52,10 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
     autoscaling_coordinator_client.logger.setLevel(logging.NOTSET)
 
 
-def test_inline_returns_every_report_with_or_without_checkpoints(tmp_path):
-    from ..plugin_components import count_epochs
-
-    for every, last_checkpoint in ((0, None), (2, 3)):
-        result = run_training(count_epochs, {"epochs": 5, "checkpoint_every": every}, executor="inline",
-                              resources=Resources(), storage=tmp_path / str(every), seed=1, log=print)
-        assert result.history == [{"epoch": e, "value": 2 * (e + 1), "rank_sum": 0.0} for e in range(5)]
-        if last_checkpoint is None:
-            assert result.checkpoint is None
-        else:
-            assert json.loads((result.checkpoint / "state.json").read_text()) == {"epoch": last_checkpoint}
-            assert json.loads((result.checkpoint / HISTORY_FILE).read_text()) == result.history[:4]
-
-
 def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, tmp_path):
     import socket
     import time
 
-    from mmflow.engine.distributed import check_address
     from mmflow.engine.errors import UsageError
 
     wf = write_workflow("name: w\nsteps:\n  a: {component: test.text}\n")
@@ -133,9 +79,10 @@ def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, t
 def test_side_tasks_run_inside_a_worker_the_ray_has_no_room_beside():
     import torch
 
-    from mmflow.engine.distributed import TrainSession
+    class Worker(RaySession):  # a Ray worker whose Ray cannot hold its side tasks beside the workers
+        tasks_inside, device = True, torch.device("cpu")
 
-    class Worker(TrainSession):  # a Ray worker whose Ray cannot hold its side tasks beside the workers
-        executor, tasks_inside, device = "ray", True, torch.device("cpu")
+        def __init__(self) -> None:
+            TrainSession.__init__(self, Resources())
 
-    assert Worker(Resources()).run_tasks(describe, [{"n": 1}, {"n": 2}]) == ["1 on cpu", "2 on cpu"]
+    assert Worker().run_tasks(describe, [{"n": 1}, {"n": 2}]) == ["1 on cpu", "2 on cpu"]

@@ -1,0 +1,159 @@
+"""`mmflow sweep` on Ray Tune: the shared steps once, then one Tune trial per sampled configuration.
+
+Each trial runs the workflow with its values in a Tune worker, its training steps on a Ray
+executor that reports every epoch to Tune (so ASHA can stop the trial early); every step's final
+metrics are reported at the end. With the Ray executor, the only code that imports Ray.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .executor import ExecutorSettings, create_executor
+from .ray_executor import RayExecutor, off_main_thread
+from .runner import RUN_RECORD, Runner, fetch_run, new_run_dir
+from .spec import Workflow, apply_overrides, validate_document
+from .storage import Storage
+from .sweep import Scheduler, Space, Trial, best_workflow, override, swept_steps, write_results
+from .yaml_source import parse_yaml
+
+_SETUP = "__mmflow__"  # the trial's workflow text and folders, beside the sampled values
+
+
+def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
+              settings: ExecutorSettings = ExecutorSettings()) -> tuple[Path, str, Trial | None]:
+    """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml.
+
+    Returns (sweep folder, results table, best trial or None).
+    """
+    ray_executor = RayExecutor(settings)  # first: a wrong address fails before anything is written
+    sweep = workflow.spec.sweep
+    sweep_dir = new_run_dir(runs_root, workflow.name)
+    swept = swept_steps(workflow)
+    shared = [name for name in workflow.order if name not in swept]
+    try:
+        if shared:  # their folders sit where every trial's cache lookup finds them
+            echo(f"shared steps (run once for all trials): {', '.join(shared)}")
+            subset = Workflow(workflow.spec, {n: workflow.steps[n] for n in shared}, shared, workflow.document,
+                              workflow.overrides)
+            executor = ray_executor if workflow.spec.executor == RayExecutor.name else None
+            Runner(subset, sweep_dir, runs_root, echo=echo, executor=executor, settings=settings).run()
+        # in the workflow's storage, the trials' folders sit under the sweep's, beside Tune's state
+        sweep_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
+                         if workflow.spec.storage else None)
+        setup = {"text": workflow.document.text, "file": workflow.document.file,
+                 "overrides": workflow.overrides, "runs_root": str(runs_root.resolve()),
+                 "trials": str((sweep_dir / "trials").resolve()),
+                 "shared": sweep_storage.uri if sweep_storage and shared else None}
+        space: dict[str, Any] = {path: search_space(value) for path, value in sweep.parameters.items()}
+        space[_SETUP] = setup
+        echo(f"trials of {', '.join(sweep.parameters)} ({sweep.scheduler.name}) -> {sweep_dir / 'trials'}")
+        raw = run_trials(ray_executor, _trial, space, num_samples=sweep.num_samples, scheduler=sweep.scheduler,
+                         max_concurrent_trials=sweep.max_concurrent_trials, trial_cpus=sweep.trial_cpus,
+                         storage=sweep_storage or Storage.open(sweep_dir))
+    finally:
+        ray_executor.close()
+    trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
+                    "error" if error else "done" if sweep.metric in metrics else "stopped")
+              for name, config, metrics, error in raw]
+    table = write_results(sweep, trials, sweep_dir)
+    best = best_workflow(workflow, sweep, trials)
+    if best is not None:
+        (sweep_dir / "best.yaml").write_text(best[1])
+    return sweep_dir, table, None if best is None else best[0]
+
+
+def search_space(space: Space) -> Any:
+    """The Ray Tune search space of one swept value."""
+    from ray import tune
+
+    kind, value = space.given()
+    if kind == "grid":
+        return tune.grid_search(value)
+    if kind == "choice":
+        return tune.choice(value)
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*value)
+
+
+def asha(scheduler: Scheduler) -> Any:
+    """Ray Tune's ASHA scheduler over the per-epoch metric, stopping no trial after `max_t` epochs before its
+    final report (one more result)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(metric=scheduler.metric, mode=scheduler.mode, max_t=scheduler.max_t + 1,
+                         grace_period=scheduler.grace_period, reduction_factor=scheduler.reduction_factor)
+
+
+def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any]], None], param_space: dict[str, Any], *,
+               num_samples: int, scheduler: Scheduler, max_concurrent_trials: int | None, trial_cpus: float,
+               storage: Storage) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
+    """Ray Tune over `trial(config)` on the executor's Ray, with its state under `storage`/tune; per trial
+    (name, config, last reported metrics, error or None)."""
+    from ray import tune
+
+    executor.connect()
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": trial_cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=asha(scheduler) if scheduler.name == "asha"
+                                    else None, max_concurrent_trials=max_concurrent_trials,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name="tune", storage_path=storage.path, storage_filesystem=storage.filesystem,
+                                  verbose=0),
+    )
+    results = off_main_thread(tuner.fit)
+    return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))
+            for r in results]
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id.rsplit('_', 1)[-1]}"
+
+
+def step_to_tune(step: str) -> list[Any]:
+    """Ray Tune's TuneReportCallback for a training step's fit, with the step's name before every metric
+    ('train.loss')."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class StepToTune(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            named = [{f"{step}.{k}": v for k, v in m.items()} for m in metrics]
+            super().after_report(run_context, named, checkpoint)
+
+    return [StepToTune()]
+
+
+def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
+    """On a node without the sweep's folder (no shared filesystem), copy its shared steps from the
+    storage, where the trials' cache lookups find them; trials on one node fetch once."""
+    # always under the lock: the record is written before the steps, so only a finished fetch counts
+    lock = Path(tempfile.gettempdir()) / f"mmflow-fetch-{hashlib.sha256(bytes(sweep_dir)).hexdigest()[:16]}.lock"
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        if not (sweep_dir / RUN_RECORD).exists():
+            fetch_run(Storage.open(stored), sweep_dir.parent.parent)
+
+
+def _trial(config: dict[str, Any]) -> None:
+    """One Tune trial: the workflow with this trial's values, the shared steps reused from the cache;
+    its training steps report every epoch, and every step's final metrics are reported at the end."""
+    from ray import tune
+
+    setup = config[_SETUP]
+    values = {k: v for k, v in config.items() if k != _SETUP}
+    doc = parse_yaml(setup["text"], setup["file"])
+    overrides = [*setup["overrides"], *(override(path, value) for path, value in values.items())]
+    apply_overrides(doc, overrides)
+    workflow = validate_document(doc, overrides=overrides)
+    if setup["shared"]:
+        fetch_shared_steps(setup["shared"], Path(setup["trials"]).parent)
+    name = tune.get_context().get_trial_name()
+    executor = (RayExecutor(train_callbacks=step_to_tune) if workflow.spec.executor == RayExecutor.name
+                else create_executor(workflow.spec.executor))
+    outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor).run()
+    tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
