@@ -91,7 +91,7 @@ def samples_per_s(run: Path) -> float:
 
 def ddp_samples_per_s(rank: int, world: int, steps: int, port: int, out: dict) -> None:
     """One process of plain torch DDP on the CG-MNIST classifier's shapes; rank 0 records samples/s."""
-    from mmflow.components.models.encoders import build_encoder
+    from mmflow.components.models.build import build_encoder
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

@@ -3,14 +3,16 @@
 This module is its public API, the only one components and plugins import: declaring components
 (`component`, `Params`, `Many`, `Maybe`, `self_check`), what a running step sees (`StepContext`),
 training on workers (`TrainSession`, `TrainResult`, `TrainingJob`, the `Executor` interface and
-the built-in `InlineExecutor`), files written on other nodes (`node_folder`, `write_shipped`),
-workflows (`load_workflow`, `Workflow`, `Resources`) and the errors a component may raise.
+the built-in `InlineExecutor`), run hooks (`RunHook`, `RunInfo`, `StepOutcome`), files written on
+other nodes (`node_folder`, `write_shipped`), workflows (`load_workflow`, `Workflow`, `Resources`)
+and the errors a component may raise.
 Everything else under mmflow.engine is internal and may change.
 """
 
 from .context import StepContext
 from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
 from .executor import Executor, ExecutorSettings, TrainingJob, TrainResult, TrainSession, create_executor
+from .hooks import RunHook, RunInfo, StepOutcome
 from .inline_executor import InlineExecutor
 from .nodes import node_folder, write_shipped
 from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component, self_check
@@ -28,8 +30,11 @@ __all__ = [
     "Params",
     "Problem",
     "Resources",
+    "RunHook",
+    "RunInfo",
     "StepContext",
     "StepFailed",
+    "StepOutcome",
     "TrainResult",
     "TrainSession",
     "TrainingJob",

@@ -244,7 +244,9 @@ def _jsonable(value: Any) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .executor import ExecutorSettings
-    from .runner import Runner, check_run_dir, fetch_run, new_run_dir, resume_workflow
+    from .mirror import fetch_run
+    from .run_folder import check_run_dir, new_run_dir, resume_workflow
+    from .runner import Runner
     from .storage import Storage, is_uri
 
     if args.resume:

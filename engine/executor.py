@@ -10,7 +10,6 @@ third-party executor is installed like any plugin.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import shutil
 from abc import ABC, abstractmethod
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from .errors import UsageError
+from .plugins import load_registered, registered_names
 
 if TYPE_CHECKING:
     import torch
@@ -201,19 +200,9 @@ class Executor(ABC):
 
 def executor_names() -> list[str]:
     """Every registered executor's name."""
-    return sorted({entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return registered_names(ENTRY_POINT_GROUP)
 
 
 def create_executor(name: str, settings: ExecutorSettings = ExecutorSettings()) -> Executor:
     """The executor registered as `name`, configured with `settings`."""
-    entries = [e for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if e.name == name]
-    if not entries:
-        raise UsageError(f"unknown executor '{name}' (registered: {', '.join(executor_names()) or 'none'})")
-    try:
-        cls = entries[0].load()
-    except Exception as exc:  # a broken plugin must name itself, not crash the CLI
-        raise UsageError(f"cannot load mmflow executor '{name}' ({entries[0].value}): "
-                         f"{type(exc).__name__}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Executor)):
-        raise UsageError(f"mmflow executor '{name}' ({entries[0].value}) is not an Executor subclass")
-    return cls(settings)
+    return load_registered(ENTRY_POINT_GROUP, name, Executor, "executor")(settings)

@@ -9,14 +9,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from .errors import Problem, UsageError, WorkflowError, did_you_mean
+from .errors import Problem, WorkflowError, did_you_mean
 from .executor import executor_names
 from .graph import Wiring, plan_graph
+from .hooks import hook_names
 from .model_paths import bools_for_numbers, fields_at
 from .registry import REGISTRY, ComponentSpec, Params, Registry
 from .storage import check_location
 from .sweep import SweepSpec, check_sweep
-from .yaml_source import YamlDocument, YamlPath, load_yaml, parse_value, shorten, value_problems
+from .yaml_source import YamlDocument, YamlPath, apply_overrides, load_yaml, value_problems
 
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -59,6 +60,8 @@ class WorkflowSpec(Params):
         "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging); or an executor a "
         "plugin registers (entry-point group mmflow.executors)"
     )
+    hooks: list[str] = Field(default_factory=list, description="run hooks to call around the run and its steps "
+                             "(tracking, notifications): names plugins register (entry-point group mmflow.hooks)")
     resources: Resources = Field(default_factory=Resources)
     failure: Failure = Field(default_factory=Failure)
     steps: dict[str, StepSpec] = Field(min_length=1)
@@ -69,6 +72,16 @@ class WorkflowSpec(Params):
     storage: str | None = Field(
         None, description="where checkpoints and a copy of every finished step go, for restarts on other "
         "nodes: a shared path or a pyarrow filesystem URI (s3://bucket/prefix, gs://..., ?endpoint_override=...)")
+
+    @field_validator("hooks")
+    @classmethod
+    def _registered_hooks(cls, value: list[str]) -> list[str]:
+        known = hook_names()
+        for name in value:
+            if name not in known:
+                raise ValueError(f"'{name}' is not a registered run hook{did_you_mean(name, known)}; registered: "
+                                 f"{', '.join(known) or 'none'}")
+        return value
 
     @field_validator("executor")
     @classmethod
@@ -119,30 +132,6 @@ def load_workflow(path: str | Path, overrides: list[str] | None = None, registry
     overrides = list(overrides or [])
     apply_overrides(doc, overrides)
     return validate_document(doc, registry, overrides)
-
-
-def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to the document in place."""
-    if doc.data is None:
-        doc.data = {}
-    for expr in overrides:
-        key, sep, raw = expr.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise UsageError(f"--set {shorten(expr)!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
-        value = parse_value(raw, f"{doc.file} (--set {shorten(expr)})")
-        node = doc.data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part) if isinstance(node, dict) else None
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
-            node = child
-        if not isinstance(node, dict):
-            raise UsageError(f"--set {shorten(expr)!r}: cannot set a key inside a non-mapping")
-        node[parts[-1]] = value
-        doc.overrides[tuple(parts)] = expr
 
 
 def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, overrides: list[str] | None = None) -> Workflow:

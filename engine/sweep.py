@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from .errors import Problem
+from .errors import Problem, did_you_mean
+from .graph import edges_of
 from .model_paths import bools_for_numbers
 from .registry import Params
+from .yaml_source import YamlDocument, apply_overrides, parse_yaml
 
 if TYPE_CHECKING:
     from .registry import ComponentSpec
     from .spec import Workflow
-    from .yaml_source import YamlDocument
 
 SPACES = ("grid", "choice", "uniform", "loguniform", "randint")
 
@@ -149,8 +150,6 @@ def _errors(component: ComponentSpec, params: dict[str, Any]) -> list[dict[str, 
 
 
 def _suggest(name: str, steps: dict[str, Any]) -> str:
-    from .errors import did_you_mean
-
     return did_you_mean(name, list(steps))
 
 
@@ -162,8 +161,6 @@ def _set(tree: dict, keys: list[str], value: Any) -> None:
 
 def swept_steps(workflow: Workflow) -> set[str]:
     """Steps whose params are swept, and every step downstream of one."""
-    from .graph import edges_of
-
     swept = {path.split(".")[1] for path in workflow.spec.sweep.parameters}
     for name in workflow.order:  # run order: upstream steps come first
         if any(edge.step in swept for wiring in workflow.steps[name].inputs.values() for edge in edges_of(wiring)):
@@ -210,9 +207,6 @@ def _cell(value: Any) -> str:
 
 def best_workflow(workflow: Workflow, sweep: SweepSpec, trials: list[Trial]) -> tuple[Trial, str] | None:
     """The best finished trial and its workflow as YAML: the sweep's values set, the sweep removed."""
-    from .spec import apply_overrides
-    from .yaml_source import parse_yaml
-
     finished = [t for t in trials if isinstance(t.metrics.get(sweep.metric), (int, float))]
     if not finished:
         return None

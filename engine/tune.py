@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 from .executor import ExecutorSettings, create_executor
 from .ray_executor import RayExecutor, off_main_thread
-from .runner import RUN_RECORD, Runner, fetch_run, new_run_dir
-from .spec import Workflow, apply_overrides, validate_document
+from .mirror import fetch_run
+from .run_folder import RUN_RECORD, new_run_dir
+from .runner import Runner
+from .spec import Workflow, validate_document
 from .storage import Storage
 from .sweep import Scheduler, Space, Trial, best_workflow, override, swept_steps, write_results
-from .yaml_source import parse_yaml
+from .yaml_source import apply_overrides, parse_yaml
 
 _SETUP = "__mmflow__"  # the trial's workflow text and folders, beside the sampled values
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem, WorkflowError
+from .errors import Problem, UsageError, WorkflowError
 
 YamlPath = tuple[str | int, ...]
 
@@ -196,3 +196,27 @@ def _index(node: yaml.Node, path: YamlPath, lines: dict, problems: list[Problem]
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index(item, path + (i,), lines, problems, name)
+
+
+def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the document in place."""
+    if doc.data is None:
+        doc.data = {}
+    for expr in overrides:
+        key, sep, raw = expr.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise UsageError(f"--set {shorten(expr)!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
+        value = parse_value(raw, f"{doc.file} (--set {shorten(expr)})")
+        node = doc.data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
+            node = child
+        if not isinstance(node, dict):
+            raise UsageError(f"--set {shorten(expr)!r}: cannot set a key inside a non-mapping")
+        node[parts[-1]] = value
+        doc.overrides[tuple(parts)] = expr

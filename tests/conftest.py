@@ -107,3 +107,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     problems = [f.text for f in requirement_findings() if not f.ok]
     if problems:
         pytest.exit("the environment is not the one mmflow needs: " + "; ".join(problems), returncode=4)
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str, str, str], None]]:
+    """Install a one-module distribution on sys.path (what `pip install` leaves behind): `install(module, source,
+    group, "name = module:Class")` registers the class under the entry-point group."""
+    import sys
+
+    installed = []
+
+    def install(module: str, source: str, group: str, entry: str) -> None:
+        site = tmp_path / f"site-{module}"
+        dist = site / f"{module}-0.1.dist-info"
+        dist.mkdir(parents=True)
+        (site / f"{module}.py").write_text(source)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
+        monkeypatch.syspath_prepend(str(site))
+        installed.append(module)
+
+    yield install
+    for module in installed:
+        sys.modules.pop(module, None)

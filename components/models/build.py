@@ -9,12 +9,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoders import build_encoder
+from .encoders import ConvEncoder, MLPEncoder
 from .fusion import build_fusion, fusion_splits
 from .intermediate import CentralNetClassifier, MMTMClassifier
 from .multimodal import MultimodalClassifier
 
 WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
+
+
+def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: int) -> nn.Module:
+    """`mlp` for vectors, `cnn` for images, `resnet18` for F x T spectrograms or T x 3 x H x W frames."""
+    if kind == "resnet18":
+        from .resnet import AudioResNet18, FramesResNet18
+
+        if len(in_shape) == 2:
+            return AudioResNet18()
+        if len(in_shape) == 4 and in_shape[1] == 3:
+            return FramesResNet18(num_frames=in_shape[0])
+        raise ValueError(f"encoder resnet18 takes F x T spectrograms or T x 3 x H x W frames, not shape {in_shape}")
+    if kind == "cnn":
+        return ConvEncoder(in_shape, out_dim)
+    return MLPEncoder(in_shape, hidden, out_dim)
 
 
 def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:

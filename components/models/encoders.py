@@ -95,18 +95,3 @@ class ConvEncoder(StagedEncoder):
         if x.dtype == torch.uint8:
             x = x.float() / 255
         return x.unsqueeze(1) if x.dim() == 3 else x
-
-
-def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: int) -> nn.Module:
-    """`mlp` for vectors, `cnn` for images, `resnet18` for F x T spectrograms or T x 3 x H x W frames."""
-    if kind == "resnet18":
-        from .resnet import AudioResNet18, FramesResNet18
-
-        if len(in_shape) == 2:
-            return AudioResNet18()
-        if len(in_shape) == 4 and in_shape[1] == 3:
-            return FramesResNet18(num_frames=in_shape[0])
-        raise ValueError(f"encoder resnet18 takes F x T spectrograms or T x 3 x H x W frames, not shape {in_shape}")
-    if kind == "cnn":
-        return ConvEncoder(in_shape, out_dim)
-    return MLPEncoder(in_shape, hidden, out_dim)

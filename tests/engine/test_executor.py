@@ -43,20 +43,8 @@ steps:
 
 
 @pytest.fixture
-def recording_plugin(tmp_path, monkeypatch):
-    """A distribution that registers RecordingExecutor as 'recording' (what `pip install` leaves behind)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "recording_executor.py").write_text(PLUGIN)
-    dist = site / "recording_executor-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: recording-executor\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mmflow.executors]\nrecording = recording_executor:RecordingExecutor\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield
-    import sys
-
-    sys.modules.pop("recording_executor", None)
+def recording_plugin(install_plugin):
+    install_plugin("recording_executor", PLUGIN, "mmflow.executors", "recording = recording_executor:RecordingExecutor")
 
 
 def test_the_built_in_executors_are_registered_by_name():

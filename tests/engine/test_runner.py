@@ -149,7 +149,7 @@ def test_resume_needs_a_run_directory(cli, tmp_path):
 
 def test_training_steps_key_on_resources(write_workflow):
     from mmflow.engine import load_workflow
-    from mmflow.engine.runner import cache_key
+    from mmflow.engine.step_cache import cache_key
 
     from ..conftest import REPO
 
@@ -265,7 +265,7 @@ def run_inspect(write_workflow, tmp_path, params: str = "{}", name: str = "r", f
 
 
 def test_a_running_step_sees_its_own_status_and_context_and_its_records_are_complete(write_workflow, tmp_path):
-    from mmflow.engine.runner import digest_path
+    from mmflow.engine.run_folder import digest_path
 
     runner, echoed = run_inspect(write_workflow, tmp_path)
     (outcome,) = runner.run()
@@ -356,7 +356,8 @@ def test_the_same_step_twice_in_a_run_runs_once(write_workflow, tmp_path, monkey
 def test_cache_keys_and_digests_stay_the_same_across_releases(write_workflow, tmp_path):
     """Finished steps of older runs stay reusable: what goes into a key and a digest, and how, is fixed."""
     from mmflow.engine import load_workflow
-    from mmflow.engine.runner import cache_key, digest_path, write_json
+    from mmflow.engine.run_folder import digest_path, write_json
+    from mmflow.engine.step_cache import cache_key
 
     wf = load_workflow(write_workflow(WORKFLOW.replace("FLAG", "/no/flag")))
     assert cache_key(wf.steps["second"], wf, {"source": "ab" * 32}) == \
@@ -507,7 +508,7 @@ def test_verify_reads_every_output_the_fast_path_trusts(chain, cli, tmp_path):
 
 
 def test_changed_outputs_covers_every_file_of_a_folder(tmp_path):
-    from mmflow.engine.runner import changed_outputs, digest_path, stat_fingerprint
+    from mmflow.engine.run_folder import changed_outputs, digest_path, stat_fingerprint
 
     folder = tmp_path / "step" / "outputs" / "shards"
     folder.mkdir(parents=True)
@@ -574,7 +575,7 @@ def test_a_step_is_marked_failed_when_its_log_cannot_be_written_and_leftovers_go
 
 
 def test_an_atomic_write_that_fails_leaves_no_temporary(tmp_path, monkeypatch):
-    from mmflow.engine.runner import atomic_write_text
+    from mmflow.engine.run_folder import atomic_write_text
 
     def full(*args):
         raise OSError(28, "No space left on device")

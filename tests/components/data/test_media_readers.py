@@ -176,7 +176,7 @@ def test_changed_media_under_the_root_are_read_again(cli, write_workflow, tmp_pa
 
 def test_a_readers_cache_key_follows_the_files_it_reads(write_workflow, tmp_path):
     from mmflow.engine import load_workflow
-    from mmflow.engine.runner import cache_key
+    from mmflow.engine.step_cache import cache_key
 
     root = tmp_path / "root"
     (root / "linked").mkdir(parents=True)

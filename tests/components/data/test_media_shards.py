@@ -172,7 +172,7 @@ steps:
 
 def record_outputs_as_they_are(step_dir):
     """Rewrite a finished step's status so that its outputs, as they are now, are the ones it wrote."""
-    from mmflow.engine.runner import digest_path, stat_fingerprint
+    from mmflow.engine.run_folder import digest_path, stat_fingerprint
 
     status = json.loads((step_dir / "status.json").read_text())
     outputs = {name: step_dir / "outputs" / name for name in status["outputs"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmflow.components.models.encoders import build_encoder
+from mmflow.components.models.build import build_encoder
 
 
 def test_cnn_has_the_official_layers_and_map_sizes():

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock
 
-from mmflow.components.models.build import build_classifier
-from mmflow.components.models.encoders import build_encoder
+from mmflow.components.models.build import build_classifier, build_encoder
 from mmflow.components.models.resnet import AudioResNet18, FramesResNet18
 
 

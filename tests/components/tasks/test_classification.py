@@ -127,7 +127,7 @@ def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
     from mmflow.components.tasks.classification import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import train_worker
     from mmflow.engine import InlineExecutor, Resources, TrainingJob
-    from mmflow.engine.runner import digest_path
+    from mmflow.engine.run_folder import digest_path
 
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(32) % 2, "a": torch.randn(32, 3)}},
                         num_classes=2)
