@@ -11,7 +11,8 @@ Everything else under mmflow.engine is internal and may change.
 
 from .context import StepContext
 from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
-from .executor import Executor, ExecutorSettings, TrainingJob, TrainResult, TrainSession, create_executor
+from .executor import (PLACEMENT_FILE, Executor, ExecutorSettings, TrainingJob, TrainResult, TrainSession,
+                       create_executor)
 from .hooks import RunHook, RunInfo, StepOutcome
 from .inline_executor import InlineExecutor
 from .nodes import node_folder, write_shipped
@@ -19,6 +20,7 @@ from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component, s
 from .spec import Resources, Workflow, load_workflow
 
 __all__ = [
+    "PLACEMENT_FILE",
     "REGISTRY",
     "ComponentSpec",
     "Executor",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from mmflow.engine import PLACEMENT_FILE
 
 from .encoders import ConvEncoder, MLPEncoder
 from .fusion import build_fusion, fusion_splits
@@ -63,6 +66,15 @@ def save_classifier(out: Path, model: MultimodalClassifier, architecture: dict[s
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / WEIGHTS)
     (out / ARCHITECTURE).write_text(json.dumps(architecture, indent=2))
+
+
+def copy_model(checkpoint: Path, out: Path) -> None:
+    """A training checkpoint's model (weights, architecture, and where its ranks ran) into folder `out`, without
+    its training state (optimizer, schedule, method state), which stays with the training step."""
+    out.mkdir(parents=True)
+    for name in (WEIGHTS, ARCHITECTURE, PLACEMENT_FILE):
+        if name != PLACEMENT_FILE or (checkpoint / name).exists():  # placement: distributed trainings only
+            shutil.copy2(checkpoint / name, out / name)
 
 
 def load_classifier(folder: Path) -> tuple[MultimodalClassifier, dict[str, Any]]:

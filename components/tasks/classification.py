@@ -94,7 +94,7 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
     return []
 
 
-@component("train.classifier", params=TrainClassifierParams, version="2",
+@component("train.classifier", params=TrainClassifierParams, version="3",
            inputs={"train": "shards", "weights": Maybe("gblend_weights")},
            outputs={"model": "model"}, distributed=True, check=_check_blend_weights)
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
@@ -110,11 +110,12 @@ def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
 
 def train_model(ctx: StepContext, params: TrainClassifierParams, task: str, parallel_tasks: int = 0) -> dict:
     """Run the shared training loop for `task` on the step's `train` shards; keep the model; return metrics."""
+    from ..models.build import copy_model
     from .classifier_training import train_worker
 
     config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "task": task}
     result = ctx.train(train_worker, config, parallel_tasks=parallel_tasks)  # a checkpoint every epoch
-    result.save_checkpoint(ctx.output("model"))
+    copy_model(result.checkpoint, ctx.output("model"))
     final = result.history[-1]
     return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
             "history": result.history}

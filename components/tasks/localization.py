@@ -51,7 +51,7 @@ class TrainLocalizationParams(TrainClassifierParams):
                 "fusion": self.fusion, "dmrn_blocks": self.dmrn_blocks, "modality_heads": modality_heads}
 
 
-@component("train.localization", params=TrainLocalizationParams, version="2", inputs={"train": "shards"},
+@component("train.localization", params=TrainLocalizationParams, version="3", inputs={"train": "shards"},
            outputs={"model": "model"}, distributed=True)
 def train_localization(ctx: StepContext, params: TrainLocalizationParams) -> dict:
     """Train an AVEL event-localization model (per-segment labels) on Ray Train workers."""

@@ -73,7 +73,8 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.classification import TrainClassifierParams, train_classifier
-    from mmflow.engine import TrainResult
+    from mmflow.components.tasks.classifier_training import METHOD_STATE, TRAINING_STATE
+    from mmflow.engine import PLACEMENT_FILE, TrainResult
 
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(8) % 2, "a": torch.randn(8, 2),
                                                     "b": torch.randn(8, 3)}}, num_classes=2)
@@ -83,7 +84,10 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     (checkpoint / "model.pt").write_text("weights")
-    (checkpoint / HISTORY_FILE).write_text('[{"epoch_seconds": 1.5}]')
+    (checkpoint / "architecture.json").write_text("{}")
+    (checkpoint / PLACEMENT_FILE).write_text("[]")  # where the ranks ran: kept with the model
+    for training_state in (HISTORY_FILE, TRAINING_STATE, METHOD_STATE):  # what resuming needs, not a model
+        (checkpoint / training_state).write_text("state")
     history = [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0, "train_accuracy": 0.75}]
     asked = []
 
@@ -95,7 +99,8 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
                           train=train)
     metrics = train_classifier(ctx, TrainClassifierParams())
     assert metrics == {"loss": 1.0, "train_accuracy": 0.75, "epochs": 2, "history": history}
-    assert [p.name for p in (tmp_path / "out" / "model").iterdir()] == ["model.pt"]  # no timings in the model
+    assert sorted(p.name for p in (tmp_path / "out" / "model").iterdir()) == ["architecture.json", "model.pt",
+                                                                             PLACEMENT_FILE]
     assert (tmp_path / "out" / "model" / "model.pt").read_text() == "weights"
     online = TrainClassifierParams.model_validate({"method": {"name": "gblend", "mode": "online"}})
     (tmp_path / "out" / "model").rename(tmp_path / "first")
