@@ -30,7 +30,7 @@ from mmflow.components.data.datasets import iter_samples, save_tensor_dataset  #
 from mmflow.components.data.events import SyntheticEventsParams, generate_events  # noqa: E402
 from mmflow.components.data.shards import write_shards  # noqa: E402
 from mmflow.components.tasks.classifier_training import train_worker  # noqa: E402
-from mmflow.components.tasks.localization import TrainLocalizationParams  # noqa: E402
+from mmflow.components.tasks.training_params import TrainLocalizationParams  # noqa: E402
 from mmflow.components.tasks.localization_eval import evaluate_localization  # noqa: E402
 from mmflow.engine import InlineExecutor, Resources, TrainingJob  # noqa: E402
 from tests.components.data.test_events import write_ave_features  # noqa: E402

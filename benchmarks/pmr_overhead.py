@@ -25,7 +25,7 @@ from mmflow.components.data.cg_mnist import CGMNISTParams
 from mmflow.components.data.colored_digits import build_cg_mnist
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
-from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.training_params import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 

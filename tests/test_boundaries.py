@@ -1,6 +1,6 @@
 """The layers' boundaries, read from the source: Ray stays in its executor and the Tune module, components
-use the engine only through its public API (mmflow.engine), and the engine's modules import each other
-without cycles."""
+use the engine only through its public API (mmflow.engine), and the modules of each layer import each
+other without cycles."""
 
 from __future__ import annotations
 
@@ -84,5 +84,6 @@ def import_cycles(folder: str, package: str) -> list[list[str]]:
     return cycles
 
 
-def test_the_engine_s_modules_import_each_other_without_cycles():
+def test_modules_import_each_other_without_cycles():
     assert import_cycles("engine", "mmflow.engine") == []
+    assert import_cycles("components", "mmflow.components") == []

@@ -99,13 +99,9 @@ def read_info(path: Path) -> DatasetInfo:
 
 
 def iter_samples(path: Path, split: str, order: list[int] | None = None) -> Iterator[Sample]:
-    """Yield the samples of one split, in stored order or by the indices in `order`, one at a time."""
+    """Yield the samples of one split of a tensors dataset, in stored order or by the indices in `order`, one at a
+    time."""
     meta = json.loads((path / META_FILE).read_text())
-    if meta.get("format") == "ave_features":
-        from .ave_features import iter_feature_samples
-
-        yield from iter_feature_samples(meta, split, order)
-        return
     if meta.get("format") != "tensors":
         raise ValueError(f"{path / META_FILE}: unsupported dataset format {meta.get('format')!r}")
     import torch

@@ -1,4 +1,4 @@
-"""Media datasets to webdataset shards, and decoding them back while reading.
+"""Media datasets to webdataset shards (media_decoder.py decodes them back while reading).
 
 `store: raw` keeps each clip's WAV (`audio.wav`) and JPEG frames (`visual.000.jpg`, ...) as
 bytes, decoded by the loader; `store: arrays` keeps the audio features (`audio.npy`) and the
@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mmflow.engine import InputDataError, node_folder
 
 from .media import MediaError, decode_jpeg, encode_wav, read_audio, read_bytes
 from .media_dataset import Clip
-from .preprocess import AudioFeatures, FrameTransform, VisualParams, frame_indices, resize_frames
+from .media_decoder import stack_frames
+from .preprocess import AudioFeatures, VisualParams, resize_frames
 from .shards import write_tar
 
 
@@ -88,42 +88,3 @@ def _segment_audio(clip: Clip) -> tuple[np.ndarray, int]:
         if samples.size == 0:
             raise MediaError(clip.audio, f"no audio in the event segment {clip.start}-{clip.end} s")
     return samples, rate
-
-
-def stack_frames(images: list[torch.Tensor]) -> torch.Tensor:
-    """T x 3 x H x W, frames of another size than the first resized to it."""
-    from torchvision.transforms import v2
-
-    size = list(images[0].shape[1:])
-    return torch.stack([x if list(x.shape[1:]) == size else v2.functional.resize(x, size, antialias=True)
-                        for x in images])
-
-
-class MediaDecoder:
-    """Turns a media shard's record into `audio.npy` (F x T) and `visual.npy` (T x 3 x S x S) arrays."""
-
-    def __init__(self, media: dict[str, Any], augment: bool) -> None:
-        self.store = media["store"]
-        self.audio = AudioFeatures(media["audio"]) if self.store == "raw" else None
-        self.num_frames = media["visual"]["num_frames"]
-        self.augment = augment
-        self.frames = FrameTransform(media["visual"]["size"], train=augment)
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        where = f"{sample.get('__url__', 'shard')}: {sample['__key__']}"
-        try:
-            if self.store == "raw":
-                samples, rate = read_audio(sample["audio.wav"], name=f"{where}.audio.wav")
-                audio = self.audio(samples, rate)
-                names = sorted(k for k in sample if k.startswith("visual.") and k.endswith(".jpg"))
-                picked = frame_indices(len(names), self.num_frames, self.augment)
-                frames = stack_frames([decode_jpeg(sample[names[i]], f"{where}.{names[i]}") for i in picked])
-            else:
-                audio = sample["audio.npy"]
-                stored = sample["visual.npy"]
-                frames = torch.from_numpy(stored[frame_indices(len(stored), self.num_frames, self.augment)])
-        except MediaError as error:
-            raise InputDataError(str(error)) from None
-        return {"__key__": sample["__key__"], "cls": sample["cls"], "audio.npy": audio,
-                "visual.npy": self.frames(frames)}
-

@@ -54,19 +54,25 @@ def shard(ctx: StepContext, params: ShardParams) -> dict:
     import json
     import random
 
+    from .ave_features import iter_feature_samples
     from .datasets import META_FILE, iter_samples, read_info
     from .shards import write_shards
 
-    info = json.loads((ctx.inputs["dataset"] / META_FILE).read_text())
-    if info.get("format") == "media":
-        return _shard_media(ctx, params, info)
+    meta = json.loads((ctx.inputs["dataset"] / META_FILE).read_text())
+    if meta.get("format") == "media":
+        return _shard_media(ctx, params, meta)
     info = read_info(ctx.inputs["dataset"])
     metrics = {}
     for split in SPLITS:
         order = list(range(info.splits.get(split, 0)))
         if params.shuffle:
             random.Random(f"{ctx.seed}:{split}").shuffle(order)
-        samples = iter_samples(ctx.inputs["dataset"], split, order) if order else []  # read one at a time
+        if not order:
+            samples = []
+        elif meta.get("format") == "ave_features":  # the public AVE features, read where they are
+            samples = iter_feature_samples(meta, split, order)
+        else:  # one at a time
+            samples = iter_samples(ctx.inputs["dataset"], split, order)
         manifest = write_shards(samples, ctx.output(split), params.samples_per_shard, info.num_classes,
                                 info.background)
         metrics.update(_split_metrics(ctx, split, _with_urls(ctx, params, split, manifest)))

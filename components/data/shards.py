@@ -257,7 +257,7 @@ class ShardReader:
         self.corrupt_reads = 0  # shard reads cut short, in this process (on_error="skip")
         self._decode_media = None
         if "media" in self.manifest:
-            from .media_shards import MediaDecoder
+            from .media_decoder import MediaDecoder
 
             self._decode_media = MediaDecoder(self.manifest["media"], augment)
 

@@ -22,7 +22,7 @@ from ..balance.gblend import ProbeLosses
 from ..data.shards import ShardReader, split_keys
 from ..models.build import build_classifier
 from ..models.multimodal import MultimodalClassifier
-from .classification import ClassifierParams
+from .training_params import ClassifierParams
 from .optim import make_optimizer
 
 HeadForward = Callable[[dict[str, torch.Tensor]], torch.Tensor]

@@ -29,17 +29,14 @@ from ..models.batch_statistics import batch_statistics
 from ..models.build import WEIGHTS, build_classifier, load_classifier, save_classifier
 from ..models.multimodal import MultimodalClassifier
 from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
-from .classification import TrainClassifierParams
+from .training_params import TrainClassifierParams, TrainLocalizationParams
 from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
 from .optim import make_optimizer, make_schedule
 
 
 def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     """One worker's loop: its shards, DDP model, the balancing method's hooks, diagnostics, checkpoint."""
-    if config.get("task") == "localization":
-        from .localization import TrainLocalizationParams as params_class
-    else:
-        params_class = TrainClassifierParams
+    params_class = TrainLocalizationParams if config.get("task") == "localization" else TrainClassifierParams
     params = params_class(**config["params"])
     torch.manual_seed(session.seed)
     train_dir = Path(config["train"])

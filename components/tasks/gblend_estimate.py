@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 from mmflow.engine import InputDataError, Maybe, StepContext, component
 
 from ..balance.config import BlendEstimateParams, GBlendParams
-from .classification import ClassifierParams
+from .training_params import ClassifierParams
 
 
 class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):

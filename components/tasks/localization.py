@@ -9,46 +9,11 @@ its gradients are small; cross-entropy is also what PMR's prototype terms are de
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from mmflow.engine import Params, StepContext, component
 
-from ..balance.config import NaiveParams, PMRParams
-from .classification import TrainClassifierParams
-
-
-class TrainLocalizationParams(TrainClassifierParams):
-    """AVEL model (attention + BiLSTMs), fusion, optimizer and method (naive or PMR on event segments)."""
-
-    encoder: Literal["avel"] = Field("avel", description="audio-guided visual attention + a BiLSTM per modality")
-    hidden: int = Field(128, ge=1, description="LSTM hidden size per direction (embeddings are 2 x hidden)")
-    attention_dim: int = Field(256, ge=1, description="hidden size of the audio-guided attention")
-    fusion: Literal["concat", "dmrn"] = Field("concat", description="concat, or dmrn (dual multimodal residual)")
-    dmrn_blocks: int = Field(1, ge=1, le=8, description="residual blocks of the DMRN fusion")
-    loss: Literal["cross_entropy", "avel_margin"] = Field(
-        "cross_entropy", description="per-segment loss: cross-entropy, or AVEL's original softmax + multi-label "
-        "soft-margin loss")
-    optimizer: Literal["sgd", "adam", "adagrad"] = Field("adam", description="optimizer (AVEL: Adam)")
-    lr: float = Field(1e-3, gt=0, description="learning rate (AVEL: 1e-3)")
-    batch_size: int = Field(64, ge=1, description="videos per batch on each worker")
-    method: Annotated[Union[NaiveParams, PMRParams], Field(discriminator="name")] = Field(
-        default_factory=NaiveParams, description="naive, or pmr (prototypes over segments; PCE and PER on "
-        "event segments only)")
-
-    @model_validator(mode="after")
-    def _no_embedding_dim(self) -> "TrainLocalizationParams":
-        if self.embedding_dim is not None:
-            raise ValueError("localization embeddings are the BiLSTM outputs (2 x hidden): set hidden, not "
-                             "embedding_dim")
-        return self
-
-    def architecture(self, manifest: dict, modalities: list[str], modality_heads: str = "fusion") -> dict[str, Any]:
-        """The JSON-able localization model description, from the shards' manifest."""
-        return {"task": "localization", "modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
-                "num_classes": manifest["num_classes"], "hidden": self.hidden, "attention_dim": self.attention_dim,
-                "fusion": self.fusion, "dmrn_blocks": self.dmrn_blocks, "modality_heads": modality_heads}
+from .training_params import TrainLocalizationParams
 
 
 @component("train.localization", params=TrainLocalizationParams, version="3", inputs={"train": "shards"},

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from .classification import ClassifierParams, TrainClassifierParams
+    from .training_params import ClassifierParams, TrainClassifierParams
 
 
 def make_optimizer(params: ClassifierParams, parameters: Any) -> torch.optim.Optimizer:

@@ -15,7 +15,7 @@ from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
 from mmflow.components.models.fusion import FUSIONS, INTERMEDIATE_FUSIONS, fusion_splits
 from mmflow.components.models.build import build_classifier
-from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.training_params import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 

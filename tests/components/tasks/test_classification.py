@@ -41,7 +41,7 @@ def test_quickstart_inline_trains_above_chance(cli, tmp_path, monkeypatch):
 def test_gradient_clipping_bounds_the_update(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
-    from mmflow.components.tasks.classification import TrainClassifierParams
+    from mmflow.components.tasks.training_params import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import train_worker
     from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
@@ -72,7 +72,8 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
 
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
-    from mmflow.components.tasks.classification import TrainClassifierParams, train_classifier
+    from mmflow.components.tasks.classification import train_classifier
+    from mmflow.components.tasks.training_params import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import METHOD_STATE, TRAINING_STATE
     from mmflow.engine import PLACEMENT_FILE, TrainResult
 
@@ -129,7 +130,7 @@ def test_a_zeroed_model_is_retrained_not_evaluated(cli, tmp_path, monkeypatch):
 def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
-    from mmflow.components.tasks.classification import TrainClassifierParams
+    from mmflow.components.tasks.training_params import TrainClassifierParams
     from mmflow.components.tasks.classifier_training import train_worker
     from mmflow.engine import InlineExecutor, Resources, TrainingJob
     from mmflow.engine.run_folder import digest_path

@@ -9,7 +9,7 @@ import torch
 
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
-from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.training_params import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import class_sums, subset_class_sums, train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 

@@ -13,7 +13,7 @@ from mmflow.components.data.shards import ShardReader, load_manifest, sample_key
 from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.blend_probes import (head_forward, head_parameters, holdout_split, load_samples,
                                                    probe_configs, run_probe)
-from mmflow.components.tasks.classification import ClassifierParams
+from mmflow.components.tasks.training_params import ClassifierParams
 
 WORKFLOW = """
 name: gb

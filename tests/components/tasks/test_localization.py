@@ -109,7 +109,7 @@ def test_the_original_avel_loss_trains_through_the_loop(cli, write_workflow, tmp
 def test_localization_params_refuse_an_embedding_size_they_would_ignore():
     from pydantic import ValidationError
 
-    from mmflow.components.tasks.localization import TrainLocalizationParams
+    from mmflow.components.tasks.training_params import TrainLocalizationParams
 
     with pytest.raises(ValidationError, match="set hidden, not embedding_dim"):
         TrainLocalizationParams(embedding_dim=64)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.training_params import TrainClassifierParams
 from mmflow.components.tasks.optim import make_optimizer, make_schedule
 
 

@@ -8,7 +8,7 @@ import torch
 from mmflow.components.data.datasets import generate_synthetic, iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
 from mmflow.components.data.synthetic import SyntheticParams
-from mmflow.components.tasks.classification import TrainClassifierParams
+from mmflow.components.tasks.training_params import TrainClassifierParams
 from mmflow.components.tasks.classifier_training import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 from mmflow.engine.inline_executor import InlineSession
