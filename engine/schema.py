@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Field, create_model
 
+from .executor import executor_names
 from .graph import REFERENCE
+from .hooks import hook_names
 from .registry import REGISTRY, Many, Maybe, Registry
 from .spec import StepSpec, WorkflowSpec
 
@@ -17,10 +19,17 @@ def workflow_schema(registry: Registry = REGISTRY) -> dict[str, Any]:
     step_type: Any = variants[0] if len(variants) == 1 else Annotated[
         Union[tuple(variants)], Field(discriminator="component")
     ]
+    fields = WorkflowSpec.model_fields
+    hooks = tuple(hook_names())
     model = create_model(
         "Workflow",
         __base__=WorkflowSpec,
         steps=(dict[str, step_type], Field(min_length=1, description="step name -> step")),
+        # the executors and hooks installed now, so an editor can offer them
+        executor=(Literal[tuple(executor_names())], Field(fields["executor"].default,
+                                                         description=fields["executor"].description)),
+        hooks=(list[Literal[hooks]] if hooks else list[str], Field(default_factory=list,
+                                                                   description=fields["hooks"].description)),
     )
     schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -65,6 +65,12 @@ def test_a_plugin_executor_runs_the_workflow_and_is_closed_at_the_end(recording_
     assert json.loads((tmp_path / "run" / "train" / "metrics.json").read_text())["epochs"] == 1
 
 
+def test_the_schema_offers_the_installed_executors(recording_plugin):
+    from mmflow.engine.schema import workflow_schema
+
+    assert workflow_schema()["properties"]["executor"]["enum"] == ["inline", "ray", "recording"]
+
+
 def test_an_unregistered_executor_is_a_validation_error_at_its_line(write_workflow, cli):
     path = write_workflow(WORKFLOW)
     status, _, err = cli("validate", path)

@@ -65,6 +65,17 @@ def test_a_registered_hook_sees_the_run_and_every_step_in_order(events, write_wo
                       ["after_run", ["reused", "pending"], "StepFailed"]]
 
 
+def test_the_schema_offers_the_installed_hooks(events):
+    import jsonschema
+
+    from mmflow.engine.schema import workflow_schema
+
+    hooks = workflow_schema()["properties"]["hooks"]
+    jsonschema.validate(["recording"], hooks)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(["recordnig"], hooks)
+
+
 def test_an_unregistered_hook_is_a_validation_error_at_its_line(events, write_workflow, cli):
     path = write_workflow(WORKFLOW.replace("recording", "recordnig"))
     status, _, err = cli("validate", path)
