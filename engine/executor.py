@@ -154,11 +154,12 @@ class TrainingJob:
     name: str = "train"
     max_failures: int = 0
     inputs: StepInputs | None = None
+    kept_apart: bool = field(init=False)  # a workflow's storage, beside the local scratch
 
     def __post_init__(self) -> None:
         from .storage import Storage
 
-        self.kept_apart = not isinstance(self.storage, Path)  # a workflow's storage, beside the local scratch
+        self.kept_apart = not isinstance(self.storage, Path)
         if isinstance(self.storage, Path):
             self.scratch = self.scratch or self.storage
             self.storage = Storage.open(self.storage)

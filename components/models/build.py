@@ -72,9 +72,10 @@ def copy_model(checkpoint: Path, out: Path) -> None:
     """A training checkpoint's model (weights, architecture, and where its ranks ran) into folder `out`, without
     its training state (optimizer, schedule, method state), which stays with the training step."""
     out.mkdir(parents=True)
-    for name in (WEIGHTS, ARCHITECTURE, PLACEMENT_FILE):
-        if name != PLACEMENT_FILE or (checkpoint / name).exists():  # placement: distributed trainings only
-            shutil.copy2(checkpoint / name, out / name)
+    for name in (WEIGHTS, ARCHITECTURE):
+        shutil.copy2(checkpoint / name, out / name)
+    if (checkpoint / PLACEMENT_FILE).exists():  # written by distributed trainings only
+        shutil.copy2(checkpoint / PLACEMENT_FILE, out / PLACEMENT_FILE)
 
 
 def load_classifier(folder: Path) -> tuple[MultimodalClassifier, dict[str, Any]]:
