@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmflow.components.balance.pmr import pmr_loss
+from mmflow.components.balance.methods.pmr import pmr_loss
 from mmflow.components.data.cg_mnist import CGMNISTParams
 from mmflow.components.data.colored_digits import build_cg_mnist
 from mmflow.components.models.encoders import ConvEncoder

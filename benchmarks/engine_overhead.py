@@ -26,7 +26,7 @@ from mmflow.components.data.shards import ShardReader, write_shards
 from mmflow.components.data.synthetic import SyntheticParams
 from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.training_params import TrainClassifierParams
-from mmflow.components.tasks.classifier_training import train_worker
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.components.tasks.optim import make_optimizer
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 

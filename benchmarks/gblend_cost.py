@@ -24,7 +24,8 @@ import ray
 
 from mmflow.components.data.datasets import generate_synthetic, iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
-from mmflow.components.tasks.classifier_training import evaluate, train_worker
+from mmflow.components.tasks.classifier_eval import evaluate
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.engine import Resources, TrainingJob, load_workflow
 from mmflow.engine.ray_executor import RAY_ENV, RayExecutor
 

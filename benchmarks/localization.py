@@ -29,7 +29,7 @@ from mmflow.components.data.ave_features import AVEFeaturesParams, describe, ite
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset  # noqa: E402
 from mmflow.components.data.events import SyntheticEventsParams, generate_events  # noqa: E402
 from mmflow.components.data.shards import write_shards  # noqa: E402
-from mmflow.components.tasks.classifier_training import train_worker  # noqa: E402
+from mmflow.components.tasks.training_loop import train_worker  # noqa: E402
 from mmflow.components.tasks.training_params import TrainLocalizationParams  # noqa: E402
 from mmflow.components.tasks.localization_eval import evaluate_localization  # noqa: E402
 from mmflow.engine import InlineExecutor, Resources, TrainingJob  # noqa: E402
@@ -50,7 +50,7 @@ def make_shards(root: Path, params: SyntheticEventsParams, seed: int) -> Path:
 
 def train(shards: Path, settings: dict, storage: Path, seed: int = 0) -> list[dict]:
     params = TrainLocalizationParams.model_validate(settings)
-    config = {"params": params.model_dump(), "train": str(shards / "train"), "task": "localization"}
+    config = {"params": params.model_dump(), "train": str(shards / "train"), "problem": "localization"}
     job = TrainingJob(Resources(), storage, seed=seed, log=lambda _: None)
     return InlineExecutor().train(train_worker, config, job)
 

@@ -26,7 +26,7 @@ from mmflow.components.data.colored_digits import build_cg_mnist
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
 from mmflow.components.tasks.training_params import TrainClassifierParams
-from mmflow.components.tasks.classifier_training import train_worker
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
 """mmflow.engine: the generic workflow engine (spec, registry, graph, runner, executors, sweeps).
 
 This module is its public API, the only one components and plugins import: declaring components
-(`component`, `Params`, `Many`, `Maybe`, `self_check`), what a running step sees (`StepContext`),
+(`component`, `Params`, `Many`, `Maybe`, `self_check`, and `ChoiceTable` for alternatives a
+params field picks by name), what a running step sees (`StepContext`),
 training on workers (`TrainSession`, `TrainResult`, `TrainingJob`, the `Executor` interface and
 the built-in `InlineExecutor`), run hooks (`RunHook`, `RunInfo`, `StepOutcome`), files written on
 other nodes (`node_folder`, `write_shipped`), workflows (`load_workflow`, `Workflow`, `Resources`)
@@ -9,6 +10,7 @@ and the errors a component may raise.
 Everything else under mmflow.engine is internal and may change.
 """
 
+from .choices import Choice, ChoiceField, ChoiceTable
 from .context import StepContext
 from .errors import InputDataError, Problem, StepFailed, UsageError, WorkflowError
 from .executor import (PLACEMENT_FILE, Executor, ExecutorSettings, TrainingJob, TrainResult, TrainSession,
@@ -22,6 +24,9 @@ from .spec import Resources, Workflow, load_workflow
 __all__ = [
     "PLACEMENT_FILE",
     "REGISTRY",
+    "Choice",
+    "ChoiceField",
+    "ChoiceTable",
     "ComponentSpec",
     "Executor",
     "ExecutorSettings",

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import Interrupted, StepFailed, UsageError, WorkflowError
+from .choices import ChoiceField
+from .errors import Interrupted, StepFailed, UsageError, WorkflowError, did_you_mean
 from .graph import edges_of
 from .registry import REGISTRY
 from .spec import Workflow, load_workflow
@@ -121,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     components = add("components", _cmd_components, "list registered components and their params")
     components.add_argument("name", nargs="?", help="show one component")
     components.add_argument("--json", action="store_true", help="machine-readable output")
+    components.add_argument("--table", metavar="KIND", help="a markdown table of the alternatives a params field "
+                            "picks by name, e.g. method or fusion (with their capabilities and params)")
 
     add("doctor", _cmd_doctor, "check this environment: dependency versions, Ray, CUDA, audio and video decoding")
     return parser
@@ -193,6 +196,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_components(args: argparse.Namespace) -> int:
+    if args.table:
+        print(choice_table(args.table))
+        return 0
     names = REGISTRY.names()
     if args.name:
         if args.name not in names:
@@ -207,26 +213,63 @@ def _cmd_components(args: argparse.Namespace) -> int:
         outs = ", ".join(f"{k}: {v}" for k, v in comp["outputs"].items()) or "-"
         print(f"{comp['name']}  (v{comp['version']})  {comp['description']}")
         print(f"    inputs: {ins}    outputs: {outs}")
-        for p in comp["params"]:
-            default = "required" if p["required"] else f"default {p['default']}"
-            print(f"    {p['name']}: {p['type']} ({default}){'  ' + p['description'] if p['description'] else ''}")
+        _print_params(comp["params"], "    ")
     return 0
+
+
+def _print_params(params: list[dict[str, Any]], indent: str) -> None:
+    for p in params:
+        default = "required" if p["required"] else f"default {_shown(p['default'])}"
+        print(f"{indent}{p['name']}: {p['type']} ({default}){'  ' + p['description'] if p['description'] else ''}")
+        for choice in p.get("choices", []):
+            print(f"{indent}  - {choice['name']}: {choice['description']}")
+            _print_params([q for q in choice["params"] if q["name"] != "name"], indent + "      ")
+
+
+def _shown(default: Any) -> Any:
+    """A choice's default params show as its name."""
+    return default["name"] if isinstance(default, dict) and list(default) == ["name"] else default
 
 
 def _describe(name: str) -> dict[str, Any]:
     comp = REGISTRY.get(name)
     assert comp is not None
+    return {"name": comp.name, "version": comp.version, "description": comp.description,
+            "inputs": {k: str(v) for k, v in comp.inputs.items()}, "outputs": comp.outputs,
+            "params": _describe_params(comp.params)}
+
+
+def _describe_params(model: type) -> list[dict[str, Any]]:
     params = []
-    for field_name, info in comp.params.model_fields.items():
-        params.append({
+    for field_name, info in model.model_fields.items():
+        described = {
             "name": field_name,
             "type": _type_name(info.annotation),
             "required": info.is_required(),
             "default": None if info.is_required() else _jsonable(info.get_default(call_default_factory=True)),
             "description": info.description or "",
-        })
-    return {"name": comp.name, "version": comp.version, "description": comp.description,
-            "inputs": {k: str(v) for k, v in comp.inputs.items()}, "outputs": comp.outputs, "params": params}
+        }
+        if isinstance(info.annotation, ChoiceField):
+            described["choices"] = [{"name": c.name, "description": c.description, "capabilities": dict(c.capabilities),
+                                     "params": _describe_params(c.params)}
+                                    for c in info.annotation.table.choices(info.annotation.where)]
+        params.append(described)
+    return params
+
+
+def choice_table(what: str) -> str:
+    """A markdown table of every registered alternative of kind `what` that some component's params pick from."""
+    tables = {field.annotation.table.what: field.annotation.table for name in REGISTRY.names()
+              for field in REGISTRY.get(name).params.model_fields.values() if isinstance(field.annotation, ChoiceField)}
+    if what not in tables:
+        raise UsageError(f"no params field picks a '{what}'{did_you_mean(what, tables)} (kinds: {', '.join(tables)})")
+    rows = ["| name | what it is | capabilities | params (defaults) |", "| --- | --- | --- | --- |"]
+    for choice in tables[what].choices():
+        capabilities = ", ".join(f"{k}: {json.dumps(v)}" for k, v in choice.capabilities.items())
+        params = ", ".join(f"`{p['name']}` {json.dumps(p['default']) if not p['required'] else '(required)'}"
+                           for p in _describe_params(choice.params) if p["name"] != "name") or "–"
+        rows.append(f"| `{choice.name}` | {choice.description} | {capabilities} | {params} |")
+    return "\n".join(rows)
 
 
 def _type_name(annotation: Any) -> str:

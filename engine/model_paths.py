@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .choices import ChoiceField
 from .yaml_source import YamlPath
 
 
@@ -98,6 +99,8 @@ def model_in(annotation: Any, data: Any = None) -> type[BaseModel] | None:
     """The model an annotation names; for a union of models, the member whose Literal fields match `data`."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if isinstance(annotation, ChoiceField):
+        return annotation.params_for(data)
     if typing.get_origin(annotation) is typing.Annotated:
         return model_in(typing.get_args(annotation)[0], data)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from .choices import CHOICE_ERRORS
 from .errors import Problem, WorkflowError, did_you_mean
 from .executor import executor_names
 from .graph import Wiring, plan_graph
@@ -231,7 +232,7 @@ def _problems_from(exc: ValidationError, doc: YamlDocument, prefix: YamlPath,
             message = f"expected a mapping (got {err['input']!r})"
         else:
             message = err["msg"].removeprefix("Value error, ")  # a validator's own sentence reads better bare
-            if not isinstance(err.get("input"), (dict, list)):
+            if not isinstance(err.get("input"), (dict, list)) and kind not in CHOICE_ERRORS:  # those name it
                 message += f" (got {err['input']!r})"
         messages.setdefault(prefix + loc, []).append(message)
     # a value that fits no member of a union gets one line naming every alternative

@@ -1,90 +1,153 @@
-"""The interface every balancing method implements: hooks the training loop calls.
+"""The contract of a balancing method: what it needs from the training loop, and the hooks the loop calls.
 
-A method reads only the model's `MultimodalOutput` (fused logits, embeddings, per-modality
-logits where the fusion splits) and, through `LoopState`, shared training state such as the
-class prototypes. The defaults are plain joint training: cross-entropy on the fused logits.
+A method is one module: its params (a `Params` with a `name` literal) and a `BalanceMethod`
+subclass registered with `@method(name, params)`. It declares what it needs as data (`Needs`, read
+before the model and the data are set up), is bound to a `TrainingContext` before the first epoch,
+and reads only the model's `MultimodalOutput`. The defaults are plain joint training: the problem's
+loss on the fused logits. Method modules stay light (torch is imported inside functions) because
+`mmflow validate` reads their params; packages add methods through the entry-point group
+`mmflow.methods`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from mmflow.engine import Choice, ChoiceTable, Params
+
+from ..models.fusions import FUSIONS
 
 if TYPE_CHECKING:
-    from ..models.multimodal import MultimodalClassifier, MultimodalOutput
-    from .gblend import ProbeLosses
+    import torch
 
-Stats = dict[str, torch.Tensor]  # per-batch scalars, averaged over the epoch by the loop
+    from ..models.multimodal import MultimodalClassifier, MultimodalOutput
+
+METHODS = ChoiceTable("method", "mmflow.methods")
+Stats = dict[str, "torch.Tensor"]  # per-batch scalars, averaged over the epoch by the loop
+
+
+def method(name: str, params: type[Params], *, localization: bool = False) -> Callable[[type], type]:
+    """Register the decorated `BalanceMethod` subclass as `name`; `localization`: it also trains event
+    localization (segments as samples, `TrainingContext.background` set)."""
+    return METHODS.register(name, params, localization=localization)
+
+
+class Windowed(Params):
+    """Params of a method that modulates training in a window of epochs."""
+
+    start_epoch: int = Field(0, ge=0, description="first epoch the method modulates (inclusive)")
+    end_epoch: int | None = Field(None, ge=0, description="last epoch it modulates (inclusive); null: every epoch")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Windowed":
+        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
+            raise ValueError(f"end_epoch {self.end_epoch} is before start_epoch {self.start_epoch}")
+        return self
+
+    def active(self, epoch: int) -> bool:
+        """Whether `epoch` lies in the inclusive window."""
+        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method asks of the training loop."""
+
+    #: share of training batches whose per-class embedding sums reach `before_epoch` (0: none)
+    prototype_fraction: float = 0.0
+    #: per-modality logits the model needs: "fusion" (only where the fusion splits), "unsplit" (add linear heads
+    #: where it does not) or "own" (every modality its own linear head)
+    modality_heads: Literal["fusion", "unsplit", "own"] = "fusion"
+    #: share of training samples kept out of training for the method's own use (`TrainingContext.holdout_keys`)
+    holdout: float = 0.0
+    #: the modalities the model is built with (None: every modality of the data)
+    modalities: tuple[str, ...] | None = None
+    #: side tasks the method runs at once (`TrainingContext.run_tasks`), so the executor can reserve them
+    parallel_tasks: int = 0
 
 
 @dataclass
-class LoopState:
-    """What hooks may read from the training loop."""
+class ClassSums:
+    """Per-class embedding sums of each modality and per-class sample counts, over every rank."""
 
-    model: MultimodalClassifier  # unwrapped (no DDP), for parameter access
-    modalities: list[str]
-    num_classes: int
+    sums: dict[str, torch.Tensor]
+    counts: torch.Tensor
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, labels)
+
+
+@dataclass
+class TrainingContext:
+    """What a bound method may use from the training loop."""
+
+    model: MultimodalClassifier | None  # unwrapped (no DDP), for parameter access
     device: torch.device
-    epochs: int = 0
-    epoch: int = -1
-    # Per-class embedding sums and sample counts of each modality over a random subset of
-    # training batches (all ranks), taken before every epoch with batch statistics (normalized as in a
-    # training step) when a method's `prototype_fraction` asks for it; turn them into prototypes with
-    # update_prototypes.
-    subset_sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    subset_counts: torch.Tensor | None = None
-    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # over ranks
-    # Localization trains on segments: the background class, which prototype penalties leave out.
+    epochs: int = 1
+    epoch: int = -1  # the epoch being trained, kept current by the loop
+    #: the problem's loss on fused logits (cross-entropy; localization may use AVEL's original one)
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _cross_entropy
+    #: localization trains on segments: the background class, which prototype penalties leave out
     background: int | None = None
-    # The loss on the fused logits of plain training (localization may use AVEL's original one).
-    fused_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
-    # Probe trainings from the current model, one per head (a modality or "fused"), for
-    # methods that estimate from them (G-Blend): heads -> their losses before and after.
-    run_probes: Callable[[list[str]], dict[str, ProbeLosses]] | None = None
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # in place, over ranks
+    rank: int = 0
+    #: run `fn(config, device)` for each config as side tasks (from rank 0), in order
+    run_tasks: Callable[[Callable[..., Any], list[Any]], list[Any]] | None = None
+    shards: Path | None = None  # the training shards and their manifest
+    manifest: dict[str, Any] = field(default_factory=dict)
+    train_keys: list[str] | None = None  # the samples training reads (None: all)
+    holdout_keys: list[str] = field(default_factory=list)  # the samples kept out for the method (Needs.holdout)
+    architecture: dict[str, Any] = field(default_factory=dict)  # the model's, for rebuilding it in side tasks
+    params: Any = None  # the training step's params
+    seed: int = 0
 
 
 class BalanceMethod:
-    """Plain joint training; subclasses override the hooks they need."""
+    """Plain joint training; subclasses override what they need."""
 
-    #: fraction of training batches whose class means the loop computes before each epoch (0: none)
-    prototype_fraction: float = 0.0
-    #: per-modality logits the model needs: "fusion" (only where the fusion splits), "unsplit"
-    #: (add linear heads where it does not) or "own" (every modality its own linear head)
-    modality_heads: Literal["fusion", "unsplit", "own"] = "fusion"
-    #: share of training samples the loop holds out from training, for the method's own validation
-    holdout: float = 0.0
+    params: Any
+    #: what the loop provides; a property where it depends on the params or the fusion
+    needs: Needs = Needs()
 
-    def __init__(self, params: Any, modalities: list[str], seed: int) -> None:
+    def __init__(self, params: Any, modalities: list[str], fusion: Choice | None, seed: int) -> None:
         self.params = params
         self.modalities = list(modalities)
+        self.fusion = fusion
         self.seed = seed
+        self.context: TrainingContext  # set by bind()
         self.setup()
+
+    @classmethod
+    def check(cls, params: Any, model: Any) -> None:
+        """Raise ValueError naming the reason if the method cannot train `model` (the step's params: encoder,
+        fusion); runs when a workflow is validated, so it reads no data."""
 
     def setup(self) -> None:
         """Check the params against the data's modalities (ValueError naming the problem) and set up state."""
 
-    def check(self, fusion: str) -> None:
-        """Raise ValueError naming the reason if this method cannot work with `fusion`."""
+    def bind(self, context: TrainingContext) -> None:
+        """Called once before training with what the loop offers."""
+        self.context = context
 
-    def model_modalities(self) -> list[str]:
-        """The modalities the model is built with."""
-        return self.modalities
+    def before_epoch(self, class_sums: ClassSums | None) -> None:
+        """Called before each epoch with fresh class sums when `needs.prototype_fraction` asks for them."""
 
-    def before_epoch(self, state: LoopState) -> None:
-        """Called before each epoch (the subset sums are already fresh)."""
-
-    def prepare_inputs(self, features: dict[str, torch.Tensor], state: LoopState) -> dict[str, torch.Tensor]:
+    def prepare_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Transform a training batch's inputs before the forward pass."""
         return features
 
-    def loss(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> tuple[torch.Tensor, Stats]:
+    def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """The batch loss to backpropagate and per-batch statistics."""
-        return state.fused_loss(out.logits, labels), {}
+        return self.context.loss(out.logits, labels), {}
 
-    def after_backward(self, out: MultimodalOutput, labels: torch.Tensor, state: LoopState) -> Stats:
+    def after_backward(self, out: MultimodalOutput, labels: torch.Tensor) -> Stats:
         """Adjust gradients after backward, before the optimizer step."""
         return {}
 
@@ -100,3 +163,11 @@ class BalanceMethod:
         """Continue from what `state_dict` returned (after a worker failure or a resumed run)."""
         for name, value in state.items():
             setattr(self, name, value)
+
+
+def build_method(params: Any, modalities: list[str], fusion: Choice | str | None, seed: int) -> BalanceMethod:
+    """The method `params` name, set up for the data's modalities and the model's registered fusion (None where
+    the problem's fusions are its own, as in localization)."""
+    return METHODS.of(params).target(params, modalities, FUSIONS.get(fusion) if isinstance(fusion, str) else fusion,
+                                     seed)
+

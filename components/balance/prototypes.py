@@ -36,3 +36,20 @@ def imbalance_ratio(scores: torch.Tensor) -> torch.Tensor:
     if scores.numel() == 2:
         return scores[0] / scores[1].clamp(min=tiny)
     return scores.max() / scores.min().clamp(min=tiny)
+
+
+class PrototypeTracker:
+    """Each modality's class prototypes, refreshed before every epoch from the loop's class sums with momentum
+    eps (Eq. 12); PMR, OGM-GE (where the fusion's logits do not split) and the diagnostics share it."""
+
+    def __init__(self, eps: float = 0.0) -> None:
+        self.eps = eps
+        self.prototypes: dict[str, torch.Tensor] = {}
+
+    def update(self, sums: dict[str, torch.Tensor], counts: torch.Tensor) -> None:
+        """Blend in the class means of the latest sums; a class with no sample keeps its prototype."""
+        self.prototypes = {m: update_prototypes(self.prototypes.get(m), s, counts, self.eps) for m, s in sums.items()}
+
+    def logits(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's prototype logits (Eq. 7) for the given embeddings."""
+        return {m: prototype_logits(z, self.prototypes[m]) for m, z in embeddings.items()}

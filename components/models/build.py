@@ -13,8 +13,8 @@ from torch import nn
 from mmflow.engine import PLACEMENT_FILE
 
 from .encoders import ConvEncoder, MLPEncoder
-from .fusion import build_fusion, fusion_splits
-from .intermediate import CentralNetClassifier, MMTMClassifier
+from .fusion import SumFusion
+from .fusions import FUSIONS
 from .multimodal import MultimodalClassifier
 
 WEIGHTS, ARCHITECTURE = "model.pt", "architecture.json"
@@ -37,9 +37,9 @@ def build_encoder(kind: str, in_shape: list[int], hidden: list[int], out_dim: in
 
 def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
     """Build from a JSON-able description: modalities (name -> shape), encoder, hidden, embedding_dim,
-    fusion, num_classes and `modality_heads`: "fusion" (the fusion's own split, if any), "unsplit"
-    (add linear heads where the fusion doesn't split) or "own" (a linear head per modality always).
-    `task: localization` builds an event-localization model instead (models/localization.py)."""
+    fusion (its params, or a name), num_classes and `modality_heads`: "fusion" (the fusion's own split, if
+    any), "unsplit" (add linear heads where the fusion doesn't split) or "own" (a linear head per modality
+    always). `task: localization` builds an event-localization model instead (models/localization.py)."""
     if architecture.get("task") == "localization":
         from .localization import build_localizer
 
@@ -49,16 +49,19 @@ def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
         name: build_encoder(architecture.get("encoder", "mlp"), shape, architecture["hidden"], dim)
         for name, shape in architecture["modalities"].items()
     }
-    heads = None
+    if len(encoders) == 1:  # one modality (uni-modal training): its own linear head, whatever the fusion
+        return MultimodalClassifier(encoders, SumFusion({m: dim for m in encoders}, classes))
+    spec = architecture["fusion"]
+    fusion = FUSIONS.get(spec if isinstance(spec, str) else spec["name"])
+    params = fusion.params.model_validate({"name": spec} if isinstance(spec, str) else spec)
+    if fusion.capabilities["modalities"] not in (None, len(encoders)):
+        raise ValueError(f"fusion '{fusion.name}' combines exactly {fusion.capabilities['modalities']} modalities, "
+                         f"the data has {len(encoders)}: {', '.join(encoders)}; use concat or sum")
     wanted = architecture.get("modality_heads", "fusion")
-    if len(encoders) > 1 and (wanted == "own" or (wanted == "unsplit" and not fusion_splits(architecture["fusion"]))):
+    heads = None
+    if wanted == "own" or (wanted == "unsplit" and not fusion.capabilities["splits"]):
         heads = {name: nn.Linear(dim, classes) for name in encoders}
-    if len(encoders) > 1 and architecture["fusion"] == "mmtm":
-        return MMTMClassifier(encoders, classes)
-    if len(encoders) > 1 and architecture["fusion"] == "centralnet":
-        return CentralNetClassifier(encoders, classes, heads)
-    fusion = build_fusion(architecture["fusion"], {name: dim for name in encoders}, classes)
-    return MultimodalClassifier(encoders, fusion, heads)
+    return fusion.target(params, encoders, classes, heads)
 
 
 def save_classifier(out: Path, model: MultimodalClassifier, architecture: dict[str, Any]) -> None:

@@ -1,26 +1,16 @@
-"""Late fusions: embeddings by modality -> (fused logits, per-modality logits where they split).
+"""Late fusion modules: embeddings by modality -> (fused logits, per-modality logits where they split).
 
 Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum_m fc_m(z_m);
 FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
 out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
 block of the weight and 1/k of the bias; sum's are its branches; FiLM and gated don't split.
+fusions.py registers them by name with their params.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-LATE_FUSIONS = ("concat", "sum", "film", "gated")
-INTERMEDIATE_FUSIONS = ("mmtm", "centralnet")  # need staged (cnn) encoders; see intermediate.py
-FUSIONS = LATE_FUSIONS + INTERMEDIATE_FUSIONS
-_SPLITTING = ("concat", "sum", "mmtm")
-
-
-def fusion_splits(name: str) -> bool:
-    """Whether the fusion's logits decompose into per-modality logits."""
-    return name in _SPLITTING
-
 
 class ConcatFusion(nn.Module):
     """`fc(cat(z_1..z_k))`; each modality's logits use its block of the weight and 1/k of the bias."""
@@ -57,7 +47,7 @@ class FiLMFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], num_classes: int) -> None:
         super().__init__()
-        (self.cond, d_cond), (self.target, d_target) = _two(dims, "film")
+        (self.cond, d_cond), (self.target, d_target) = dims.items()  # exactly two (fusions.py checks)
         self.fc = nn.Linear(d_cond, 2 * d_target)
         self.fc_out = nn.Linear(d_target, num_classes)
 
@@ -71,7 +61,7 @@ class GatedFusion(nn.Module):
 
     def __init__(self, dims: dict[str, int], num_classes: int, hidden: int | None = None) -> None:
         super().__init__()
-        (self.gate, d_gate), (self.value, d_value) = _two(dims, "gated")
+        (self.gate, d_gate), (self.value, d_value) = dims.items()  # exactly two (fusions.py checks)
         hidden = hidden or d_value
         self.fc_gate, self.fc_value = nn.Linear(d_gate, hidden), nn.Linear(d_value, hidden)
         self.fc_out = nn.Linear(hidden, num_classes)
@@ -79,18 +69,3 @@ class GatedFusion(nn.Module):
     def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         gate = torch.sigmoid(self.fc_gate(embeddings[self.gate]))
         return self.fc_out(gate * self.fc_value(embeddings[self.value])), {}
-
-
-def _two(dims: dict[str, int], name: str) -> list[tuple[str, int]]:
-    if len(dims) != 2:
-        raise ValueError(f"fusion '{name}' combines exactly 2 modalities, the data has {len(dims)}: "
-                         f"{', '.join(dims)}; use concat or sum")
-    return list(dims.items())
-
-
-def build_fusion(name: str, dims: dict[str, int], num_classes: int) -> nn.Module:
-    """The late fusion called `name` over embeddings of the given sizes."""
-    if len(dims) == 1:  # one modality (uni-modal training): its own linear head
-        return SumFusion(dims, num_classes)
-    classes = {"concat": ConcatFusion, "sum": SumFusion, "film": FiLMFusion, "gated": GatedFusion}
-    return classes[name](dims, num_classes)

@@ -45,13 +45,15 @@ class MMTM(nn.Module):
 class MMTMClassifier(MultimodalClassifier):
     """Staged encoders with MMTM after the last `mmtm_stages` stages, then concat fusion."""
 
-    def __init__(self, encoders: dict[str, nn.Module], num_classes: int, mmtm_stages: int = 3) -> None:
+    def __init__(self, encoders: dict[str, nn.Module], num_classes: int, mmtm_stages: int = 3, ratio: int = 4) -> None:
         _staged(encoders, "mmtm")
         super().__init__(encoders, ConcatFusion({m: e.out_dim for m, e in encoders.items()}, num_classes))
         depth = len(next(iter(encoders.values())).stages)
+        if not 1 <= mmtm_stages <= depth:
+            raise ValueError(f"fusion mmtm: stages {mmtm_stages}, but the encoders have {depth} stages")
         self.mmtm_at = list(range(depth - mmtm_stages, depth))
         self.mmtm = nn.ModuleList(
-            MMTM({m: _out_channels(e.stages[i]) for m, e in encoders.items()}) for i in self.mmtm_at)
+            MMTM({m: _out_channels(e.stages[i]) for m, e in encoders.items()}, ratio) for i in self.mmtm_at)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> MultimodalOutput:
         maps = {m: self.encoders[m].prepare(inputs[m]) for m in self.modalities}

@@ -8,14 +8,13 @@ from pydantic import Field
 
 from mmflow.engine import Maybe, Params, StepContext, component
 
-from ..balance.config import GBlendParams
 from .training_params import TrainClassifierParams
 
 
 def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
     """G-Blend offline needs weights from exactly one place; the weights input is only for it."""
     method = params.method
-    offline = isinstance(method, GBlendParams) and method.mode == "offline"
+    offline = method.name == "gblend" and method.mode == "offline"
     if "weights" in wired and not offline:
         return [(("inputs", "weights"), "only method gblend (mode: offline) takes blend weights")]
     if offline and "weights" in wired and method.weights is not None:
@@ -36,27 +35,25 @@ def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     if "weights" in ctx.inputs:  # offline G-Blend: the estimate step's weights
         estimate = json.loads(ctx.inputs["weights"].read_text())
         params = params.model_copy(update={"method": params.method.model_copy(update={"weights": estimate["weights"]})})
-    online_probes = isinstance(params.method, GBlendParams) and params.method.mode == "online"
-    return train_model(ctx, params, "classification", parallel_tasks=len(_modalities(ctx)) + 1 if online_probes else 0)
+    return train_model(ctx, params, "classification")
 
 
-def train_model(ctx: StepContext, params: TrainClassifierParams, task: str, parallel_tasks: int = 0) -> dict:
-    """Run the shared training loop for `task` on the step's `train` shards; keep the model; return metrics."""
+def train_model(ctx: StepContext, params: TrainClassifierParams, problem: str) -> dict:
+    """Run the shared training loop for `problem` on the step's `train` shards; keep the model; return metrics."""
+    from ..balance.base import build_method
+    from ..data.shards import load_manifest
     from ..models.build import copy_model
-    from .classifier_training import train_worker
+    from .problems import PROBLEMS
+    from .training_loop import train_worker
 
-    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "task": task}
-    result = ctx.train(train_worker, config, parallel_tasks=parallel_tasks)  # a checkpoint every epoch
+    modalities = list(load_manifest(ctx.inputs["train"])["modalities"])
+    method = build_method(params.method, modalities, PROBLEMS[problem].fusion(params), ctx.seed)
+    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "problem": problem}
+    result = ctx.train(train_worker, config, parallel_tasks=method.needs.parallel_tasks)  # a checkpoint every epoch
     copy_model(result.checkpoint, ctx.output("model"))
     final = result.history[-1]
     return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
             "history": result.history}
-
-
-def _modalities(ctx: StepContext) -> list[str]:
-    from ..data.shards import load_manifest
-
-    return list(load_manifest(ctx.inputs["train"])["modalities"])
 
 
 class EvalClassifierParams(Params):
@@ -74,7 +71,7 @@ def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""
     import json
 
-    from .classifier_training import evaluate
+    from .classifier_eval import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
                        params.on_error)

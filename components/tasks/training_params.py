@@ -3,13 +3,15 @@ probe uses, and what classification and localization add."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from mmflow.engine import Params
 
-from ..balance.config import GBlendParams, MethodParams, NaiveParams, OGMGEParams, PMRParams
+from ..balance.base import METHODS
+from ..balance.methods.naive import NaiveParams
+from ..models.fusions import FUSIONS, ConcatParams
 
 
 class ClassifierParams(Params):
@@ -21,8 +23,9 @@ class ClassifierParams(Params):
     hidden: list[int] = Field(default_factory=lambda: [128], description="MLP encoder hidden widths")
     embedding_dim: int | None = Field(None, ge=1, description="each modality's embedding size (fusion input); "
                                       "null: 512 for resnet18 (its only size), 64 otherwise")
-    fusion: Literal["concat", "sum", "film", "gated", "mmtm", "centralnet"] = Field(
-        "concat", description="late: concat, sum, film, gated; intermediate (encoder: cnn or resnet18): mmtm, centralnet")
+    fusion: FUSIONS.field() = Field(  # type: ignore[valid-type]
+        default_factory=ConcatParams, description="the fusion: its name, or a mapping with `name` and its params "
+        "(`mmflow components --table fusion` lists them)")
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("sgd", description="optimizer")
     lr: float = Field(0.05, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
@@ -40,8 +43,8 @@ class ClassifierParams(Params):
 
     @model_validator(mode="after")
     def _fits_encoder(self) -> "ClassifierParams":
-        if self.fusion in ("mmtm", "centralnet") and self.encoder == "mlp":
-            raise ValueError(f"fusion '{self.fusion}' works inside staged encoders: set encoder: cnn or resnet18")
+        if self.encoder == "mlp" and FUSIONS.of(self.fusion).capabilities["stage"] == "intermediate":
+            raise ValueError(f"fusion '{self.fusion.name}' works inside staged encoders: set encoder: cnn or resnet18")
         if self.encoder == "resnet18" and self.embedding_dim not in (None, 512):
             raise ValueError("encoder resnet18 gives 512-d embeddings: leave embedding_dim out or set it to 512")
         return self
@@ -51,16 +54,16 @@ class ClassifierParams(Params):
         return {"modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
                 "num_classes": manifest["num_classes"], "encoder": self.encoder, "hidden": self.hidden,
                 "embedding_dim": self.embedding_dim or (512 if self.encoder == "resnet18" else 64),
-                "fusion": self.fusion, "modality_heads": modality_heads}
+                "fusion": self.fusion.model_dump(), "modality_heads": modality_heads}
 
 
 class TrainClassifierParams(ClassifierParams):
     """Model, optimizer, schedule and balancing method of a multimodal classifier."""
 
     epochs: int = Field(10, ge=1, description="passes over the training shards")
-    method: MethodParams = Field(default_factory=NaiveParams,
-                                 description="balancing method: naive, unimodal, pmr, ogm_ge, modality_dropout, "
-                                 "aux_loss, gblend")
+    method: METHODS.field() = Field(  # type: ignore[valid-type]
+        default_factory=NaiveParams, description="the balancing method: its name, or a mapping with `name` and its "
+        "params (`mmflow components --table method` lists them)")
     lr_schedule: Literal["constant", "step", "cosine"] = Field("constant", description="learning-rate schedule")
     lr_step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step schedule)")
@@ -73,11 +76,7 @@ class TrainClassifierParams(ClassifierParams):
 
     @model_validator(mode="after")
     def _fits_method(self) -> "TrainClassifierParams":
-        if isinstance(self.method, OGMGEParams) and self.method.parameters == "conv" and self.encoder == "mlp":
-            raise ValueError("method ogm_ge with parameters: conv modulates convolution kernels, which mlp "
-                             "encoders do not have: use parameters: weights")
-        if isinstance(self.method, GBlendParams) and self.method.unsupported_fusion(self.fusion):
-            raise ValueError(self.method.unsupported_fusion(self.fusion))
+        METHODS.of(self.method).target.check(self.method, self)
         return self
 
 
@@ -95,9 +94,10 @@ class TrainLocalizationParams(TrainClassifierParams):
     optimizer: Literal["sgd", "adam", "adagrad"] = Field("adam", description="optimizer (AVEL: Adam)")
     lr: float = Field(1e-3, gt=0, description="learning rate (AVEL: 1e-3)")
     batch_size: int = Field(64, ge=1, description="videos per batch on each worker")
-    method: Annotated[Union[NaiveParams, PMRParams], Field(discriminator="name")] = Field(
-        default_factory=NaiveParams, description="naive, or pmr (prototypes over segments; PCE and PER on "
-        "event segments only)")
+    method: METHODS.field(lambda choice: choice.capabilities["localization"],  # type: ignore[valid-type]
+                          "does not train event localization") = Field(
+        default_factory=NaiveParams, description="the balancing method: its name, or a mapping with `name` and its "
+        "params, among those that train localization (PMR's prototype terms use event segments only)")
 
     @model_validator(mode="after")
     def _no_embedding_dim(self) -> "TrainLocalizationParams":

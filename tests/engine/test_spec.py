@@ -195,11 +195,12 @@ def test_method_blocks_are_checked_by_kind(write_workflow):
         f"{path}:17: steps.train.params.method.alpah: unknown parameter 'alpah' (did you mean 'alpha'?)"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method:\n        name: pmrr"))
     assert problems_of(path) == [
-        f"{path}:18: steps.train.params.method.name: unknown name 'pmrr' (did you mean 'pmr'?); "
-        "one of: naive, unimodal, pmr, ogm_ge, modality_dropout, aux_loss, gblend"]
+        f"{path}:18: steps.train.params.method.name: unknown method 'pmrr' (did you mean 'pmr'?); "
+        "one of: aux_loss, gblend, modality_dropout, naive, ogm_ge, pmr, unimodal"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {alpha: 2}"))
     assert problems_of(path) == [
-        f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the kind)"]
+        f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the method; one of: "
+        "aux_loss, gblend, modality_dropout, naive, ogm_ge, pmr, unimodal)"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, start_epoch: 5, end_epoch: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method: end_epoch 2 is before start_epoch 5"]

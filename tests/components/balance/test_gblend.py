@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmflow.components.balance.base import LoopState
-from mmflow.components.balance.config import GBlendParams
-from mmflow.components.balance.gblend import GBlend, ProbeLosses, blend_weights, with_fused_floor
+from mmflow.components.balance.base import TrainingContext, build_method
+from mmflow.components.balance.methods.gblend.estimate import ProbeLosses, blend_weights, with_fused_floor
+from mmflow.components.balance.methods.gblend.method import GBlend, GBlendParams
 from mmflow.components.models.multimodal import MultimodalOutput
+from mmflow.components.tasks.training_params import TrainClassifierParams
 
 # (train_before, val_before, train_after, val_after) per head
 LOSSES = {
@@ -61,9 +62,24 @@ def test_online_schedule_warms_up_then_every_super_epoch():
     assert GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=3).estimate_epochs(9) == [0, 2, 5, 8]
 
 
-def _state(epoch: int, epochs: int, probes) -> LoopState:
-    return LoopState(model=None, modalities=["rgb", "flow", "audio"], num_classes=3, device=torch.device("cpu"),
-                     epochs=epochs, epoch=epoch, run_probes=probes)
+def gblend(params: GBlendParams, modalities: list[str], fusion: str = "concat", probes=None, epochs: int = 1,
+           model=None) -> GBlend:
+    """The method on `fusion`, bound to a loop of `epochs` epochs whose probe trainings are `probes(heads)`."""
+    method = build_method(params, modalities, fusion, seed=0)
+    method.context = TrainingContext(model, torch.device("cpu"), epochs=epochs, epoch=0)
+    if probes is not None:
+        method.probes = FakeProbes(probes)
+    return method
+
+
+class FakeProbes:
+    """Stands in for the probe trainings: heads -> their losses."""
+
+    def __init__(self, losses) -> None:
+        self.fn = losses
+
+    def losses(self, heads: list[str], draw: int) -> dict[str, ProbeLosses]:
+        return self.fn(heads)
 
 
 def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_head():
@@ -74,11 +90,13 @@ def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_hea
         better = len(calls)  # each estimate differs, so a new estimate is visible
         return {h: ProbeLosses(1.0, 1.2, 0.6, 1.2 - 0.1 * (i + better)) for i, h in enumerate(heads)}
 
-    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"], seed=0)
-    assert method.holdout == 0.08 and method.modality_heads == "own"
+    method = gblend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"],
+                    probes=probes, epochs=6)
+    assert method.needs.holdout == 0.08 and method.needs.modality_heads == "own" and method.needs.parallel_tasks == 4
     seen = []
     for epoch in range(6):
-        method.before_epoch(_state(epoch, 6, probes))
+        method.context.epoch = epoch
+        method.before_epoch(None)
         seen.append(dict(method.weights))
         metrics = method.epoch_metrics()
         assert set(k for k in metrics if k.startswith("weight/")) == {f"weight/{h}" for h in ("rgb", "flow", "audio", "fused")}
@@ -90,12 +108,11 @@ def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_hea
 def test_online_method_keeps_its_weights_when_no_head_improved():
     estimates = iter([{"a": ProbeLosses(1, 1.2, 0.6, 1.0), "fused": ProbeLosses(1, 1.2, 0.6, 1.1)},
                       {"a": ProbeLosses(1, 1.0, 0.6, 1.1), "fused": ProbeLosses(1, 1.0, 0.6, 1.1)}])
-    method = GBlend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"], seed=0)
-    state = LoopState(model=None, modalities=["a"], num_classes=3, device=torch.device("cpu"), epochs=2,
-                      run_probes=lambda heads: next(estimates))
+    method = gblend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"],
+                    probes=lambda heads: next(estimates), epochs=2)
     for epoch in range(2):
-        state.epoch = epoch
-        method.before_epoch(state)
+        method.context.epoch = epoch
+        method.before_epoch(None)
         if epoch == 0:
             first = dict(method.weights)
     assert method.estimate.fallback and method.weights == first
@@ -106,12 +123,12 @@ def test_blended_loss_is_the_weighted_sum_of_head_losses():
     out = MultimodalOutput(torch.randn(4, 3, generator=gen), {}, {"a": torch.randn(4, 3, generator=gen),
                                                                   "b": torch.randn(4, 3, generator=gen)})
     labels = torch.tensor([0, 1, 2, 1])
-    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], seed=0)
-    loss, stats = method.loss(out, labels, None)
+    method = gblend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"])
+    loss, stats = method.loss(out, labels)
     expected = (F.cross_entropy(out.modality_logits["a"], labels) + 3 * F.cross_entropy(out.modality_logits["b"], labels)
                 + 4 * F.cross_entropy(out.logits, labels)) / 8
     assert loss.item() == pytest.approx(expected.item())
-    assert method.holdout == 0  # offline: nothing held out of training
+    assert method.needs.holdout == 0 and method.needs.parallel_tasks == 0  # offline: no holdout, no probes
 
 
 def test_weights_must_name_every_head():
@@ -121,37 +138,35 @@ def test_weights_must_name_every_head():
         return pytest.raises(ValueError, match=f"^{re.escape(message)}$")
 
     with refused("method gblend: weights must name exactly a, b, fused (missing: ['fused'], unknown: ['c'])"):
-        GBlend(GBlendParams(weights={"a": 1, "b": 1, "c": 1}), ["a", "b"], seed=0)
+        gblend(GBlendParams(weights={"a": 1, "b": 1, "c": 1}), ["a", "b"])
     with refused("method gblend (offline) needs weights: give method.weights or wire inputs.weights to a "
                  "gblend.estimate step"):
-        GBlend(GBlendParams(), ["a", "b"], seed=0)
+        gblend(GBlendParams(), ["a", "b"])
     with pytest.raises(ValueError, match="online G-Blend estimates its own weights"):
         GBlendParams(mode="online", weights={"a": 1})
     with refused("method gblend calls the fused head 'fused': rename that modality"):
-        GBlend(GBlendParams(mode="online"), ["fused", "b"], seed=0)
+        gblend(GBlendParams(mode="online"), ["fused", "b"])
 
 
 def concat_model_batch():
-    """A concat model with each modality's own head, a batch, and the loop state around them."""
+    """A concat model with each modality's own head and a batch."""
     from mmflow.components.models.build import build_classifier
 
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [5], "b": [3]}, "num_classes": 3, "hidden": [8],
                               "embedding_dim": 4, "fusion": "concat", "modality_heads": "own"})
     inputs, labels = {"a": torch.randn(6, 5), "b": torch.randn(6, 3)}, torch.tensor([0, 1, 2, 0, 1, 2])
-    return model, inputs, labels, LoopState(model=model, modalities=["a", "b"], num_classes=3,
-                                            device=torch.device("cpu"))
+    return model, inputs, labels
 
 
 def test_refitting_the_fused_head_leaves_the_encoders_blend_unchanged():
-    model, inputs, labels, state = concat_model_batch()
+    model, inputs, labels = concat_model_batch()
     grads = {}
     for refit in (False, True):
-        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit,
-                                     min_fused_weight=0), ["a", "b"], seed=0)
-        method.check("concat")
+        method = gblend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit,
+                                     min_fused_weight=0), ["a", "b"], model=model)
         model.zero_grad()
-        method.loss(model(inputs), labels, state)[0].backward()
+        method.loss(model(inputs), labels)[0].backward()
         grads[refit] = {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
                         for name, p in model.named_parameters()}
     for name in grads[True]:
@@ -183,42 +198,32 @@ def test_an_estimate_flattens_into_per_head_metrics():
 def test_online_estimates_use_the_methods_formula_and_clamp():
     flat = {"a": ProbeLosses(1.0, 1.0, 0.9, 0.9), "fused": ProbeLosses(1.0, 1.2, 0.6, 1.0)}  # a: dO = 0
     params = GBlendParams(mode="online", min_delta_o=0.05, formula="paper")
-    method = GBlend(params, ["a"], seed=0)
-    method.before_epoch(LoopState(model=None, modalities=["a"], num_classes=2, device=torch.device("cpu"), epochs=1,
-                                  epoch=0, run_probes=lambda heads: flat))
+    method = gblend(params, ["a"], probes=lambda heads: flat)
+    method.before_epoch(None)
     assert method.weights == pytest.approx(blend_weights(flat, "paper", min_delta_o=0.05).weights)
     assert method.weights != pytest.approx(blend_weights(flat, "paper").weights)
 
 
-def test_online_training_without_probes_is_refused():
-    method = GBlend(GBlendParams(mode="online"), ["a"], seed=0)
-    state = LoopState(model=None, modalities=["a"], num_classes=2, device=torch.device("cpu"), epochs=1, epoch=0)
-    with pytest.raises(RuntimeError, match="^online G-Blend needs a training loop that runs probes$"):
-        method.before_epoch(state)
-
-
 def test_the_weights_are_kept_with_checkpoints():
-    method = GBlend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"], seed=0)
+    method = gblend(GBlendParams(weights={"a": 1, "b": 3, "fused": 4}), ["a", "b"])
     assert method.state_dict() == {"weights": {"a": 1 / 8, "b": 3 / 8, "fused": 4 / 8}}
-    online = GBlend(GBlendParams(mode="online"), ["a", "b"], seed=0)
-    assert online.weights is None and online.estimate is None and online.holdout == 0.08
+    online = gblend(GBlendParams(mode="online"), ["a", "b"])
+    assert online.weights is None and online.estimate is None
     online.load_state_dict(method.state_dict())
     assert online.weights == method.weights
 
 
 def test_gblend_refuses_mmtm_and_refits_only_late_fusions():
-    method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=True), ["a", "b"], seed=0)
-    with pytest.raises(ValueError, match="^method gblend trains each modality's network alone in its probes, but "
+    params = GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=True)
+    with pytest.raises(ValueError, match="method gblend trains each modality's network alone in its probes, but "
                                          "mmtm couples the modality streams inside the encoders: use a late fusion "
-                                         "or centralnet$"):
-        method.check("mmtm")
-    method.check("centralnet")
-    assert method.refits_fused_head is False
-    method.check("gated")
-    assert method.refits_fused_head is True
-    plain = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=False), ["a", "b"], seed=0)
-    plain.check("gated")
-    assert plain.refits_fused_head is False
+                                         "or centralnet"):
+        TrainClassifierParams(encoder="cnn", fusion="mmtm", method=params)
+    GBlend.check(params, TrainClassifierParams(encoder="cnn", fusion="centralnet"))  # validation passes
+    assert gblend(params, ["a", "b"], "centralnet").refits_fused_head is False
+    assert gblend(params, ["a", "b"], "gated").refits_fused_head is True
+    plain = GBlendParams(weights={"a": 1, "b": 1, "fused": 1}, refit_fused_head=False)
+    assert gblend(plain, ["a", "b"], "gated").refits_fused_head is False
 
 
 def test_the_fused_floor_raises_the_fused_weight_and_scales_the_rest():
@@ -236,23 +241,21 @@ def test_a_fused_head_that_is_not_refit_never_gets_weight_zero(fusion, refit, fu
     no_fused_gain = {"a": ProbeLosses(1.0, 1.2, 0.6, 1.0), "b": ProbeLosses(1.0, 1.1, 0.8, 0.8),
                      "fused": ProbeLosses(1.0, 1.0, 0.5, 1.1)}  # the fused probe's val loss rose: G <= 0
     assert blend_weights(no_fused_gain).weights["fused"] == 0
-    method = GBlend(GBlendParams(mode="online", refit_fused_head=refit), ["a", "b"], seed=0)
-    method.check(fusion)
-    method.before_epoch(LoopState(model=None, modalities=["a", "b"], num_classes=2, device=torch.device("cpu"),
-                                  epochs=1, epoch=0, run_probes=lambda heads: no_fused_gain))
+    method = gblend(GBlendParams(mode="online", refit_fused_head=refit), ["a", "b"], fusion,
+                    probes=lambda heads: no_fused_gain)
+    method.before_epoch(None)
     assert method.weights["fused"] == pytest.approx(fused_weight)
     assert sum(method.weights.values()) == pytest.approx(1)
-    offline = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], seed=0)
-    offline.check(fusion)
+    offline = gblend(GBlendParams(weights={"a": 1, "b": 1, "fused": 0}, refit_fused_head=refit), ["a", "b"], fusion)
     assert offline.weights["fused"] == pytest.approx(fused_weight)
 
 
 def test_the_refit_adds_the_fused_cross_entropy_of_detached_embeddings():
-    model, inputs, labels, state = concat_model_batch()
+    model, inputs, labels = concat_model_batch()
     out = model(inputs)
     losses = {}
     for refit in (False, True):
-        method = GBlend(GBlendParams(weights={"a": 1, "b": 1, "fused": 2}, refit_fused_head=refit), ["a", "b"], seed=0)
-        method.check("concat")
-        losses[refit] = method.loss(out, labels, state)[0].item()
+        method = gblend(GBlendParams(weights={"a": 1, "b": 1, "fused": 2}, refit_fused_head=refit), ["a", "b"],
+                        model=model)
+        losses[refit] = method.loss(out, labels)[0].item()
     assert losses[True] == pytest.approx(losses[False] + F.cross_entropy(out.logits, labels).item())

@@ -7,16 +7,14 @@ import math
 import pytest
 import torch
 
-from mmflow.components.balance.base import LoopState
-from mmflow.components.balance.config import OGMGEParams
-from mmflow.components.balance.methods import build_method
-from mmflow.components.balance.ogm_ge import OGMGE, ogm_coefficients
+from mmflow.components.balance.base import ClassSums, TrainingContext, build_method
+from mmflow.components.balance.methods.ogm_ge import OGMGEParams, ogm_coefficients
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import write_shards
-from mmflow.components.models.fusion import FUSIONS, INTERMEDIATE_FUSIONS, fusion_splits
 from mmflow.components.models.build import build_classifier
+from mmflow.components.models.fusions import FUSIONS
 from mmflow.components.tasks.training_params import TrainClassifierParams
-from mmflow.components.tasks.classifier_training import train_worker
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
@@ -44,10 +42,11 @@ def train(shards_dir, tmp_path, **params):
     return InlineExecutor().train(train_worker, config, TrainingJob(Resources(), tmp_path, log=lambda _: None))
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", [c.name for c in FUSIONS.choices()])
 @pytest.mark.parametrize("method", METHODS, ids=[m["name"] for m in METHODS])
 def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion):
-    if fusion in INTERMEDIATE_FUSIONS:  # they reach inside staged encoders: small images
+    capabilities = FUSIONS.get(fusion).capabilities
+    if capabilities["stage"] == "intermediate":  # they reach inside staged encoders: small images
         data, model = shards({"a": (1, 8, 8), "b": (3, 8, 8)}, "images"), {"encoder": "cnn", "embedding_dim": 16}
     else:
         data, model = shards({"a": (5,), "b": (3,)}, "vectors"), {"hidden": [8], "embedding_dim": 6}
@@ -66,7 +65,7 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         assert state["prototypes"]["a"].shape[0] == 4 and torch.isfinite(state["prototypes"]["b"]).all()
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
-    if method["name"] in ("aux_loss", "gblend") or (fusion_splits(fusion) and method["name"] != "unimodal"):
+    if method["name"] in ("aux_loss", "gblend") or (capabilities["splits"] and method["name"] != "unimodal"):
         assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
 
 
@@ -77,7 +76,8 @@ def test_cnn_encoders_train_on_images(shards, tmp_path):
 
 
 def test_methods_say_why_they_cannot_run():
-    from mmflow.components.balance.config import AuxLossParams, UnimodalParams
+    from mmflow.components.balance.methods.aux_loss import AuxLossParams
+    from mmflow.components.balance.methods.unimodal import UnimodalParams
 
     with pytest.raises(ValueError, match=r"^method unimodal: modality 'depth' is not in the data \(it has: a, b\)$"):
         build_method(UnimodalParams(modality="depth"), ["a", "b"], "concat", 0)
@@ -105,15 +105,14 @@ def _ogm_setup(params: OGMGEParams, epoch: int):
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [4], "b": [4]}, "num_classes": 3, "hidden": [5],
                               "embedding_dim": 6, "fusion": "concat"})
-    method = OGMGE(params, ["a", "b"], seed=1)
-    method.check("concat")
+    method = build_method(params, ["a", "b"], "concat", seed=1)
     x = {"a": torch.randn(32, 4) * 3, "b": torch.randn(32, 4)}
     labels = torch.randint(3, (32,))
     out = model(x)
     torch.nn.functional.cross_entropy(out.logits, labels).backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
-    state = LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=epoch)
-    stats = method.after_backward(out, labels, state)
+    method.bind(TrainingContext(model, torch.device("cpu"), epoch=epoch))
+    stats = method.after_backward(out, labels)
     return model, before, stats
 
 
@@ -145,13 +144,12 @@ def test_ogm_window_is_inclusive():
 
 
 def test_modality_dropout_drops_at_rate_p_and_keeps_one_modality():
-    from mmflow.components.balance.config import ModalityDropoutParams
-    from mmflow.components.balance.modality_dropout import ModalityDropout
+    from mmflow.components.balance.methods.modality_dropout import ModalityDropoutParams
 
     torch.manual_seed(0)
-    method = ModalityDropout(ModalityDropoutParams(p=0.3), ["a", "b"], seed=0)
-    state = LoopState(None, ["a", "b"], 3, torch.device("cpu"))
-    out = method.prepare_inputs({"a": torch.ones(20000, 4), "b": torch.ones(20000, 2, 2)}, state)
+    method = build_method(ModalityDropoutParams(p=0.3), ["a", "b"], "concat", seed=0)
+    method.bind(TrainingContext(None, torch.device("cpu")))
+    out = method.prepare_inputs({"a": torch.ones(20000, 4), "b": torch.ones(20000, 2, 2)})
     dropped_a, dropped_b = out["a"].sum(1) == 0, out["b"].sum((1, 2)) == 0
     assert not (dropped_a & dropped_b).any()
     # P(drop a) = p - P(both drawn) = 0.3 - 0.09 = 0.21, since a sample drawn for both keeps both
@@ -160,34 +158,34 @@ def test_modality_dropout_drops_at_rate_p_and_keeps_one_modality():
 
 
 def test_aux_loss_is_the_weighted_sum_of_fused_and_modality_losses():
-    from mmflow.components.balance.aux_loss import AuxLoss
-    from mmflow.components.balance.config import AuxLossParams
+    from mmflow.components.balance.methods.aux_loss import AuxLossParams
     from mmflow.components.models.multimodal import MultimodalOutput
 
     labels = torch.tensor([0, 1])
     logits = {"a": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "b": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
     fused = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    method = AuxLoss(AuxLossParams(weights={"a": 0.5}, fused_weight=2.0), ["a", "b"], seed=0)
-    loss, stats = method.loss(MultimodalOutput(fused, {}, logits), labels, LoopState(None, ["a", "b"], 2, torch.device("cpu")))
+    method = build_method(AuxLossParams(weights={"a": 0.5}, fused_weight=2.0), ["a", "b"], "concat", seed=0)
+    method.bind(TrainingContext(None, torch.device("cpu")))
+    loss, stats = method.loss(MultimodalOutput(fused, {}, logits), labels)
     expected = 2.0 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(-2)) + 1.0 * math.log(2)
     assert float(loss) == pytest.approx(expected)
     assert float(stats["loss_b"]) == pytest.approx(math.log(2))
 
 
 def test_ogm_conv_modulates_convolution_kernels_only():
-    from mmflow.components.balance.ogm_ge import touched
+    from mmflow.components.balance.methods.ogm_ge import touched
 
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [1, 8, 8], "b": [1, 8, 8]}, "num_classes": 3, "encoder": "cnn", "hidden": [],
                               "embedding_dim": 6, "fusion": "concat"})
-    method = OGMGE(OGMGEParams(alpha=0.8, noise=False, parameters="conv"), ["a", "b"], seed=1)
-    method.check("concat")
+    method = build_method(OGMGEParams(alpha=0.8, noise=False, parameters="conv"), ["a", "b"], "concat", seed=1)
     x = {"a": torch.rand(16, 1, 8, 8) * 4, "b": torch.rand(16, 1, 8, 8)}
     labels = torch.randint(3, (16,))
     out = model(x)
     torch.nn.functional.cross_entropy(out.logits, labels).backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
-    stats = method.after_backward(out, labels, LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=0))
+    method.bind(TrainingContext(model, torch.device("cpu"), epoch=0))
+    stats = method.after_backward(out, labels)
     assert min(float(stats["coef_a"]), float(stats["coef_b"])) < 1
     kernels = 0
     for name, p in model.named_parameters():
@@ -205,15 +203,17 @@ def test_ogm_conv_modulates_convolution_kernels_only():
             touched("fc.bias", bias, "weights"), touched("scale", linear, "weights")] == [True, True, False, False]
 
 
-def test_build_method_keeps_the_data_and_the_seed_and_checks_the_fusion():
-    from mmflow.components.balance.config import GBlendParams, PMRParams, UnimodalParams
+def test_build_method_keeps_the_data_and_the_seed_and_validation_checks_the_fusion():
+    from mmflow.components.balance.methods.pmr import PMRParams
+    from mmflow.components.balance.methods.unimodal import UnimodalParams
 
     method = build_method(PMRParams(), ["a", "b"], "concat", 7)
     assert (type(method).__name__, method.modalities, method.seed) == ("PMR", ["a", "b"], 7)
-    assert build_method(UnimodalParams(modality="b"), ["a", "b"], "concat", 0).model_modalities() == ["b"]
-    assert build_method(PMRParams(), ["a", "b"], "concat", 0).model_modalities() == ["a", "b"]
+    assert build_method(UnimodalParams(modality="b"), ["a", "b"], "concat", 0).needs.modalities == ("b",)
+    assert build_method(PMRParams(), ["a", "b"], "concat", 0).needs.modalities is None
     with pytest.raises(ValueError, match="mmtm couples the modality streams"):
-        build_method(GBlendParams(mode="online"), ["a", "b"], "mmtm", 0)
+        TrainClassifierParams.model_validate({"encoder": "cnn", "fusion": "mmtm", "method": {"name": "gblend",
+                                                                                           "mode": "online"}})
 
 
 def test_ogm_coefficients_compare_each_score_with_the_mean_of_the_others():
@@ -222,25 +222,22 @@ def test_ogm_coefficients_compare_each_score_with_the_mean_of_the_others():
 
 
 def test_ogm_uses_prototypes_where_the_fusion_does_not_split():
-    method = OGMGE(OGMGEParams(proto_fraction=0.2), ["a", "b"], seed=0)
-    method.check("gated")
-    assert method.uses_prototypes and method.prototype_fraction == 0.2
-    method.check("sum")
-    assert not method.uses_prototypes and method.prototype_fraction == 0.0
-    method.check("film")
-    state = LoopState(None, ["a", "b"], 2, torch.device("cpu"), epoch=0)
-    state.subset_counts = torch.tensor([1.0, 1.0])
-    state.subset_sums = {"a": torch.tensor([[1.0], [2.0]]), "b": torch.tensor([[3.0], [4.0]])}
-    method.before_epoch(state)
-    state.subset_counts = torch.tensor([2.0, 0.0])  # class 1 unseen: it keeps its prototype
-    state.subset_sums = {"a": torch.tensor([[6.0], [0.0]]), "b": torch.tensor([[2.0], [0.0]])}
-    method.before_epoch(state)
-    torch.testing.assert_close(method.prototypes["a"], torch.tensor([[3.0], [2.0]]))
-    torch.testing.assert_close(method.prototypes["b"], torch.tensor([[1.0], [4.0]]))
+    params = OGMGEParams(proto_fraction=0.2)
+    assert build_method(params, ["a", "b"], "gated", seed=0).needs.prototype_fraction == 0.2
+    assert build_method(params, ["a", "b"], "sum", seed=0).needs.prototype_fraction == 0.0
+    method = build_method(params, ["a", "b"], "film", seed=0)
+    method.bind(TrainingContext(None, torch.device("cpu"), epoch=0))
+    method.before_epoch(ClassSums({"a": torch.tensor([[1.0], [2.0]]), "b": torch.tensor([[3.0], [4.0]])},
+                                  torch.tensor([1.0, 1.0])))
+    # class 1 unseen: it keeps its prototype
+    method.before_epoch(ClassSums({"a": torch.tensor([[6.0], [0.0]]), "b": torch.tensor([[2.0], [0.0]])},
+                                  torch.tensor([2.0, 0.0])))
+    torch.testing.assert_close(method.tracker.prototypes["a"], torch.tensor([[3.0], [2.0]]))
+    torch.testing.assert_close(method.tracker.prototypes["b"], torch.tensor([[1.0], [4.0]]))
 
 
 def test_ogm_weights_mode_leaves_one_dimensional_weights_alone():
-    from mmflow.components.balance.ogm_ge import touched
+    from mmflow.components.balance.methods.ogm_ge import touched
 
     assert not touched("norm.weight", torch.zeros(3), "weights")  # e.g. batch norm's scale
     assert touched("fc.weight", torch.zeros(3, 2), "weights")
@@ -257,10 +254,10 @@ def test_ogm_ge_noise_on_the_smallest_weights(features):
                             "embedding_dim": 2, "fusion": "concat"})({"a": torch.ones(4, 1), "b": torch.ones(4, 1)})
     encoder.weight.grad = torch.arange(1.0, features + 1).view(1, features)
     model.encoders["b"].weight.grad = torch.ones(1, 1)
-    method = OGMGE(OGMGEParams(alpha=0.0), ["a", "b"], seed=0)  # alpha 0: coefficient 1, only the noise acts
-    method.check("concat")
-    method.after_backward(out, torch.tensor([0, 1, 0, 1]), LoopState(model, ["a", "b"], 2, torch.device("cpu"),
-                                                                     epoch=0))
+    # alpha 0: coefficient 1, only the noise acts
+    method = build_method(OGMGEParams(alpha=0.0), ["a", "b"], "concat", seed=0)
+    method.bind(TrainingContext(model, torch.device("cpu"), epoch=0))
+    method.after_backward(out, torch.tensor([0, 1, 0, 1]))
     grad = encoder.weight.grad
     assert torch.isfinite(grad).all()
     if features == 1:
@@ -272,23 +269,22 @@ def test_ogm_ge_noise_on_the_smallest_weights(features):
 def test_methods_make_their_tensors_on_the_inputs_device():
     """Run with another default device: a tensor a method creates without naming its inputs' device lands
     there and fails to mix (as it would on a GPU, where the inputs are not on the default device)."""
-    from mmflow.components.balance.config import ModalityDropoutParams
-    from mmflow.components.balance.modality_dropout import ModalityDropout
+    from mmflow.components.balance.methods.modality_dropout import ModalityDropoutParams
 
-    dropout = ModalityDropout(ModalityDropoutParams(p=0.5), ["a", "b"], seed=0)
+    dropout = build_method(ModalityDropoutParams(p=0.5), ["a", "b"], "concat", seed=0)
+    dropout.bind(TrainingContext(None, torch.device("cpu"), epoch=0))
     features = {"a": torch.ones(8, 3), "b": torch.ones(8, 2)}
-    state = LoopState(None, ["a", "b"], 2, torch.device("cpu"), epoch=0)
     torch.manual_seed(0)
     model = build_classifier({"modalities": {"a": [4], "b": [4]}, "num_classes": 3, "hidden": [5],
                               "embedding_dim": 6, "fusion": "gated"})
-    ogm = OGMGE(OGMGEParams(alpha=0.8, noise=True), ["a", "b"], seed=1)
-    ogm.check("gated")
-    ogm.prototypes = {m: torch.randn(3, 6) for m in ("a", "b")}
+    ogm = build_method(OGMGEParams(alpha=0.8, noise=True), ["a", "b"], "gated", seed=1)
+    ogm.tracker.prototypes = {m: torch.randn(3, 6) for m in ("a", "b")}
     x, labels = {"a": torch.randn(8, 4), "b": torch.randn(8, 4)}, torch.randint(3, (8,))
     out = model(x)
     torch.nn.functional.cross_entropy(out.logits, labels).backward()
     with torch.device("meta"):
-        dropped = dropout.prepare_inputs(features, state)
-        stats = ogm.after_backward(out, labels, LoopState(model, ["a", "b"], 3, torch.device("cpu"), epoch=0))
+        dropped = dropout.prepare_inputs(features)
+        ogm.bind(TrainingContext(model, torch.device("cpu"), epoch=0))
+        stats = ogm.after_backward(out, labels)
     assert dropped["a"].device.type == "cpu" and stats["coef_a"].device.type == "cpu"
     assert all(p.grad.device.type == "cpu" for p in model.parameters() if p.grad is not None)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from mmflow.components.balance.base import LoopState
-from mmflow.components.balance.pmr import modality_coefficients, pmr_loss
+from mmflow.components.balance.base import ClassSums, TrainingContext, build_method
+from mmflow.components.balance.methods.pmr import PMRParams, modality_coefficients, pmr_loss
 from mmflow.components.balance.prototypes import update_prototypes
 
 # Two classes, 1-d embeddings. Audio sits on its prototypes; visual sits half-way between its own.
@@ -122,36 +122,26 @@ def test_missing_classes_keep_their_prototype_and_stay_finite():
     assert torch.isfinite(update_prototypes(None, torch.zeros(3, 2), torch.zeros(3))).all()
 
 
-def method_state(epoch: int) -> LoopState:
-    return LoopState(model=None, modalities=["audio", "visual"], num_classes=2, device=torch.device("cpu"),
-                     epochs=10, epoch=epoch)
-
-
 def test_the_method_blends_prototypes_with_momentum_eps_each_epoch():
-    from mmflow.components.balance.config import PMRParams
-    from mmflow.components.balance.pmr import PMR
-
-    pmr = PMR(PMRParams(eps=0.25, proto_fraction=0.3), ["audio", "visual"], seed=0)
-    assert pmr.prototype_fraction == 0.3  # the loop takes prototypes from this share of batches
-    state = method_state(0)
-    state.subset_counts = torch.tensor([2.0, 1.0])
-    state.subset_sums = {"audio": torch.tensor([[4.0], [3.0]]), "visual": torch.tensor([[2.0], [5.0]])}
-    pmr.before_epoch(state)
-    torch.testing.assert_close(pmr.prototypes["audio"], torch.tensor([[2.0], [3.0]]))  # first: the plain means
-    state.subset_sums = {"audio": torch.tensor([[8.0], [7.0]]), "visual": torch.tensor([[2.0], [1.0]])}
-    pmr.before_epoch(state)
-    torch.testing.assert_close(pmr.prototypes["audio"], torch.tensor([[0.25 * 2 + 0.75 * 4], [0.25 * 3 + 0.75 * 7]]))
-    torch.testing.assert_close(pmr.prototypes["visual"], torch.tensor([[1.0], [0.25 * 5 + 0.75 * 1]]))
-    assert pmr.state_dict() == {"prototypes": pmr.prototypes}
+    pmr = build_method(PMRParams(eps=0.25, proto_fraction=0.3), ["audio", "visual"], "concat", seed=0)
+    assert pmr.needs.prototype_fraction == 0.3  # the loop takes prototypes from this share of batches
+    counts = torch.tensor([2.0, 1.0])
+    pmr.before_epoch(ClassSums({"audio": torch.tensor([[4.0], [3.0]]), "visual": torch.tensor([[2.0], [5.0]])}, counts))
+    prototypes = pmr.state_dict()["prototypes"]
+    torch.testing.assert_close(prototypes["audio"], torch.tensor([[2.0], [3.0]]))  # first: the plain means
+    pmr.before_epoch(ClassSums({"audio": torch.tensor([[8.0], [7.0]]), "visual": torch.tensor([[2.0], [1.0]])}, counts))
+    prototypes = pmr.state_dict()["prototypes"]
+    torch.testing.assert_close(prototypes["audio"], torch.tensor([[0.25 * 2 + 0.75 * 4], [0.25 * 3 + 0.75 * 7]]))
+    torch.testing.assert_close(prototypes["visual"], torch.tensor([[1.0], [0.25 * 5 + 0.75 * 1]]))
 
 
 def test_the_method_applies_per_in_the_first_per_epochs_and_pce_in_its_window_only():
-    from mmflow.components.balance.config import PMRParams
-    from mmflow.components.balance.pmr import PMR
     from mmflow.components.models.multimodal import MultimodalOutput
 
-    pmr = PMR(PMRParams(alpha=2.0, mu=0.5, per_epochs=2, start_epoch=1, end_epoch=3), ["audio", "visual"], seed=0)
-    pmr.prototypes = PROTOS
+    pmr = build_method(PMRParams(alpha=2.0, mu=0.5, per_epochs=2, start_epoch=1, end_epoch=3), ["audio", "visual"],
+                       "concat", seed=0)
+    pmr.load_state_dict({"prototypes": PROTOS})
+    pmr.bind(TrainingContext(None, torch.device("cpu"), epochs=10))
     out = MultimodalOutput(FUSED, EMBED, {})
     gamma = RHO - 1
     expected = {0: CE,  # before the window: plain cross-entropy
@@ -160,6 +150,7 @@ def test_the_method_applies_per_in_the_first_per_epochs_and_pce_in_its_window_on
                 3: CE + 2.0 * gamma * PCE_VISUAL,  # last epoch of the window, inclusive
                 4: CE}
     for epoch, loss in expected.items():
-        found, stats = pmr.loss(out, LABELS, method_state(epoch))
+        pmr.context.epoch = epoch
+        found, stats = pmr.loss(out, LABELS)
         assert float(found) == pytest.approx(loss), epoch
         assert ("rho" in stats) == (1 <= epoch <= 3)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmflow.components.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, SumFusion, build_fusion,
-                                             fusion_splits)
+from mmflow.components.models.build import build_classifier
+from mmflow.components.models.fusion import ConcatFusion, FiLMFusion, GatedFusion, SumFusion
+from mmflow.components.models.fusions import FUSIONS
 
 torch.manual_seed(0)
 Z = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 2)}
@@ -53,16 +54,24 @@ def test_gated_multiplies_the_second_modality_by_a_sigmoid_gate_of_the_first():
     assert GatedFusion(DIMS, 5).fc_value.out_features == 2  # hidden defaults to the second modality's size
 
 
+def classifier(fusion: str | dict, modalities: dict[str, list[int]]):
+    return build_classifier({"modalities": modalities, "num_classes": 3, "hidden": [], "embedding_dim": 4,
+                             "fusion": fusion})
+
+
 @pytest.mark.parametrize("name", ["film", "gated"])
 def test_two_modality_fusions_refuse_three(name):
     with pytest.raises(ValueError, match=f"fusion '{name}' combines exactly 2 modalities, the data has 3: a, b, c"):
-        build_fusion(name, {"a": 1, "b": 1, "c": 1}, 2)
+        classifier(name, {"a": [1], "b": [1], "c": [1]})
 
 
-def test_build_fusion_by_name_and_one_modality_gets_its_own_head():
+def test_fusions_build_by_name_with_their_params_and_one_modality_gets_its_own_head():
     for name, kind in (("concat", ConcatFusion), ("sum", SumFusion), ("film", FiLMFusion), ("gated", GatedFusion)):
-        assert type(build_fusion(name, DIMS, 3)) is kind
-    alone = build_fusion("film", {"audio": 4}, 3)
+        assert type(classifier(name, {"a": [2], "b": [3]}).fusion) is kind
+        assert type(classifier({"name": name}, {"a": [2], "b": [3]}).fusion) is kind
+    assert classifier({"name": "gated", "hidden": 7}, {"a": [2], "b": [3]}).fusion.fc_value.out_features == 7
+    alone = classifier("film", {"audio": [4]}).fusion
     assert type(alone) is SumFusion and list(alone.fcs) == ["audio"]
-    assert [n for n in ("concat", "sum", "film", "gated", "mmtm", "centralnet") if fusion_splits(n)] == \
-        ["concat", "sum", "mmtm"]
+    assert [c.name for c in FUSIONS.choices(lambda c: c.capabilities["splits"])] == ["concat", "mmtm", "sum"]
+    assert [c.name for c in FUSIONS.choices(lambda c: c.capabilities["stage"] == "intermediate")] == \
+        ["centralnet", "mmtm"]

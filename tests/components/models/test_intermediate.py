@@ -97,3 +97,19 @@ def test_the_central_stream_has_its_own_freshly_initialized_stages():
     assert [p.shape for p in ours] == [p.shape for p in theirs]
     for mine, template in zip(ours, theirs):
         assert mine.data_ptr() != template.data_ptr() and not torch.equal(mine, template)
+
+
+def test_mmtm_takes_its_ratio_and_stages_from_the_workflow():
+    from mmflow.components.models.build import build_classifier
+
+    def mmtm(**params):
+        return build_classifier({"modalities": {"gray": [1, 8, 8], "color": [3, 8, 8]}, "num_classes": 3,
+                                 "encoder": "cnn", "hidden": [], "embedding_dim": 6,
+                                 "fusion": {"name": "mmtm", **params}})
+
+    model = mmtm(ratio=2, stages=2)
+    channels = sum(e.stages[-1][0].out_channels for e in model.encoders.values())
+    assert model.mmtm_at == [2, 3] and model.mmtm[-1].squeeze[0].out_features == channels // 2
+    assert mmtm().mmtm[-1].squeeze[0].out_features == channels // 4
+    with pytest.raises(ValueError, match="^fusion mmtm: stages 5, but the encoders have 4 stages$"):
+        mmtm(stages=5)

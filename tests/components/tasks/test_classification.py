@@ -42,7 +42,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.training_params import TrainClassifierParams
-    from mmflow.components.tasks.classifier_training import train_worker
+    from mmflow.components.tasks.training_loop import train_worker
     from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
     labels = torch.arange(32) % 2
@@ -74,7 +74,7 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.classification import train_classifier
     from mmflow.components.tasks.training_params import TrainClassifierParams
-    from mmflow.components.tasks.classifier_training import METHOD_STATE, TRAINING_STATE
+    from mmflow.components.tasks.checkpoint import METHOD_STATE, TRAINING_STATE
     from mmflow.engine import PLACEMENT_FILE, TrainResult
 
     save_tensor_dataset(tmp_path / "ds", {"train": {"label": torch.arange(8) % 2, "a": torch.randn(8, 2),
@@ -93,10 +93,10 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     asked = []
 
     def train(fn, config, parallel_tasks):
-        asked.append((config["task"], parallel_tasks))
+        asked.append((config["problem"], parallel_tasks))
         return TrainResult(history, checkpoint)
 
-    ctx = SimpleNamespace(inputs={"train": tmp_path / "shards"}, output=lambda name: tmp_path / "out" / name,
+    ctx = SimpleNamespace(inputs={"train": tmp_path / "shards"}, output=lambda name: tmp_path / "out" / name, seed=0,
                           train=train)
     metrics = train_classifier(ctx, TrainClassifierParams())
     assert metrics == {"loss": 1.0, "train_accuracy": 0.75, "epochs": 2, "history": history}
@@ -131,7 +131,7 @@ def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):
     from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
     from mmflow.components.data.shards import write_shards
     from mmflow.components.tasks.training_params import TrainClassifierParams
-    from mmflow.components.tasks.classifier_training import train_worker
+    from mmflow.components.tasks.training_loop import train_worker
     from mmflow.engine import InlineExecutor, Resources, TrainingJob
     from mmflow.engine.run_folder import digest_path
 

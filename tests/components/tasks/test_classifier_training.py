@@ -10,7 +10,8 @@ import torch
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
 from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
 from mmflow.components.tasks.training_params import TrainClassifierParams
-from mmflow.components.tasks.classifier_training import class_sums, subset_class_sums, train_worker
+from mmflow.components.tasks.class_sums import class_sums, subset_class_sums
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 SAMPLES = 200
@@ -40,12 +41,13 @@ def test_prototypes_come_from_a_random_fraction_of_the_training_batches(shards):
     session = SimpleNamespace(device=torch.device("cpu"), all_reduce_sum=lambda t: t)
     model = Identity()
     for fraction, batches in ((0.1, 1), (0.3, 3), (1.0, 10)):  # 10 batches of 20 per epoch
-        sums, counts = subset_class_sums(model, reader, epoch=0, fraction=fraction, batch_size=20, session=session)
+        found = subset_class_sums(model, reader, epoch=0, fraction=fraction, batch_size=20, session=session)
+        sums, counts = found.sums, found.counts
         assert counts.sum() == 20 * batches and sums["a"].shape == (4, 3)
     full_sums, full_counts = class_sums(model, reader.batches(0, 20), 4, torch.device("cpu"))
     torch.testing.assert_close(sums["a"], full_sums["a"])  # a fraction of 1 is every batch
-    first, _ = subset_class_sums(model, reader, epoch=0, fraction=0.1, batch_size=20, session=session)
-    again, _ = subset_class_sums(model, reader, epoch=1, fraction=0.1, batch_size=20, session=session)
+    first = subset_class_sums(model, reader, epoch=0, fraction=0.1, batch_size=20, session=session).sums
+    again = subset_class_sums(model, reader, epoch=1, fraction=0.1, batch_size=20, session=session).sums
     trained_first, _ = class_sums(model, [next(iter(reader.batches(0, 20)))], 4, torch.device("cpu"))
     assert not torch.allclose(first["a"], again["a"])  # redrawn every epoch
     assert not torch.allclose(first["a"], trained_first["a"])  # not the batch the epoch trains on first
@@ -69,7 +71,8 @@ def test_prototypes_use_batch_statistics_as_training_steps_do_and_leave_the_mode
     reader = ShardReader(shards, seed=0)
     session = SimpleNamespace(device=torch.device("cpu"), all_reduce_sum=lambda t: t)
     model = Normalized().train()
-    sums, counts = subset_class_sums(model, reader, epoch=0, fraction=1.0, batch_size=SAMPLES, session=session)
+    found = subset_class_sums(model, reader, epoch=0, fraction=1.0, batch_size=SAMPLES, session=session)
+    sums, counts = found.sums, found.counts
     features, labels = next(iter(reader.batches(0, SAMPLES)))  # one batch of every sample: any order
     a = features["a"]
     normalized = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + 1e-5)  # no dropout
@@ -87,7 +90,7 @@ def test_prototypes_use_batch_statistics_as_training_steps_do_and_leave_the_mode
 
 
 def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_validation_out(shards, tmp_path):
-    from mmflow.components.tasks.blend_probes import holdout_split
+    from mmflow.components.data.shards import split_keys
 
     def history(method: dict) -> list[dict]:
         params = TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 20, "hidden": [8],
@@ -97,14 +100,13 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
 
     assert [h["train_samples"] for h in history({"name": "naive"})] == [SAMPLES, SAMPLES]
     gblend = {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25}
-    _, held = holdout_split(sample_keys(load_manifest(shards)), TrainClassifierParams.model_validate(
-        {"method": gblend}).method, seed=0)
+    _, held = split_keys(sample_keys(load_manifest(shards)), 0.25, seed=0, salt="gblend-holdout")
     assert len(held) == 50
     assert [h["train_samples"] for h in history(gblend)] == [SAMPLES - 50] * 2
 
 
 def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():
-    from mmflow.components.tasks.classifier_training import _progress
+    from mmflow.components.tasks.training_loop import _progress
 
     metrics = {"loss": 1.23456, "train_accuracy": 0.5, "head_accuracy_audio": 0.25, "prototype_accuracy_visual": 0.75,
                "rho": 1.5, "lr": 0.1, "samples_per_s": 1234.4}
@@ -113,9 +115,9 @@ def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():
 
 
 def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(shards, tmp_path, opened_readers):
-    from mmflow.components.tasks import classifier_training
+    from mmflow.components.tasks import training_loop
 
-    opened = opened_readers(classifier_training)
+    opened = opened_readers(training_loop)
     logged: list[str] = []
     params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
                                                    "shuffle_buffer": 5, "uneven_shards": "drop", "on_error": "skip",
@@ -128,7 +130,7 @@ def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(sh
     assert epoch["corrupt_shard_reads"] == 0 and epoch["padded_samples"] == epoch["dropped_samples"] == 0
     assert epoch["samples_per_s"] == pytest.approx(SAMPLES / epoch["epoch_seconds"])
     assert epoch["lr"] == params.lr and set(epoch) >= {"loss", "train_accuracy", "epoch_seconds"}
-    assert logged == [classifier_training._progress(0, 1, epoch)]
+    assert logged == [training_loop._progress(0, 1, epoch)]
 
 
 def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):

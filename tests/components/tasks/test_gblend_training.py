@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from mmflow.components.balance.config import BlendEstimateParams
+from mmflow.components.balance.methods.gblend.estimate import BlendEstimateParams
 from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
-from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, write_shards
+from mmflow.components.data.shards import ShardReader, load_manifest, sample_keys, split_keys, write_shards
 from mmflow.components.models.build import build_classifier
-from mmflow.components.tasks.blend_probes import (head_forward, head_parameters, holdout_split, load_samples,
+from mmflow.components.balance.methods.gblend.probes import (head_forward, head_parameters, load_samples,
                                                    probe_configs, run_probe)
 from mmflow.components.tasks.training_params import ClassifierParams
 
@@ -61,13 +61,18 @@ def shards(tmp_path_factory):
     return root
 
 
+def gblend_holdout(keys: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """The split the training loop holds out for online G-Blend (and gblend.estimate makes)."""
+    return split_keys(keys, fraction, seed, salt="gblend-holdout")
+
+
 def test_blend_validation_is_disjoint_from_probe_training_and_never_the_test_split(shards):
     manifest = load_manifest(shards / "train")
     params = BlendEstimateParams(holdout=0.1, probe_fraction=0.5)
-    train_keys, holdout = holdout_split(sample_keys(manifest), params, seed=0)
+    train_keys, holdout = gblend_holdout(sample_keys(manifest), params.holdout, seed=0)
     assert len(holdout) == 20 and not set(train_keys) & set(holdout)
-    assert holdout_split(sample_keys(manifest), params, seed=0)[1] == holdout  # deterministic
-    assert holdout_split(sample_keys(manifest), params, seed=1)[1] != holdout
+    assert gblend_holdout(sample_keys(manifest), params.holdout, seed=0)[1] == holdout  # deterministic
+    assert gblend_holdout(sample_keys(manifest), params.holdout, seed=1)[1] != holdout
     architecture = ClassifierParams(hidden=[4], embedding_dim=4).architecture(manifest, ["a", "b"], "own")
     model = build_classifier(architecture)
     held = load_samples(shards / "train", holdout)
@@ -87,7 +92,7 @@ def test_blend_validation_is_disjoint_from_probe_training_and_never_the_test_spl
 
 def test_reader_yields_only_the_given_keys_evenly_over_ranks(shards):
     manifest = load_manifest(shards / "train")
-    keys, held = holdout_split(sample_keys(manifest), BlendEstimateParams(holdout=0.3), seed=0)
+    keys, held = gblend_holdout(sample_keys(manifest), 0.3, seed=0)
     seen = []
     for rank in range(2):
         reader = ShardReader(shards / "train", rank=rank, world_size=2, keys=keys)
@@ -101,7 +106,7 @@ def test_a_modality_probe_trains_only_its_encoder_and_head(shards):
     classifier = ClassifierParams(hidden=[8], embedding_dim=4, lr=0.5)
     architecture = classifier.architecture(manifest, ["a", "b"], "own")
     model = build_classifier(architecture)
-    keys, held = holdout_split(sample_keys(manifest), BlendEstimateParams(holdout=0.2), seed=0)
+    keys, held = gblend_holdout(sample_keys(manifest), 0.2, seed=0)
     (config,) = probe_configs(["a"], model, architecture, shards / "train", manifest, keys,
                               load_samples(shards / "train", held), BlendEstimateParams(), classifier, seed=0, draw=0)
     losses = run_probe(config, torch.device("cpu"))
@@ -148,14 +153,6 @@ def test_blend_wiring_mistakes_are_validation_errors(cli, write_workflow, edit, 
     assert status == 2 and f"{path}{where}" in err and message in err, err
 
 
-def test_the_holdout_of_a_seed_stays_the_same_across_releases(shards):
-    from mmflow.components.data.shards import split_keys
-
-    keys = sample_keys(load_manifest(shards / "train"))
-    params = BlendEstimateParams(holdout=0.1)
-    assert holdout_split(keys, params, seed=3) == split_keys(keys, 0.1, 3, salt="gblend-holdout")
-
-
 def test_held_out_samples_are_read_once_in_key_order(shards):
     manifest = load_manifest(shards / "train")
     keys = sample_keys(manifest)[5:60:3]
@@ -167,7 +164,7 @@ def test_held_out_samples_are_read_once_in_key_order(shards):
 
 
 def test_probes_train_on_whole_shards_up_to_their_fraction_and_redraw_by_seed_and_draw(shards):
-    from mmflow.components.tasks.blend_probes import probe_keys
+    from mmflow.components.balance.methods.gblend.probes import probe_keys
 
     manifest = load_manifest(shards / "train")  # 200 samples in shards of 32 (the last holds 8)
     keys = sample_keys(manifest)[:192]  # six whole shards
@@ -179,20 +176,20 @@ def test_probes_train_on_whole_shards_up_to_their_fraction_and_redraw_by_seed_an
 
 
 def test_a_probe_reads_its_keys_with_its_seed_and_clips_its_gradients(shards, opened_readers):
-    from mmflow.components.tasks import blend_probes
+    from mmflow.components.balance.methods.gblend import probes
 
     manifest = load_manifest(shards / "train")
     classifier = ClassifierParams(hidden=[8], embedding_dim=4, optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=5.0,
                                   grad_clip_norm=1e-6, shuffle_buffer=7)
     architecture = classifier.architecture(manifest, ["a", "b"], "own")
     model = build_classifier(architecture)
-    keys, held = holdout_split(sample_keys(manifest), BlendEstimateParams(holdout=0.2), seed=0)
+    keys, held = gblend_holdout(sample_keys(manifest), 0.2, seed=0)
     (config,) = probe_configs(["fused"], model, architecture, shards / "train", manifest, keys,
                               load_samples(shards / "train", held), BlendEstimateParams(), classifier, seed=4, draw=2)
     assert config["seed"] == 6 and config["probe_keys"] != probe_configs(
         ["fused"], model, architecture, shards / "train", manifest, keys, load_samples(shards / "train", held),
         BlendEstimateParams(), classifier, seed=5, draw=2)[0]["probe_keys"]
-    opened = opened_readers(blend_probes)
+    opened = opened_readers(probes)
     losses = run_probe(config, torch.device("cpu"))
     assert opened == [{"keys": config["probe_keys"], "seed": 6, "shuffle_buffer": 7}]
     assert losses["train_after"] == pytest.approx(losses["train_before"], abs=1e-4)  # steps of norm 1e-6 at most

@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmflow.components.balance.base import LoopState
-from mmflow.components.balance.config import PMRParams
-from mmflow.components.balance.pmr import PMR, pmr_penalty
+from mmflow.components.balance.base import TrainingContext, build_method
+from mmflow.components.balance.methods.pmr import PMRParams, pmr_penalty
 from mmflow.components.models.multimodal import MultimodalOutput
 from mmflow.components.tasks.localization_eval import segment_accuracy
 
@@ -29,19 +28,18 @@ def test_pmr_on_localization_leaves_background_segments_out_of_pce():
     labels = torch.tensor([0, 2, 2, 1, 2, 0])  # 2 is background
     embeddings = {"audio": torch.randn(6, 4), "visual": torch.randn(6, 4)}
     prototypes = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 4)}
-    method = PMR(PMRParams(alpha=1.0), ["audio", "visual"], seed=0)
-    method.prototypes = prototypes
-    state = LoopState(model=None, modalities=["audio", "visual"], num_classes=3, device=torch.device("cpu"),
-                      epoch=0, background=2)
+    method = build_method(PMRParams(alpha=1.0), ["audio", "visual"], None, seed=0)
+    method.load_state_dict({"prototypes": prototypes})
+    method.bind(TrainingContext(None, torch.device("cpu"), epoch=0, background=2))
     logits = torch.randn(6, 3)
-    loss, _ = method.loss(MultimodalOutput(logits, embeddings, {}), labels, state)
+    loss, _ = method.loss(MultimodalOutput(logits, embeddings, {}), labels)
     events = labels != 2
     penalty, _ = pmr_penalty({m: z[events] for m, z in embeddings.items()}, labels[events], prototypes, alpha=1.0,
                              mu=0.0, coefficient="paper", regularize=False)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels) + penalty)
     moved = {m: z.clone() for m, z in embeddings.items()}
     moved["visual"][1] += 10  # a background segment's embedding: no effect on PCE
-    moved_loss, _ = method.loss(MultimodalOutput(logits, moved, {}), labels, state)
+    moved_loss, _ = method.loss(MultimodalOutput(logits, moved, {}), labels)
     assert torch.allclose(moved_loss, loss)
 
 

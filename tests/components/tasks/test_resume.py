@@ -9,7 +9,7 @@ from mmflow.components.data.datasets import generate_synthetic, iter_samples, sa
 from mmflow.components.data.shards import write_shards
 from mmflow.components.data.synthetic import SyntheticParams
 from mmflow.components.tasks.training_params import TrainClassifierParams
-from mmflow.components.tasks.classifier_training import train_worker
+from mmflow.components.tasks.training_loop import train_worker
 from mmflow.engine import InlineExecutor, Resources, TrainingJob
 from mmflow.engine.inline_executor import InlineSession
 

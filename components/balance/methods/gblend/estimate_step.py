@@ -6,8 +6,9 @@ from pydantic import Field, model_validator
 
 from mmflow.engine import InputDataError, Maybe, StepContext, component
 
-from ..balance.config import BlendEstimateParams, GBlendParams
-from .training_params import ClassifierParams
+from ....tasks.training_params import ClassifierParams
+from .estimate import BlendEstimateParams
+from .method import unsupported_fusion
 
 
 class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):
@@ -17,7 +18,7 @@ class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):
 
     @model_validator(mode="after")
     def _probes_can_split(self) -> "GBlendEstimateParams":
-        reason = GBlendParams.unsupported_fusion(self.fusion)
+        reason = unsupported_fusion(self.fusion.name)
         if reason:
             raise ValueError(reason)
         return self
@@ -31,11 +32,10 @@ def gblend_estimate(ctx: StepContext, params: GBlendEstimateParams) -> dict:
 
     import torch
 
-    from ..balance.config import FUSED_HEAD
-    from ..balance.gblend import blend_weights
-    from ..data.shards import load_manifest, sample_keys
-    from ..models.build import build_classifier, load_classifier
-    from .blend_probes import holdout_split, load_samples, probe_configs, probe_losses, run_probe
+    from ....data.shards import load_manifest, sample_keys, split_keys
+    from ....models.build import build_classifier, load_classifier
+    from .estimate import FUSED_HEAD, blend_weights
+    from .probes import load_samples, probe_configs, probe_losses, run_probe
 
     manifest = load_manifest(ctx.inputs["train"])
     modalities = list(manifest["modalities"])
@@ -49,7 +49,8 @@ def gblend_estimate(ctx: StepContext, params: GBlendEstimateParams) -> dict:
         architecture = params.architecture(manifest, modalities, modality_heads="own")
         model = build_classifier(architecture)
     heads = [*modalities, FUSED_HEAD]
-    train_keys, holdout_keys = holdout_split(sample_keys(manifest), params, ctx.seed)
+    # the split online training holds out (the loop salts it with the method's name)
+    train_keys, holdout_keys = split_keys(sample_keys(manifest), params.holdout, ctx.seed, salt="gblend-holdout")
     train_dir = ctx.inputs["train"].resolve()
     configs = probe_configs(heads, model, architecture, train_dir, manifest, train_keys,
                             load_samples(train_dir, holdout_keys), params, params, ctx.seed, draw=0)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from .base import BalanceMethod
-from .config import UnimodalParams
+from typing import Literal
+
+from pydantic import Field
+
+from mmflow.engine import Params
+
+from ..base import BalanceMethod, Needs, method
 
 
+class UnimodalParams(Params):
+    """Train one modality alone (its encoder and a linear head): the per-modality upper reference."""
+
+    name: Literal["unimodal"] = "unimodal"
+    modality: str = Field(description="the modality to keep, e.g. gray")
+
+
+@method("unimodal", UnimodalParams)
 class Unimodal(BalanceMethod):
     """Builds the model with the chosen modality only; the loss is plain cross-entropy."""
 
@@ -16,5 +29,6 @@ class Unimodal(BalanceMethod):
             raise ValueError(f"method unimodal: modality '{self.params.modality}' is not in the data "
                              f"(it has: {', '.join(self.modalities)})")
 
-    def model_modalities(self) -> list[str]:
-        return [self.params.modality]
+    @property
+    def needs(self) -> Needs:
+        return Needs(modalities=(self.params.modality,))

@@ -11,18 +11,35 @@ With k = 2 these are exactly the paper's beta and gamma.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from .base import BalanceMethod, LoopState, Stats
-from .config import PMRParams
-from .prototypes import imbalance_ratio, prototype_logits, true_class_scores, update_prototypes
+from ..base import BalanceMethod, ClassSums, Needs, Stats, Windowed, method
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...models.multimodal import MultimodalOutput
+
+
+class PMRParams(Windowed):
+    """Prototypical Modal Rebalance (Fan et al., CVPR 2023)."""
+
+    name: Literal["pmr"] = "pmr"
+    alpha: float = Field(1.0, ge=0, description="PCE scale (Eq. 10); the authors used 1-5")
+    coefficient: Literal["paper", "binary"] = Field(
+        "paper", description="paper: Eq. 11's continuous clip; binary: the official code's 1-or-0")
+    mu: float = Field(0.0, ge=0, description="PER scale (Eq. 13); 0 disables PER like the official code")
+    per_epochs: int = Field(0, ge=0, description="PER applies during the first per_epochs epochs (E_r)")
+    eps: float = Field(0.0, ge=0, lt=1, description="prototype momentum (Eq. 12); the authors mostly used 0")
+    proto_fraction: float = Field(0.1, gt=0, le=1, description="share of training batches used for prototypes")
 
 
 def modality_coefficients(scores: torch.Tensor, rule: Literal["paper", "binary"]) -> torch.Tensor:
     """PCE coefficient per modality from their scores; the dominant (first highest) gets 0."""
+    import torch
+
     dominant = int(torch.argmax(scores))
     if rule == "paper":  # s_dom / s_m >= 1: only the upper clip can bind
         coefs = (scores[dominant] / scores.clamp(min=torch.finfo(scores.dtype).tiny) - 1).clamp(max=1)
@@ -36,6 +53,11 @@ def pmr_penalty(embeddings: dict[str, torch.Tensor], labels: torch.Tensor, proto
                 alpha: float, mu: float, coefficient: Literal["paper", "binary"],
                 regularize: bool) -> tuple[torch.Tensor, Stats]:
     """PMR's terms beyond the fused cross-entropy (PCE, PER) and statistics, as tensors (no host sync)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..prototypes import imbalance_ratio, prototype_logits, true_class_scores
+
     names = list(embeddings)
     logits = {m: prototype_logits(embeddings[m], prototypes[m]) for m in names}
     scores = true_class_scores(logits, labels)
@@ -56,6 +78,8 @@ def pmr_terms(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], l
               prototypes: dict[str, torch.Tensor], *, alpha: float, mu: float,
               coefficient: Literal["paper", "binary"], regularize: bool) -> tuple[torch.Tensor, Stats]:
     """PMR loss (Eq. 10, with PER) and statistics as tensors: the training loop's version of pmr_loss."""
+    import torch.nn.functional as F
+
     penalty, stats = pmr_penalty(embeddings, labels, prototypes, alpha=alpha, mu=mu, coefficient=coefficient,
                                  regularize=regularize)
     return F.cross_entropy(fused_logits, labels) + penalty, stats
@@ -73,35 +97,42 @@ def pmr_loss(fused_logits: torch.Tensor, embeddings: dict[str, torch.Tensor], la
     return loss, {k: float(v) for k, v in stats.items()}
 
 
+@method("pmr", PMRParams, localization=True)
 class PMR(BalanceMethod):
     """PCE on the slow modalities and PER on the dominant one, inside the modulation window."""
 
     params: PMRParams
 
+    @property
+    def needs(self) -> Needs:
+        return Needs(prototype_fraction=self.params.proto_fraction)
+
     def setup(self) -> None:
-        self.prototype_fraction = self.params.proto_fraction
-        self.prototypes: dict[str, torch.Tensor] = {}
+        from ..prototypes import PrototypeTracker
 
-    def before_epoch(self, state: LoopState) -> None:
+        self.tracker = PrototypeTracker(self.params.eps)
+
+    def before_epoch(self, class_sums: ClassSums | None) -> None:
         """Prototypes before the first epoch and after every epoch, with momentum eps (Eq. 12)."""
-        self.prototypes = {
-            m: update_prototypes(self.prototypes.get(m), sums, state.subset_counts, self.params.eps)
-            for m, sums in state.subset_sums.items()
-        }
+        assert class_sums is not None  # needs.prototype_fraction > 0
+        self.tracker.update(class_sums.sums, class_sums.counts)
 
-    def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
+    def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         """CE on every sample; PCE and PER on the samples that are not background (all, in classification)."""
-        fused = state.fused_loss(out.logits, labels)
-        if not self.params.active(state.epoch):
+        fused, epoch = self.context.loss(out.logits, labels), self.context.epoch
+        if not self.params.active(epoch):
             return fused, {}
-        embeddings, labels = out.embeddings, labels
-        if state.background is not None:  # localization: PMR applies to event segments only, as the paper
-            events = labels != state.background
+        embeddings = out.embeddings
+        if self.context.background is not None:  # localization: PMR applies to event segments only, as the paper
+            events = labels != self.context.background
             embeddings, labels = {m: z[events] for m, z in embeddings.items()}, labels[events]
-        penalty, stats = pmr_penalty(embeddings, labels, self.prototypes, alpha=self.params.alpha,
+        penalty, stats = pmr_penalty(embeddings, labels, self.tracker.prototypes, alpha=self.params.alpha,
                                      mu=self.params.mu, coefficient=self.params.coefficient,
-                                     regularize=state.epoch < self.params.per_epochs)
+                                     regularize=epoch < self.params.per_epochs)
         return fused + penalty, stats
 
     def state_dict(self) -> dict:
-        return {"prototypes": self.prototypes}
+        return {"prototypes": self.tracker.prototypes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tracker.prototypes = state["prototypes"]

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Literal
 
-from .base import BalanceMethod, LoopState, Stats
-from .config import AuxLossParams
+from pydantic import Field
+
+from mmflow.engine import Params
+
+from ..base import BalanceMethod, Needs, Stats, method
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...models.multimodal import MultimodalOutput
 
 
+class AuxLossParams(Params):
+    """Fused cross-entropy plus each modality's own cross-entropy (per-modality heads)."""
+
+    name: Literal["aux_loss"] = "aux_loss"
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="modality -> weight of its CE; missing modalities weigh 1")
+    fused_weight: float = Field(1.0, ge=0, description="weight of the fused CE")
+
+
+@method("aux_loss", AuxLossParams)
 class AuxLoss(BalanceMethod):
     """fused_weight * CE(fused) + sum_m w_m * CE(logits_m); fusions that don't split get heads."""
 
     params: AuxLossParams
-    modality_heads = "unsplit"
+    needs = Needs(modality_heads="unsplit")
 
     def setup(self) -> None:
         unknown = set(self.params.weights) - set(self.modalities)
@@ -21,9 +38,11 @@ class AuxLoss(BalanceMethod):
             raise ValueError(f"method aux_loss: weights name unknown modalities {sorted(unknown)} "
                              f"(the data has: {', '.join(self.modalities)})")
 
-    def loss(self, out, labels, state: LoopState) -> tuple[torch.Tensor, Stats]:
+    def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
+        import torch.nn.functional as F
+
         loss = self.params.fused_weight * F.cross_entropy(out.logits, labels)
-        stats = {}
+        stats: Stats = {}
         for m in self.modalities:
             own = F.cross_entropy(out.modality_logits[m], labels)
             loss = loss + self.params.weights.get(m, 1.0) * own

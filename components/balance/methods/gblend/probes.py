@@ -10,6 +10,7 @@ the blend-validation set has. Both measuring sets are read once into memory.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -17,21 +18,16 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..balance.config import FUSED_HEAD, BlendEstimateParams
-from ..balance.gblend import ProbeLosses
-from ..data.shards import ShardReader, split_keys
-from ..models.build import build_classifier
-from ..models.multimodal import MultimodalClassifier
-from .training_params import ClassifierParams
-from .optim import make_optimizer
+from ....data.shards import ShardReader
+from ....models.build import build_classifier
+from ....models.multimodal import MultimodalClassifier
+from ....tasks.optim import make_optimizer
+from ....tasks.training_params import ClassifierParams
+from ...base import TrainingContext
+from .estimate import FUSED_HEAD, BlendEstimateParams, ProbeLosses
 
 HeadForward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 Samples = tuple[dict[str, torch.Tensor], torch.Tensor]  # features by modality, labels: held in memory
-
-
-def holdout_split(keys: list[str], params: BlendEstimateParams, seed: int) -> tuple[list[str], list[str]]:
-    """(keys to train on, blend-validation keys): deterministic from the seed, never the test split."""
-    return split_keys(keys, params.holdout, seed, salt="gblend-holdout")
 
 
 def load_samples(train_dir: Path, keys: list[str], batch_size: int = 1024) -> Samples:
@@ -130,3 +126,26 @@ def mean_loss(forward: HeadForward, model: MultimodalClassifier, samples: Sample
 def probe_losses(results: list[dict[str, float]], heads: list[str]) -> dict[str, ProbeLosses]:
     """Task results (in head order) as ProbeLosses by head."""
     return {head: ProbeLosses(**result) for head, result in zip(heads, results)}
+
+
+class OnlineProbes:
+    """Online G-Blend's probes from the current model: rank 0 runs them as side tasks on the held-out data,
+    and every rank gets their losses."""
+
+    def __init__(self, context: TrainingContext, params: BlendEstimateParams) -> None:
+        self.context, self.params = context, params
+        # measured by the probes rank 0 launches, read once
+        self.holdout = load_samples(context.shards, context.holdout_keys) if context.rank == 0 else None
+
+    def losses(self, heads: list[str], draw: int) -> dict[str, ProbeLosses]:
+        """Each head's probe losses; `draw` (the epoch) redraws the probes' training subset."""
+        context = self.context
+        losses = torch.zeros(len(heads), 4, dtype=torch.float64, device=context.device)
+        if context.rank == 0:
+            configs = probe_configs(heads, context.model, context.architecture, context.shards, context.manifest,
+                                    context.train_keys, self.holdout, self.params, context.params, context.seed,
+                                    draw=draw)
+            found = probe_losses(context.run_tasks(run_probe, configs), heads)
+            losses += torch.tensor([dataclasses.astuple(found[h]) for h in heads], dtype=torch.float64)
+        context.all_reduce_sum(losses)  # a broadcast: the other ranks hold zeros
+        return {h: ProbeLosses(*row.tolist()) for h, row in zip(heads, losses)}

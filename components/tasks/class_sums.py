@@ -1,0 +1,49 @@
+"""Per-class embedding sums over training batches: the raw material of class prototypes."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterable
+
+import torch
+
+from mmflow.engine import TrainSession
+
+from ..balance.base import ClassSums
+from ..data.shards import ShardReader
+from ..models.batch_statistics import batch_statistics
+from ..models.multimodal import MultimodalClassifier
+
+_SUBSET_EPOCH_OFFSET = 1_000_003
+
+
+@torch.no_grad()
+def class_sums(model: MultimodalClassifier, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]],
+               num_classes: int, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-class sums of each modality's embeddings and per-class sample counts over `batches`."""
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(num_classes, device=device)
+    for features, labels in batches:
+        labels = labels.to(device).reshape(-1)
+        counts += torch.bincount(labels, minlength=num_classes)
+        for m, z in model({m: x.to(device) for m, x in features.items()}).embeddings.items():
+            sums.setdefault(m, torch.zeros(num_classes, z.shape[1], device=device)).index_add_(0, labels, z)
+    return sums, counts
+
+
+def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
+                      batch_size: int, session: TrainSession) -> ClassSums:
+    """class_sums over a random `fraction` of training batches, summed over all ranks, with batch statistics.
+
+    The prototypes are compared with training-step embeddings (PCE, OGM-GE's scores, the diagnostics), so
+    they are computed the same way: with few steps an epoch, BatchNorm's running statistics lag the weights
+    and eval-mode prototypes land far from every training embedding.
+    """
+    take = max(1, round(fraction * reader.steps_per_epoch(batch_size)))
+    # a differently seeded pass: its first batches are a random subset of the training set
+    subset = itertools.islice(reader.batches(_SUBSET_EPOCH_OFFSET + epoch, batch_size), take)
+    with batch_statistics(model):
+        sums, counts = class_sums(model, subset, reader.manifest["num_classes"], session.device)
+    for m in sums:
+        session.all_reduce_sum(sums[m])
+    return ClassSums(sums, session.all_reduce_sum(counts))

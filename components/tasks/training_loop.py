@@ -1,0 +1,180 @@
+"""The training loop every training step shares (runs on each worker): a problem, a balancing method, a model.
+
+The loop knows no method and no task: the problem (problems.py) gives the params, labels, model and
+loss; the method declares what it needs (`Needs`: class sums before each epoch, per-modality heads, a
+holdout, side tasks) and is bound to a `TrainingContext`; the loop provides those, runs the method's
+hooks around each step, adds the imbalance diagnostics and saves a checkpoint every epoch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmflow.engine import TrainSession
+
+from ..balance.base import ClassSums, TrainingContext, build_method
+from ..balance.prototypes import PrototypeTracker
+from ..data.shards import ShardReader, load_manifest, sample_keys, split_keys
+from ..models.build import WEIGHTS, save_classifier
+from .checkpoint import METHOD_STATE, TRAINING_STATE, config_digest, restorable
+from .class_sums import subset_class_sums
+from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
+from .optim import make_optimizer, make_schedule
+from .problems import problem_of
+
+
+def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
+    """One worker's loop: set up (or restore), then each epoch the method's preparation, the steps, the report
+    and a checkpoint."""
+    run = Training(session, config)
+    for epoch in range(run.first_epoch, run.params.epochs):
+        started = time.perf_counter()
+        class_sums = run.start_epoch(epoch)
+        run.method.before_epoch(class_sums if run.method.needs.prototype_fraction > 0 else None)
+        totals, trained = run.train_epoch(epoch)
+        metrics = run.metrics(epoch, totals, trained, time.perf_counter() - started)
+        session.log(_progress(epoch, run.params.epochs, metrics))
+        run.save(epoch, metrics)
+
+
+class Training:
+    """One worker's training state: params, data, model, optimizer, method and diagnostics."""
+
+    def __init__(self, session: TrainSession, config: dict[str, Any]) -> None:
+        self.session, self.config = session, config
+        problem = problem_of(config)
+        self.problem, self.params = problem, problem.params(**config["params"])
+        params, device = self.params, session.device
+        torch.manual_seed(session.seed)
+        shards = Path(config["train"])
+        manifest = load_manifest(shards)
+        self.method = method = build_method(params.method, list(manifest["modalities"]), problem.fusion(params),
+                                            session.seed)
+        needs = method.needs
+        train_keys, holdout_keys = None, []
+        if needs.holdout > 0:  # the method's own validation data never trains the model
+            train_keys, holdout_keys = split_keys(sample_keys(manifest), needs.holdout, session.seed,
+                                                  salt=f"{params.method.name}-holdout")
+            session.log(f"{len(holdout_keys)} training samples held out as {params.method.name} validation")
+        self.reader = ShardReader(shards, rank=session.rank, world_size=session.world_size, seed=session.seed,
+                                  shuffle_buffer=params.shuffle_buffer, uneven=params.uneven_shards, keys=train_keys,
+                                  augment=True, workers=params.loader_workers, on_error=params.on_error,
+                                  verify=params.verify_shards)
+        self.plan = self.reader.plan(0)
+        if self.plan.padded or self.plan.dropped:
+            session.log(f"shards split unevenly over {session.world_size} workers: "
+                        f"{self.plan.padded} sample(s) padded, {self.plan.dropped} dropped per epoch")
+        self.architecture = params.architecture(manifest, list(needs.modalities or manifest["modalities"]),
+                                                needs.modality_heads)
+        built = problem.build_model(self.architecture)
+        self.restored = restorable(session, config)
+        if self.restored is not None:  # a worker or the driver died: continue from the last checkpoint
+            built.load_state_dict(torch.load(self.restored / WEIGHTS, weights_only=True, map_location="cpu"))
+        self.model = session.prepare_model(built, find_unused_parameters=built.may_leave_parameters_unused)
+        self.core = getattr(self.model, "module", self.model)
+        self.optimizer = make_optimizer(params, self.model.parameters())
+        self.schedule = make_schedule(params, self.optimizer)
+        self.first_epoch = 0
+        if self.restored is not None:
+            self._restore()
+        self.context = TrainingContext(
+            self.core, device, epochs=params.epochs, loss=problem.loss(params), background=problem.background(manifest),
+            all_reduce_sum=session.all_reduce_sum, rank=session.rank, run_tasks=session.run_tasks, shards=shards,
+            manifest=manifest, train_keys=train_keys, holdout_keys=holdout_keys, architecture=self.architecture,
+            params=params, seed=session.seed)
+        method.bind(self.context)
+        self.diagnostics = PrototypeTracker() if params.diagnostics else None  # plain class means
+        self.fraction = max(needs.prototype_fraction, params.diagnostic_fraction if params.diagnostics else 0.0)
+
+    def _restore(self) -> None:
+        assert self.restored is not None
+        device = self.session.device
+        saved = torch.load(self.restored / TRAINING_STATE, weights_only=True, map_location=device)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if (self.restored / METHOD_STATE).exists():
+            self.method.load_state_dict(torch.load(self.restored / METHOD_STATE, weights_only=True,
+                                                   map_location=device))
+        self.first_epoch = saved["epoch"] + 1
+        self.session.log(f"resumed from the checkpoint of epoch {self.first_epoch}")
+
+    def start_epoch(self, epoch: int) -> ClassSums | None:
+        """Make `epoch` current; fresh class sums over a subset of training batches where the method or the
+        diagnostics use prototypes."""
+        self.context.epoch = epoch
+        if self.fraction == 0:
+            return None
+        found = subset_class_sums(self.core, self.reader, epoch, self.fraction, self.params.batch_size, self.session)
+        if self.diagnostics is not None:
+            self.diagnostics.update(found.sums, found.counts)
+        return found
+
+    def train_epoch(self, epoch: int) -> tuple[EpochTotals, int]:
+        """One pass over this rank's batches: (per-batch totals, samples trained on)."""
+        params, method, device = self.params, self.method, self.session.device
+        prototypes = self.diagnostics.prototypes if self.diagnostics is not None else {}
+        self.model.train()
+        totals, trained = EpochTotals(), 0  # samples (clips, in localization) this rank trained on
+        for step, (features, labels) in enumerate(self.reader.batches(epoch, params.batch_size)):
+            trained += len(next(iter(features.values())))
+            features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
+            labels = self.problem.labels(labels.to(device, non_blocking=True))
+            if params.diagnostics and step < params.angle_batches:
+                for m, angle in gradient_angles(self.core, features, labels, prototypes).items():
+                    totals.add(f"grad_angle_{m}", angle)
+            out = self.model(method.prepare_inputs(features))
+            loss, stats = method.loss(out, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            stats.update(method.after_backward(out, labels))
+            if params.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), params.grad_clip_norm)
+            self.optimizer.step()
+            if params.diagnostics:
+                batch_diagnostics(totals, out, labels, loss, prototypes)
+            else:
+                totals.add("loss", loss * labels.numel(), labels.numel())
+                totals.add("train_accuracy", (out.logits.argmax(1) == labels).sum(), labels.numel())
+            for key, value in stats.items():
+                totals.add(f"{params.method.name}_{key}", value)
+        return totals, trained
+
+    def metrics(self, epoch: int, totals: EpochTotals, trained: int, seconds: float) -> dict[str, float]:
+        """The epoch's metrics over all ranks; steps the learning-rate schedule."""
+        session, name, device = self.session, self.params.method.name, self.session.device
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.schedule.step()
+        metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr,
+                   **{f"{name}_{k}": v for k, v in self.method.epoch_metrics().items()}}
+        trained = int(session.all_reduce_sum(torch.tensor(float(trained), device=device)).item())
+        metrics.update(epoch_seconds=seconds, samples_per_s=trained / seconds, train_samples=trained,
+                       padded_samples=self.plan.padded, dropped_samples=self.plan.dropped)
+        if self.params.on_error == "skip":  # shard reads cut short this epoch, over all ranks
+            reads = session.all_reduce_sum(torch.tensor(float(self.reader.corrupt_reads), device=device))
+            metrics["corrupt_shard_reads"], self.reader.corrupt_reads = int(reads.item()), 0
+        if self.restored is not None and epoch == self.first_epoch:
+            metrics["resumed_at_epoch"] = self.first_epoch
+        return metrics
+
+    def save(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Report the epoch with a checkpoint (model, training and method state), written by rank 0."""
+        with tempfile.TemporaryDirectory() as tmp:
+            if self.session.rank == 0:
+                save_classifier(Path(tmp), self.core, self.architecture)
+                if self.method.state_dict():  # e.g. PMR's prototypes
+                    torch.save(self.method.state_dict(), Path(tmp) / METHOD_STATE)
+                torch.save({"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                            "epoch": epoch, "config": config_digest(self.config)}, Path(tmp) / TRAINING_STATE)
+            self.session.report(metrics, tmp if self.session.rank == 0 else None)
+
+
+def _progress(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    shown = [k for k in metrics if k.startswith(("head_accuracy_", "prototype_accuracy_")) or k == "rho"]
+    extra = " ".join(f"{k.replace('_accuracy', '')} {metrics[k]:.3f}" for k in shown)
+    return (f"epoch {epoch + 1}/{epochs} loss {metrics['loss']:.4f} train_acc {metrics['train_accuracy']:.4f} "
+            f"{extra} ({metrics['samples_per_s']:.0f} samples/s)")
