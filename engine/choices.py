@@ -9,7 +9,6 @@ alternative with its default params.
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, Vali
 from pydantic_core import PydanticCustomError, core_schema
 
 from .errors import UsageError, did_you_mean
+from .plugins import load_group
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Choice:
     @property
     def description(self) -> str:
         """The first line of its params class's docstring."""
-        return (self.params.__doc__ or "").strip().splitlines()[0] if self.params.__doc__ else ""
+        return (self.params.__doc__ or "").strip().split("\n")[0]
 
 
 Filter = Callable[[Choice], bool]
@@ -74,6 +74,10 @@ class ChoiceTable:
         """The alternative whose params `params` are."""
         return self.get(params.name)  # type: ignore[attr-defined]
 
+    def parse(self, value: Any) -> BaseModel:
+        """The params a workflow's value (a name, or a mapping with `name`) stands for."""
+        return ChoiceField(self, None, "").validate(value)
+
     def field(self, where: Filter | None = None, why: str = "") -> Any:
         """A pydantic field type holding the params of one alternative (that `where` accepts; `why` names the
         rule in errors): a mapping with `name` and that alternative's params, or just its name."""
@@ -83,12 +87,7 @@ class ChoiceTable:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for entry in importlib.metadata.entry_points(group=self.group):
-            try:
-                entry.load()
-            except Exception as exc:  # a broken plugin must name itself, not crash the CLI
-                raise UsageError(f"cannot load mmflow {self.what} plugin '{entry.name}' ({entry.value}): "
-                                 f"{type(exc).__name__}: {exc}") from exc
+        load_group(self.group, f"{self.what} plugin")
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class ChoiceField:
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
-            self._validate, serialization=core_schema.plain_serializer_function_ser_schema(
+            self.validate, serialization=core_schema.plain_serializer_function_ser_schema(
                 lambda value: value.model_dump(), when_used="always"))
 
     def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
@@ -118,7 +117,8 @@ class ChoiceField:
         found = [c.params for c in self.table.choices(self.where) if c.name == name]
         return found[0] if found else None
 
-    def _validate(self, value: Any) -> BaseModel:
+    def validate(self, value: Any) -> BaseModel:
+        """The params of the alternative `value` picks (pydantic errors naming what is wrong)."""
         allowed = {c.name: c for c in self.table.choices(self.where)}
         if isinstance(value, BaseModel) and type(value) in {c.params for c in allowed.values()}:
             return value

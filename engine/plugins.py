@@ -1,4 +1,5 @@
-"""Classes that packages register by name under an entry-point group (executors, run hooks)."""
+"""What packages register under entry-point groups: classes by name (executors, run hooks), or modules that
+register themselves when imported (components, choices)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from typing import TypeVar
 from .errors import UsageError
 
 Base = TypeVar("Base", bound=type)
+
+
+def load_group(group: str, what: str) -> None:
+    """Import everything registered under the entry-point group (modules that register themselves when imported);
+    `what` names the kind in errors ('component plugin')."""
+    for entry in importlib.metadata.entry_points(group=group):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken plugin must name itself, not crash the CLI
+            raise UsageError(f"cannot load mmflow {what} '{entry.name}' ({entry.value}): {type(exc).__name__}: {exc}") \
+                from exc
 
 
 def registered_names(group: str) -> list[str]:

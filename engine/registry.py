@@ -7,7 +7,6 @@ stay cheap (pydantic only), so heavy libraries are imported inside the run funct
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict
 
 from .errors import UsageError, did_you_mean
+from .plugins import load_group
 
 if TYPE_CHECKING:
     from .context import StepContext
@@ -127,14 +127,7 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                entry.load()
-            except Exception as exc:  # a broken plugin must name itself, not crash the CLI
-                raise UsageError(
-                    f"cannot load mmflow component plugin '{entry.name}' ({entry.value}): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        load_group(ENTRY_POINT_GROUP, "component plugin")
 
 
 REGISTRY = Registry()

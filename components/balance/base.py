@@ -170,4 +170,3 @@ def build_method(params: Any, modalities: list[str], fusion: Choice | str | None
     the problem's fusions are its own, as in localization)."""
     return METHODS.of(params).target(params, modalities, FUSIONS.get(fusion) if isinstance(fusion, str) else fusion,
                                      seed)
-

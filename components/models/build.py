@@ -51,9 +51,8 @@ def build_classifier(architecture: dict[str, Any]) -> MultimodalClassifier:
     }
     if len(encoders) == 1:  # one modality (uni-modal training): its own linear head, whatever the fusion
         return MultimodalClassifier(encoders, SumFusion({m: dim for m in encoders}, classes))
-    spec = architecture["fusion"]
-    fusion = FUSIONS.get(spec if isinstance(spec, str) else spec["name"])
-    params = fusion.params.model_validate({"name": spec} if isinstance(spec, str) else spec)
+    params = FUSIONS.parse(architecture["fusion"])
+    fusion = FUSIONS.of(params)
     if fusion.capabilities["modalities"] not in (None, len(encoders)):
         raise ValueError(f"fusion '{fusion.name}' combines exactly {fusion.capabilities['modalities']} modalities, "
                          f"the data has {len(encoders)}: {', '.join(encoders)}; use concat or sum")

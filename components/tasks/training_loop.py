@@ -35,7 +35,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     for epoch in range(run.first_epoch, run.params.epochs):
         started = time.perf_counter()
         class_sums = run.start_epoch(epoch)
-        run.method.before_epoch(class_sums if run.method.needs.prototype_fraction > 0 else None)
+        run.method.before_epoch(class_sums if run.needs.prototype_fraction > 0 else None)
         totals, trained = run.train_epoch(epoch)
         metrics = run.metrics(epoch, totals, trained, time.perf_counter() - started)
         session.log(_progress(epoch, run.params.epochs, metrics))
@@ -55,7 +55,7 @@ class Training:
         manifest = load_manifest(shards)
         self.method = method = build_method(params.method, list(manifest["modalities"]), problem.fusion(params),
                                             session.seed)
-        needs = method.needs
+        self.needs = needs = method.needs  # fixed for the run
         train_keys, holdout_keys = None, []
         if needs.holdout > 0:  # the method's own validation data never trains the model
             train_keys, holdout_keys = split_keys(sample_keys(manifest), needs.holdout, session.seed,
