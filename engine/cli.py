@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if exc.user_error else 1
     except KeyboardInterrupt as exc:  # the run and its step are marked interrupted; --resume continues them
+        Interrupted.pending = None  # it reached us
         print("interrupted", file=sys.stderr)
         return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
     except BrokenPipeError:  # `mmflow graph wf.yaml | head`: the reader left, nothing went wrong
@@ -65,6 +66,7 @@ def _interrupt(signum: int, frame: object) -> None:
     signal while that happens stops the process at once."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    Interrupted.pending = signum
     raise Interrupted(signum)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import signal
 from dataclasses import dataclass
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,20 @@ class StepFailed(Exception):
 class Interrupted(KeyboardInterrupt):
     """The user stopped the run: Ctrl-C (SIGINT) or SIGTERM; the exit status is 128 + the signal's number."""
 
+    #: the signal of an interrupt that has not unwound the run yet: CPython drops an exception raised while a
+    #: file object is finalized (webdataset's tar reads make many), so the run raises it again at its next report
+    pending: ClassVar[int | None] = None
+
     def __init__(self, signum: int) -> None:
         self.signum = signum
         super().__init__(signal.Signals(signum).name)
+
+    @classmethod
+    def raise_pending(cls) -> None:
+        """Raise the interrupt again if one was swallowed before it reached the run."""
+        if cls.pending is not None:
+            signum, cls.pending = cls.pending, None
+            raise cls(signum)
 
 
 class UsageError(Exception):

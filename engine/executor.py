@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from .errors import Interrupted
 from .plugins import load_registered, registered_names
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class TrainSession:
         Every worker must call this the same number of times. The metrics history so far is
         written into the checkpoint, so the final checkpoint carries the whole history.
         """
+        Interrupted.raise_pending()  # an interrupt swallowed during the epoch stops the run here
         self.history.append(dict(metrics))
         if checkpoint_dir is not None:
             (Path(checkpoint_dir) / HISTORY_FILE).write_text(json.dumps(self.history))

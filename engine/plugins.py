@@ -3,7 +3,9 @@ register themselves when imported (components, choices)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import sys
 from typing import TypeVar
 
 from .errors import UsageError
@@ -11,10 +13,21 @@ from .errors import UsageError
 Base = TypeVar("Base", bound=type)
 
 
+def entry_points(group: str) -> importlib.metadata.EntryPoints:
+    """The entry points of `group` installed on the current `sys.path`."""
+    return _installed(tuple(sys.path)).select(group=group)
+
+
+@functools.lru_cache(maxsize=4)
+def _installed(path: tuple[str, ...]) -> importlib.metadata.EntryPoints:
+    # one scan of the installed distributions per search path (a CLI call reads five groups)
+    return importlib.metadata.entry_points()
+
+
 def load_group(group: str, what: str) -> None:
     """Import everything registered under the entry-point group (modules that register themselves when imported);
     `what` names the kind in errors ('component plugin')."""
-    for entry in importlib.metadata.entry_points(group=group):
+    for entry in entry_points(group):
         try:
             entry.load()
         except Exception as exc:  # a broken plugin must name itself, not crash the CLI
@@ -24,13 +37,13 @@ def load_group(group: str, what: str) -> None:
 
 def registered_names(group: str) -> list[str]:
     """Every name registered under the entry-point group."""
-    return sorted({entry.name for entry in importlib.metadata.entry_points(group=group)})
+    return sorted({entry.name for entry in entry_points(group)})
 
 
 def load_registered(group: str, name: str, base: Base, what: str) -> Base:
     """The class registered as `name` under `group`, which must subclass `base`; `what` names the kind in
     errors ('executor')."""
-    entries = [e for e in importlib.metadata.entry_points(group=group) if e.name == name]
+    entries = [e for e in entry_points(group) if e.name == name]
     if not entries:
         raise UsageError(f"unknown {what} '{name}' (registered: {', '.join(registered_names(group)) or 'none'})")
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .context import StepContext, StepRun
-from .errors import InputDataError, StepFailed, UsageError
+from .errors import InputDataError, Interrupted, StepFailed, UsageError
 from .executor import Executor, ExecutorSettings, create_executor
 from .graph import Wiring, edges_of
 from .hooks import RunHook, RunInfo, StepOutcome, create_hook
@@ -103,6 +103,7 @@ class Runner:
             outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
             try:
                 for i, name in enumerate(self.workflow.order):
+                    Interrupted.raise_pending()  # one a library swallowed in the step before
                     self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
                     for hook in hooks:
                         hook.before_step(info, name)

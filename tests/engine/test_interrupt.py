@@ -72,3 +72,28 @@ def test_an_interrupted_inline_run_is_marked_and_resumes_from_its_checkpoint(tmp
     (first,) = [h["resumed_at_epoch"] for h in history if "resumed_at_epoch" in h]
     assert 1 <= first < 20
     assert json.loads((run / "run.json").read_text())["state"] == "done"
+
+
+def test_an_interrupt_a_library_swallowed_stops_the_training_at_its_next_report(tmp_path):
+    """CPython drops an exception raised while a file object is finalized (a tar member read by webdataset):
+    the interrupt still stops the run, at the end of the epoch it arrived in."""
+    from mmflow.engine import InlineExecutor, Resources, TrainingJob
+    from mmflow.engine.cli import _interrupt
+    from mmflow.engine.errors import Interrupted
+
+    def swallowing(session, config):
+        try:
+            _interrupt(signal.SIGTERM, None)
+        except KeyboardInterrupt:
+            pass  # as the finalizer does
+        session.report({"epoch": 0})
+        raise AssertionError("the epoch was reported")
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(Interrupted) as raised:
+            InlineExecutor().train(swallowing, {}, TrainingJob(Resources(), tmp_path, log=lambda _: None))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert raised.value.signum == signal.SIGTERM and Interrupted.pending is None
