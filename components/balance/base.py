@@ -116,7 +116,7 @@ class BalanceMethod:
     #: what the loop provides; a property where it depends on the params or the fusion
     needs: Needs = Needs()
 
-    def __init__(self, params: Any, modalities: list[str], fusion: Choice | None, seed: int) -> None:
+    def __init__(self, params: Any, modalities: list[str], fusion: Choice, seed: int) -> None:
         self.params = params
         self.modalities = list(modalities)
         self.fusion = fusion
@@ -165,8 +165,8 @@ class BalanceMethod:
             setattr(self, name, value)
 
 
-def build_method(params: Any, modalities: list[str], fusion: Choice | str | None, seed: int) -> BalanceMethod:
-    """The method `params` name, set up for the data's modalities and the model's registered fusion (None where
-    the problem's fusions are its own, as in localization)."""
+def build_method(params: Any, modalities: list[str], fusion: Choice | str, seed: int) -> BalanceMethod:
+    """The method `params` name, set up for the data's modalities and the model's registered fusion (a name: a
+    classifier fusion)."""
     return METHODS.of(params).target(params, modalities, FUSIONS.get(fusion) if isinstance(fusion, str) else fusion,
                                      seed)

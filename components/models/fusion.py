@@ -4,7 +4,8 @@ Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum
 FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
 out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
 block of the weight and 1/k of the bias; sum's are its branches; FiLM and gated don't split.
-fusions.py registers them by name with their params.
+DMRN (AVEL's dual multimodal residual network) fuses the event-localization model's streams.
+fusions.py and localization_fusions.py register them by name with their params.
 """
 
 from __future__ import annotations
@@ -69,3 +70,29 @@ class GatedFusion(nn.Module):
     def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         gate = torch.sigmoid(self.fc_gate(embeddings[self.gate]))
         return self.fc_out(gate * self.fc_value(embeddings[self.value])), {}
+
+
+class DMRNFusion(nn.Module):
+    """Dual multimodal residual blocks: m = 0.5 (U_a(h_a) + U_v(h_v)); h_a <- tanh(h_a + m),
+    h_v <- tanh(h_v + m); then fc(0.5 (h_a + h_v)). The logits do not split by modality."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int, blocks: int = 1) -> None:
+        super().__init__()
+        (self.first, dim), (self.second, other) = dims.items()
+        if dim != other:
+            raise ValueError(f"dmrn needs embeddings of one size, got {dims}")
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim)) for m in dims})
+            for _ in range(blocks))
+        self.fc = nn.Linear(dim, num_classes)
+
+    def merge(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The fused representation after every block."""
+        a, v = embeddings[self.first], embeddings[self.second]
+        for block in self.blocks:
+            merged = 0.5 * (block[self.first](a) + block[self.second](v))
+            a, v = torch.tanh(a + merged), torch.tanh(v + merged)
+        return 0.5 * (a + v)
+
+    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.fc(self.merge(embeddings)), {}

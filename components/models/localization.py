@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import ConcatFusion
+from .localization_fusions import LOCALIZATION_FUSIONS
 from .multimodal import MultimodalClassifier, MultimodalOutput
-
-LOCALIZATION_FUSIONS = ("concat", "dmrn")
 
 
 class AudioGuidedAttention(nn.Module):
@@ -61,42 +59,14 @@ class VisualStream(nn.Module):
         return self.lstm(attended)[0]
 
 
-class DMRNFusion(nn.Module):
-    """Dual multimodal residual blocks: m = 0.5 (U_a(h_a) + U_v(h_v)); h_a <- tanh(h_a + m),
-    h_v <- tanh(h_v + m); then fc(0.5 (h_a + h_v)). The logits do not split by modality."""
-
-    def __init__(self, dims: dict[str, int], num_classes: int, blocks: int = 1) -> None:
-        super().__init__()
-        (self.first, dim), (self.second, other) = dims.items()
-        if dim != other:
-            raise ValueError(f"dmrn needs embeddings of one size, got {dims}")
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim)) for m in dims})
-            for _ in range(blocks))
-        self.fc = nn.Linear(dim, num_classes)
-
-    def merge(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fused representation after every block."""
-        a, v = embeddings[self.first], embeddings[self.second]
-        for block in self.blocks:
-            merged = 0.5 * (block[self.first](a) + block[self.second](v))
-            a, v = torch.tanh(a + merged), torch.tanh(v + merged)
-        return 0.5 * (a + v)
-
-    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self.fc(self.merge(embeddings)), {}
-
-
 class LocalizationModel(MultimodalClassifier):
     """Audio and visual streams (the encoders), a fusion and a per-segment classifier."""
 
-    def __init__(self, audio: str, visual: str, audio_dim: int, visual_dim: int, num_classes: int, hidden: int,
-                 attention_dim: int, fusion: str, dmrn_blocks: int, heads: dict[str, nn.Module] | None) -> None:
+    def __init__(self, audio: str, visual: str, audio_dim: int, visual_dim: int, hidden: int, attention_dim: int,
+                 fusion: nn.Module, heads: dict[str, nn.Module] | None) -> None:
         encoders = {audio: AudioStream(audio_dim, hidden), visual: VisualStream(audio_dim, visual_dim, hidden,
                                                                                 attention_dim)}
-        dims = {audio: 2 * hidden, visual: 2 * hidden}
-        fused = ConcatFusion(dims, num_classes) if fusion == "concat" else DMRNFusion(dims, num_classes, dmrn_blocks)
-        super().__init__(encoders, fused, heads)
+        super().__init__(encoders, fusion, heads)
         self.audio, self.visual = audio, visual
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> MultimodalOutput:
@@ -112,19 +82,22 @@ class LocalizationModel(MultimodalClassifier):
 
 def build_localizer(architecture: dict[str, Any]) -> LocalizationModel:
     """From {modalities: {audio: [T, Da], visual: [T, H, W, Dv]}, num_classes, hidden, attention_dim,
-    fusion: concat | dmrn, dmrn_blocks, modality_heads}."""
+    fusion (a registered localization fusion's params), modality_heads}."""
     shapes = architecture["modalities"]
     audio = [m for m, s in shapes.items() if len(s) == 2]
     visual = [m for m, s in shapes.items() if len(s) == 4]
     if len(audio) != 1 or len(visual) != 1 or len(shapes) != 2:
         raise ValueError(f"localization needs one T x D (audio) and one T x H x W x D (visual) modality, got {shapes}")
     hidden, classes = architecture["hidden"], architecture["num_classes"]
+    params = LOCALIZATION_FUSIONS.parse(architecture["fusion"])
+    fusion = LOCALIZATION_FUSIONS.of(params)
+    wanted = architecture.get("modality_heads", "fusion")
     heads = None
-    if architecture.get("modality_heads") in ("unsplit", "own") and (
-            architecture["modality_heads"] == "own" or architecture["fusion"] == "dmrn"):
+    if wanted == "own" or (wanted == "unsplit" and not fusion.capabilities["splits"]):
         heads = {m: nn.Linear(2 * hidden, classes) for m in (audio[0], visual[0])}
-    return LocalizationModel(audio[0], visual[0], shapes[audio[0]][-1], shapes[visual[0]][-1], classes, hidden,
-                             architecture["attention_dim"], architecture["fusion"], architecture["dmrn_blocks"], heads)
+    module = fusion.target(params, {audio[0]: 2 * hidden, visual[0]: 2 * hidden}, classes)
+    return LocalizationModel(audio[0], visual[0], shapes[audio[0]][-1], shapes[visual[0]][-1], hidden,
+                             architecture["attention_dim"], module, heads)
 
 
 def avel_margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

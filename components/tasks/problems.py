@@ -16,6 +16,7 @@ from mmflow.engine import Choice
 
 from ..models.build import build_classifier
 from ..models.fusions import FUSIONS
+from ..models.localization_fusions import LOCALIZATION_FUSIONS
 from ..models.multimodal import MultimodalClassifier
 from .training_params import TrainClassifierParams, TrainLocalizationParams
 
@@ -23,7 +24,7 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Classification:
-    """Samples with one label each, cross-entropy on the fused logits, any registered fusion."""
+    """Samples with one label each, cross-entropy on the fused logits, any registered classifier fusion."""
 
     params = TrainClassifierParams
 
@@ -43,7 +44,7 @@ class Classification:
         """The class that prototype penalties leave out (none)."""
         return None
 
-    def fusion(self, params: TrainClassifierParams) -> Choice | None:
+    def fusion(self, params: TrainClassifierParams) -> Choice:
         """The registered fusion whose capabilities a method reads."""
         return FUSIONS.of(params.fusion)
 
@@ -63,9 +64,8 @@ class Localization(Classification):
     def background(self, manifest: dict) -> int | None:
         return manifest["background"]
 
-    def fusion(self, params: TrainLocalizationParams) -> Choice | None:
-        """None: localization's fusions (concat, dmrn) are its own, not the classifier's registered ones."""
-        return None
+    def fusion(self, params: TrainLocalizationParams) -> Choice:
+        return LOCALIZATION_FUSIONS.of(params.fusion)
 
 
 PROBLEMS = {"classification": Classification(), "localization": Localization()}

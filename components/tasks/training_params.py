@@ -12,6 +12,8 @@ from mmflow.engine import Params
 from ..balance.base import METHODS
 from ..balance.methods.naive import NaiveParams
 from ..models.fusions import FUSIONS, ConcatParams
+from ..models.localization_fusions import LOCALIZATION_FUSIONS
+from ..models.localization_fusions import ConcatParams as LocalizationConcatParams
 
 
 class ClassifierParams(Params):
@@ -86,8 +88,9 @@ class TrainLocalizationParams(TrainClassifierParams):
     encoder: Literal["avel"] = Field("avel", description="audio-guided visual attention + a BiLSTM per modality")
     hidden: int = Field(128, ge=1, description="LSTM hidden size per direction (embeddings are 2 x hidden)")
     attention_dim: int = Field(256, ge=1, description="hidden size of the audio-guided attention")
-    fusion: Literal["concat", "dmrn"] = Field("concat", description="concat, or dmrn (dual multimodal residual)")
-    dmrn_blocks: int = Field(1, ge=1, le=8, description="residual blocks of the DMRN fusion")
+    fusion: LOCALIZATION_FUSIONS.field() = Field(  # type: ignore[valid-type]
+        default_factory=LocalizationConcatParams, description="the fusion of both streams per segment: its name, or "
+        "a mapping with `name` and its params (`mmflow components --table 'localization fusion'` lists them)")
     loss: Literal["cross_entropy", "avel_margin"] = Field(
         "cross_entropy", description="per-segment loss: cross-entropy, or AVEL's original softmax + multi-label "
         "soft-margin loss")
@@ -110,4 +113,4 @@ class TrainLocalizationParams(TrainClassifierParams):
         """The JSON-able localization model description, from the shards' manifest."""
         return {"task": "localization", "modalities": {m: manifest["modalities"][m]["shape"] for m in modalities},
                 "num_classes": manifest["num_classes"], "hidden": self.hidden, "attention_dim": self.attention_dim,
-                "fusion": self.fusion, "dmrn_blocks": self.dmrn_blocks, "modality_heads": modality_heads}
+                "fusion": self.fusion.model_dump(), "modality_heads": modality_heads}

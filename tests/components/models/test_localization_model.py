@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from mmflow.components.models.build import build_classifier
-from mmflow.components.models.localization import AudioGuidedAttention, DMRNFusion
+from mmflow.components.models.fusion import DMRNFusion
+from mmflow.components.models.localization import AudioGuidedAttention
 
 
 def architecture(fusion: str, heads: str = "fusion") -> dict:
     return {"task": "localization", "modalities": {"audio": [6, 8], "visual": [6, 2, 2, 5]}, "num_classes": 4,
-            "hidden": 3, "attention_dim": 7, "fusion": fusion, "dmrn_blocks": 2, "modality_heads": heads}
+            "hidden": 3, "attention_dim": 7, "fusion": {"name": fusion, **({"blocks": 2} if fusion == "dmrn" else {})},
+            "modality_heads": heads}
 
 
 @pytest.mark.parametrize("fusion", ["concat", "dmrn"])
@@ -21,6 +23,7 @@ def test_segments_are_the_samples_of_the_output(fusion):
     assert out.logits.shape == (30, 4)  # 5 videos x 6 segments
     assert {m: z.shape for m, z in out.embeddings.items()} == {"audio": (30, 6), "visual": (30, 6)}
     assert set(out.modality_logits) == ({"audio", "visual"} if fusion == "concat" else set())
+    assert fusion == "concat" or len(model.fusion.blocks) == 2  # the fusion's own params
     assert set(build_classifier(architecture(fusion, "unsplit"))(
         {"audio": torch.randn(1, 6, 8), "visual": torch.randn(1, 6, 2, 2, 5)}).modality_logits) == {"audio", "visual"}
 

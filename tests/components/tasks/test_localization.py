@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mmflow.components.balance.base import TrainingContext, build_method
 from mmflow.components.balance.methods.pmr import PMRParams, pmr_penalty
+from mmflow.components.models.localization_fusions import LOCALIZATION_FUSIONS
 from mmflow.components.models.multimodal import MultimodalOutput
 from mmflow.components.tasks.localization_eval import segment_accuracy
 
@@ -28,7 +29,7 @@ def test_pmr_on_localization_leaves_background_segments_out_of_pce():
     labels = torch.tensor([0, 2, 2, 1, 2, 0])  # 2 is background
     embeddings = {"audio": torch.randn(6, 4), "visual": torch.randn(6, 4)}
     prototypes = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 4)}
-    method = build_method(PMRParams(alpha=1.0), ["audio", "visual"], None, seed=0)
+    method = build_method(PMRParams(alpha=1.0), ["audio", "visual"], LOCALIZATION_FUSIONS.get("concat"), seed=0)
     method.load_state_dict({"prototypes": prototypes})
     method.bind(TrainingContext(None, torch.device("cpu"), epoch=0, background=2))
     logits = torch.randn(6, 3)
