@@ -1,4 +1,4 @@
-"""`mmflow` command line: run, validate, graph, schema, components, report, doctor.
+"""`mmflow` command line: run, sweep, validate, graph, schema, report, components, workflows, doctor.
 
 User mistakes print one line per problem and exit 2; a failing step exits 1. `validate`,
 `schema`, `graph` and `components` never import torch or Ray.
@@ -9,18 +9,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any, Sequence
+
+from pydantic import BaseModel
 
 from .choices import ChoiceField
 from .errors import Interrupted, StepFailed, UsageError, WorkflowError, did_you_mean
 from .graph import edges_of
+from .hooks import StepOutcome
 from .registry import REGISTRY
+from .runs import format_metrics, text_table
+from .shipped import copy_workflow, description_of, shipped_workflows, workflow_file
 from .spec import Workflow, load_workflow
 
+
+EXAMPLES = """examples:
+  mmflow workflows                          the shipped workflows, one line each
+  mmflow run quickstart                     run a shipped workflow by name, from any folder
+  mmflow workflows copy cg_mnist_pmr .      copy one to edit
+  mmflow validate my.yaml --set steps.train.params.lr=0.01
+  mmflow run my.yaml --dry-run              which steps would run and which come from the cache
+  mmflow run --resume runs/my/20261201-101500-ab12
+  mmflow sweep sweep_pmr                    a Ray Tune sweep from the file's sweep: section
+  mmflow run my.yaml --name lr-0.01 --set steps.train.params.lr=0.01
+  mmflow runs                               past runs: id, name, state, time, overrides, result
+  mmflow runs compare lr-0.01 20261201-101500-ab12
+  mmflow report runs/my/20261201-101500-ab12
+  mmflow components train.classifier        a component's inputs, outputs and params (methods with theirs)
+  mmflow components --table method          every balancing method as a markdown table
+  mmflow doctor                             what works in this environment
+
+Each command has its own --help."""
 
 OVERSUBSCRIBE = ("let the local Ray count more CPUs than this machine has, so that every worker a step asks for "
                  "starts (default: a step that needs more fails at once)")
@@ -32,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if getattr(args, "workflow", None):
+            args.workflow = workflow_file(args.workflow)
         return args.handler(args)
     except (WorkflowError, UsageError) as exc:
         print(str(exc), file=sys.stderr)
@@ -73,7 +100,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def _parser() -> argparse.ArgumentParser:
     from .doctor import DISTRIBUTION, version
 
-    parser = argparse.ArgumentParser(prog="mmflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mmflow", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mmflow {version()} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -83,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     def workflow_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
-        p.add_argument("workflow", nargs="?" if optional else None, help="workflow YAML file")
+        p.add_argument("workflow", nargs="?" if optional else None,
+                       help="workflow YAML file, or the name of a shipped one (mmflow workflows)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                        help="override a value, e.g. --set steps.train.params.lr=0.01 (repeatable)")
 
@@ -99,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
                      "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+    run.add_argument("--name", help="a name for the run, to find it by in mmflow runs (its id stays the folder's name)")
 
     sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
     workflow_args(sweep)
@@ -106,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+
+    runs = add("runs", _cmd_runs, "list past runs, show one, or compare several side by side")
+    runs.add_argument("what", nargs="*", metavar="[WORKFLOW] | show RUN | compare RUN RUN...",
+                      help="no argument: every run; a workflow name: its runs; show RUN: its steps, changed values "
+                      "and metrics; compare RUN RUN...: one table, a column per run (RUN: a folder, id or --name)")
+    runs.add_argument("--runs-root", type=Path, default=Path("runs"), help="where the runs are (default ./runs)")
+    runs.add_argument("--all", action="store_true", help="compare: every numeric metric, not only the headline ones")
 
     validate = add("validate", _cmd_validate, "check a workflow file and report every problem")
     workflow_args(validate)
@@ -127,8 +164,49 @@ def _parser() -> argparse.ArgumentParser:
     components.add_argument("--table", metavar="KIND", help="a markdown table of the alternatives a params field "
                             "picks by name, e.g. method or fusion (with their capabilities and params)")
 
+    workflows = add("workflows", _cmd_workflows, "list the workflows mmflow ships, or copy one to edit")
+    workflows_sub = workflows.add_subparsers(dest="workflows_command", metavar="copy")
+    copy = workflows_sub.add_parser("copy", help="write a shipped workflow to a file to edit",
+                                    description="write a shipped workflow to a file to edit")
+    copy.add_argument("name", help="a shipped workflow (mmflow workflows lists them)")
+    copy.add_argument("destination", nargs="?", type=Path,
+                      help="a file, or a folder for NAME.yaml (default ./NAME.yaml)")
+    copy.add_argument("--force", action="store_true", help="overwrite the destination if it exists")
+
     add("doctor", _cmd_doctor, "check this environment: dependency versions, Ray, CUDA, audio and video decoding")
     return parser
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import compare_runs, find_runs, list_runs, resolve_run, show_run
+
+    command, *rest = args.what or [""]
+    if command == "show" and len(rest) == 1:
+        print(show_run(resolve_run(args.runs_root, rest[0])))
+    elif command == "compare" and len(rest) >= 2:
+        print(compare_runs([resolve_run(args.runs_root, r) for r in rest], args.all))
+    elif command in ("show", "compare") or len(args.what) > 1:
+        raise UsageError("mmflow runs: give nothing or a workflow name (a listing), show RUN, or compare RUN RUN...")
+    else:
+        runs = find_runs(args.runs_root, command or None)
+        if not runs:
+            where = f"of workflow '{command}' " if command else ""
+            raise UsageError(f"no runs {where}in {args.runs_root} (--runs-root names another folder)")
+        print(list_runs(runs))
+    return 0
+
+
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    if args.workflows_command == "copy":
+        target = copy_workflow(args.name, args.destination, args.force)
+        print(f"wrote {target}; run it with: mmflow run {target}")
+        return 0
+    shipped = shipped_workflows()
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        print(f"{name.ljust(width)}  {description_of(path)}")
+    print("\nrun one by name (mmflow run quickstart), or copy it to edit: mmflow workflows copy NAME [DEST]")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -223,6 +301,7 @@ def _print_params(params: list[dict[str, Any]], indent: str) -> None:
     for p in params:
         default = "required" if p["required"] else f"default {_shown(p['default'])}"
         print(f"{indent}{p['name']}: {p['type']} ({default}){'  ' + p['description'] if p['description'] else ''}")
+        _print_params(p.get("fields", []), indent + "    ")
         for choice in p.get("choices", []):
             print(f"{indent}  - {choice['name']}: {choice['description']}")
             _print_params([q for q in choice["params"] if q["name"] != "name"], indent + "      ")
@@ -251,6 +330,9 @@ def _describe_params(model: type) -> list[dict[str, Any]]:
             "default": None if info.is_required() else _jsonable(info.get_default(call_default_factory=True)),
             "description": info.description or "",
         }
+        nested = _nested_model(info.annotation)
+        if nested is not None:
+            described["fields"] = _describe_params(nested)
         if isinstance(info.annotation, ChoiceField):
             described["choices"] = [{"name": c.name, "description": c.description, "capabilities": dict(c.capabilities),
                                      "params": _describe_params(c.params)}
@@ -274,9 +356,19 @@ def choice_table(what: str) -> str:
     return "\n".join(rows)
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The params model a field holds (`Model`, `list[Model]`, `Model | None`, ...), whose fields are shown."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_nested_model, typing.get_args(annotation))), None)
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return text or str(annotation).replace("typing.", "")
+    return text or _QUALIFIER.sub(r"\1", str(annotation))  # list[pkg.module.Model] -> list[Model]
+
+
+_QUALIFIER = re.compile(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -307,7 +399,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
     runner = Runner(wf, run_dir, args.runs_root, verify=args.verify,
-                    settings=ExecutorSettings(args.address, args.oversubscribe))
+                    settings=ExecutorSettings(args.address, args.oversubscribe), name=args.name)
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
         for entry in runner.plan():
@@ -324,7 +416,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if runner.storage is not None:
             print(f"  or, on another machine: mmflow run --resume '{runner.storage}'", file=sys.stderr)
         raise
-    print(_summary(outcomes, time.perf_counter() - started, run_dir))
+    print(_summary(wf, outcomes, time.perf_counter() - started, run_dir))
     return 0
 
 
@@ -346,19 +438,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(outcomes: list, seconds: float, run_dir: Path) -> str:
-    rows = [("step", "status", "time", "metrics")]
+def _summary(wf: Workflow, outcomes: list[StepOutcome], seconds: float, run_dir: Path) -> str:
+    rows = [["step", "status", "time", "metrics"]]
     for o in outcomes:
-        headline = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in list((k, v) for k, v in o.metrics.items() if isinstance(v, (int, float)))[:4]
-        )
-        rows.append((o.name, o.state, f"{o.seconds:.1f}s", headline))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
-    lines.append(f"finished in {seconds:.1f}s; run directory: {run_dir}")
-    return "\n".join(lines)
-
+        headline = wf.steps[o.name].component.headline_of(o.metrics)
+        rows.append([o.name, o.state, f"{o.seconds:.1f}s", format_metrics(headline)])
+    return f"{text_table(rows)}\nfinished in {seconds:.1f}s; run directory: {run_dir}"
 
 if __name__ == "__main__":
     sys.exit(main())

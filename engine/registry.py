@@ -7,6 +7,7 @@ stay cheap (pydantic only), so heavy libraries are imported inside the run funct
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -80,6 +81,16 @@ class ComponentSpec:
     source: str = field(compare=False)
     check: WiringCheck | None = field(default=None, compare=False)
     reads: ReadsFunction | None = field(default=None, compare=False)
+    headline: tuple[str, ...] = field(default=(), compare=False)
+
+    def headline_of(self, metrics: dict[str, Any], most: int = 4) -> dict[str, float]:
+        """The metrics a summary shows for a step of this component: those its `headline` names (glob patterns,
+        in order), else its first numeric ones."""
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not self.headline:
+            return dict(list(numeric.items())[:most])
+        chosen = [k for pattern in self.headline for k in numeric if fnmatch.fnmatchcase(k, pattern)]
+        return {k: numeric[k] for k in list(dict.fromkeys(chosen))[:most]}
 
 
 class Registry:
@@ -143,6 +154,7 @@ def component(
     distributed: bool = False,
     check: WiringCheck | None = None,
     reads: ReadsFunction | None = None,
+    headline: tuple[str, ...] = (),
 ) -> Callable[[RunFunction], RunFunction]:
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
@@ -153,7 +165,8 @@ def component(
     resources and executor become part of its cache key. `check` reports rules that span
     params and wiring (e.g. "this method needs that input") as validation problems. `reads` names
     the files and folders outside the run the step reads (e.g. a dataset's root): what they hold
-    enters its cache key (see the workflow's `fingerprint`), so changed data is read again.
+    enters its cache key (see the workflow's `fingerprint`), so changed data is read again. `headline` names
+    the metrics (or glob patterns, e.g. `accuracy_*_head`) that the run summary and `mmflow runs` show.
     """
     if not _NAME.match(name):
         raise ValueError(f"component name '{name}' must look like 'area.name' (lowercase, dotted)")
@@ -179,6 +192,7 @@ def component(
                 source=f"{fn.__module__}.{fn.__qualname__}",
                 check=check,
                 reads=reads,
+                headline=tuple(headline),
             )
         )
         return fn

@@ -185,6 +185,6 @@ def link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def now() -> str:
-    """The local time, to the second, as ISO 8601."""
-    return dt.datetime.now().isoformat(timespec="seconds")
+def now(timespec: str = "seconds") -> str:
+    """The local time as ISO 8601, to the second (or another `timespec` of `datetime.isoformat`)."""
+    return dt.datetime.now().isoformat(timespec=timespec)

@@ -23,8 +23,8 @@ from .executor import Executor, ExecutorSettings, create_executor
 from .graph import Wiring, edges_of
 from .hooks import RunHook, RunInfo, StepOutcome, create_hook
 from .mirror import StorageMirror, run_storage
-from .run_folder import (RUN_RECORD, STATUS, digest_path, now, read_metrics, run_lock, stat_fingerprint,
-                         write_json)
+from .run_folder import (RUN_RECORD, STATUS, digest_path, now, read_json, read_metrics, run_lock,
+                         stat_fingerprint, write_json)
 from .spec import Step, Workflow
 from .step_cache import StepCache, adopt, cache_key, passed_on
 from .storage import Storage
@@ -44,10 +44,12 @@ class Runner:
 
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
                  echo: Callable[[str], None] | None = None, verify: bool = False, executor: Executor | None = None,
-                 settings: ExecutorSettings = ExecutorSettings(), hooks: list[RunHook] | None = None) -> None:
+                 settings: ExecutorSettings = ExecutorSettings(), hooks: list[RunHook] | None = None,
+                 name: str | None = None) -> None:
         """`executor`: one the caller keeps using after this run (a sweep's Ray); by default the workflow's
         executor is created with `settings` and closed when the run ends. `hooks`: called besides the
-        workflow's own (`hooks:`) and the storage mirror."""
+        workflow's own (`hooks:`) and the storage mirror. `name`: the run's name in `mmflow runs` (a resumed
+        run keeps its own unless given another)."""
         self.workflow = workflow
         self._own_executor = executor is None
         self.executor = executor or create_executor(workflow.spec.executor, settings)
@@ -57,6 +59,9 @@ class Runner:
         self.cache = StepCache(self.runs_root, verify, self.echo)
         self.hooks = [*(create_hook(name) for name in workflow.spec.hooks), *(hooks or [])]
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest passed downstream
+        self.name = name
+        self._earlier: dict[str, Any] = {}  # the run record of an earlier attempt (resume)
+        self._attempt_started = 0.0
 
     @functools.cached_property
     def storage(self) -> Storage | None:
@@ -99,6 +104,9 @@ class Runner:
         with run_lock(self.run_dir):
             self._clean_temporaries()
             self.cache.register(self.run_dir)
+            earlier = read_json(self.run_dir / RUN_RECORD)
+            self._earlier = earlier if isinstance(earlier, dict) else {}
+            self._attempt_started = time.perf_counter()
             self._write_run_record("running")
             outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
             try:
@@ -236,8 +244,12 @@ class Runner:
         copy = self.run_dir / "workflow.yaml"
         if Path(self.workflow.document.file).resolve() != copy.resolve():
             copy.write_text(self.workflow.document.text)  # as read: the file may be elsewhere (a sweep trial)
+        earlier_seconds = self._earlier.get("seconds")
+        seconds = time.perf_counter() - self._attempt_started  # over every attempt (resumes) at this run
         write_json(self.run_dir / RUN_RECORD, {
-            "workflow": self.workflow.name, "overrides": self.workflow.overrides,
-            "order": self.workflow.order, "state": state, "updated": now(),
+            "workflow": self.workflow.name, "name": self.name or self._earlier.get("name"),
+            "overrides": self.workflow.overrides, "order": self.workflow.order, "state": state,
+            "started": self._earlier.get("started") or now("milliseconds"), "updated": now(),
+            "seconds": round(seconds + (earlier_seconds if isinstance(earlier_seconds, (int, float)) else 0), 3),
             "storage": self.storage.uri if self.storage else None,
         })

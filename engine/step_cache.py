@@ -85,7 +85,7 @@ class StepCache:
             self._index = {}
             if self.runs_root.exists():
                 statuses = [*self.runs_root.glob(f"*/*/*/{STATUS}"),
-                            *(p for run in self.runs_elsewhere() for p in run.glob(f"*/{STATUS}"))]
+                            *(p for run in runs_elsewhere(self.runs_root) for p in run.glob(f"*/{STATUS}"))]
                 found = sorted((p.parent for p in statuses), key=lambda p: p.stat().st_mtime, reverse=True)
                 for step_dir in found:
                     status = read_status(step_dir)
@@ -95,19 +95,19 @@ class StepCache:
 
     def register(self, run_dir: Path) -> None:
         """A run folder outside the runs root (--run-dir) is listed in it, so later runs reuse its steps."""
-        if run_dir.is_relative_to(self.runs_root) or run_dir in self.runs_elsewhere():
+        if run_dir.is_relative_to(self.runs_root) or run_dir in runs_elsewhere(self.runs_root):
             return
         self.runs_root.mkdir(parents=True, exist_ok=True)
         with open(self.runs_root / ELSEWHERE, "a", encoding="utf-8") as listing:  # one short append: atomic
             listing.write(f"{run_dir}\n")
 
-    def runs_elsewhere(self) -> list[Path]:
-        """The run folders outside the runs root that are listed in it."""
-        try:
-            lines = (self.runs_root / ELSEWHERE).read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return []
-        return [Path(line) for line in dict.fromkeys(lines) if line and Path(line).is_absolute()]
+def runs_elsewhere(runs_root: Path) -> list[Path]:
+    """The run folders outside `runs_root` that are listed in it (made with --run-dir)."""
+    try:
+        lines = (runs_root / ELSEWHERE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [Path(line) for line in dict.fromkeys(lines) if line and Path(line).is_absolute()]
 
 
 def adopt(source: Path, step_dir: Path) -> None:

@@ -47,7 +47,8 @@ class ShardParams(Params):
 
 
 @component("data.shard", params=ShardParams, inputs={"dataset": "dataset"},
-           outputs={"train": "shards", "val": "shards", "test": "shards"}, version="2")
+           outputs={"train": "shards", "val": "shards", "test": "shards"}, version="2",
+           headline=("*_samples",))
 def shard(ctx: StepContext, params: ShardParams) -> dict:
     """Write each split as fixed-size webdataset shards plus a manifest (keys, counts per class and shard,
     sizes, digests); a split the dataset lacks is written empty. Media datasets convert in parallel tasks."""

@@ -18,7 +18,7 @@ class CompareParams(Params):
 
 
 @component("report.compare", params=CompareParams, inputs={"results": Many("metrics")},
-           outputs={"table": "markdown"})
+           outputs={"table": "markdown"}, headline=("*.accuracy",))
 def compare(ctx: StepContext, params: CompareParams) -> dict:
     """A markdown table with one row per upstream evaluation step and one column per metric."""
     rows = {step: json.loads(path.read_text()) for step, path in zip(ctx.sources["results"], ctx.inputs["results"], strict=True)}

@@ -27,7 +27,8 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
 
 @component("train.classifier", params=TrainClassifierParams, version="3",
            inputs={"train": "shards", "weights": Maybe("gblend_weights")},
-           outputs={"model": "model"}, distributed=True, check=_check_blend_weights)
+           outputs={"model": "model"}, distributed=True, check=_check_blend_weights,
+           headline=("loss", "train_accuracy"))
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
     import json
@@ -66,7 +67,8 @@ class EvalClassifierParams(Params):
 
 
 @component("eval.classifier", params=EvalClassifierParams, version="2",
-           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"})
+           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
+           headline=("accuracy", "accuracy_*_head"))
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""
     import json

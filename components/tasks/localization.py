@@ -17,7 +17,7 @@ from .training_params import TrainLocalizationParams
 
 
 @component("train.localization", params=TrainLocalizationParams, version="4", inputs={"train": "shards"},
-           outputs={"model": "model"}, distributed=True)
+           outputs={"model": "model"}, distributed=True, headline=("loss", "train_accuracy"))
 def train_localization(ctx: StepContext, params: TrainLocalizationParams) -> dict:
     """Train an AVEL event-localization model (per-segment labels) on Ray Train workers."""
     from mmflow.engine import InputDataError
@@ -39,7 +39,8 @@ class EvalLocalizationParams(Params):
 
 
 @component("eval.localization", params=EvalLocalizationParams,
-           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"})
+           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
+           headline=("accuracy", "event_accuracy", "accuracy_*_probe"))
 def eval_localization(ctx: StepContext, params: EvalLocalizationParams) -> dict:
     """Per-segment test accuracy (background included, the published metric), event-only and per-class
     accuracy, the confusion matrix, and each modality's accuracy from a linear probe on its embeddings."""

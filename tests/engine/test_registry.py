@@ -78,3 +78,12 @@ def test_cli_schema_and_components(cli, tmp_path):
     assert status == 0 and "train.classifier" in out and "lr: float (default 0.05)" in out
     status, _, err = cli("components", "train.clasifier")
     assert status == 2 and "did you mean 'train.classifier'" in err
+
+
+def test_components_show_the_fields_of_nested_params_models(cli):
+    status, out, _ = cli("components", "data.synthetic")
+    assert status == 0 and "modalities: list[ModalitySpec]" in out
+    assert "\n        informative: int | None (default None)" in out  # a field of each modality, indented under it
+    status, out, _ = cli("components", "data.synthetic", "--json")
+    modalities = next(p for p in json.loads(out)[0]["params"] if p["name"] == "modalities")
+    assert [f["name"] for f in modalities["fields"]] == ["name", "dim", "signal", "noise", "informative"]
