@@ -20,11 +20,10 @@ from typing import Any, Sequence
 from pydantic import BaseModel
 
 from .choices import ChoiceField
+from .console import NORMAL, QUIET, VERBOSE, RunConsole
 from .errors import Interrupted, StepFailed, UsageError, WorkflowError, did_you_mean
 from .graph import edges_of
-from .hooks import StepOutcome
 from .registry import REGISTRY
-from .runs import format_metrics, text_table
 from .shipped import copy_workflow, description_of, shipped_workflows, workflow_file
 from .spec import Workflow, load_workflow
 
@@ -129,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
     run.add_argument("--name", help="a name for the run, to find it by in mmflow runs (its id stays the folder's name)")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary (run.log "
+                          "in the run folder still has every line)")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also Ray's own informational logs, and every "
+                          "worker's repeated lines (Ray's log deduplication off)")
 
     sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
     workflow_args(sweep)
@@ -398,8 +402,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
-    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify,
-                    settings=ExecutorSettings(args.address, args.oversubscribe), name=args.name)
+    console = RunConsole(verbosity=QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
+    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify, echo=console.line, progress=console.progress,
+                    settings=ExecutorSettings(args.address, args.oversubscribe, args.verbose), name=args.name,
+                    hooks=[console])
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
         for entry in runner.plan():
@@ -407,16 +413,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {entry.action:6s} {entry.name}{detail}")
         return 0
     stored = f" (storage: {runner.storage})" if runner.storage else ""
-    print(f"run {wf.name} -> {run_dir}{stored}", file=sys.stderr)
-    started = time.perf_counter()
+    console.line(f"run {wf.name} -> {run_dir}{stored}")
     try:
-        outcomes = runner.run()
+        runner.run()  # the console prints the summary
     except (StepFailed, KeyboardInterrupt):
         print(f"resume with: mmflow run --resume {run_dir}", file=sys.stderr)
         if runner.storage is not None:
             print(f"  or, on another machine: mmflow run --resume '{runner.storage}'", file=sys.stderr)
         raise
-    print(_summary(wf, outcomes, time.perf_counter() - started, run_dir))
+    finally:
+        console.close()
     return 0
 
 
@@ -437,13 +443,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"run it with: mmflow run {sweep_dir / 'best.yaml'}")
     return 0
 
-
-def _summary(wf: Workflow, outcomes: list[StepOutcome], seconds: float, run_dir: Path) -> str:
-    rows = [["step", "status", "time", "metrics"]]
-    for o in outcomes:
-        headline = wf.steps[o.name].component.headline_of(o.metrics)
-        rows.append([o.name, o.state, f"{o.seconds:.1f}s", format_metrics(headline)])
-    return f"{text_table(rows)}\nfinished in {seconds:.1f}s; run directory: {run_dir}"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .executor import TrainingJob
 
 if TYPE_CHECKING:
-    from .executor import Executor, TaskFunction, TrainFunction, TrainResult
+    from .executor import Executor, ProgressSink, TaskFunction, TrainFunction, TrainResult
     from .nodes import StepInputs
     from .registry import ComponentSpec
     from .spec import Resources
@@ -28,6 +28,7 @@ class StepRun:
     max_failures: int = 0  # worker restarts of a training step (the workflow's failure.max_failures)
     storage: Storage | None = None  # this step's folder in the workflow's storage, if it has one
     stored_inputs: StepInputs | None = None  # where workers on other nodes fetch the inputs from
+    progress: ProgressSink | None = None  # the run's display of a training step's progress
 
 
 @dataclass
@@ -71,7 +72,8 @@ class StepContext:
         scratch = run.work_dir / "train"
         job = TrainingJob(resources=run.resources, storage=run.storage.joinpath("train") if run.storage else scratch,
                           seed=self.seed, log=self.log, scratch=scratch, parallel_tasks=parallel_tasks,
-                          name=self.step, max_failures=run.max_failures, inputs=run.stored_inputs)
+                          name=self.step, max_failures=run.max_failures, inputs=run.stored_inputs,
+                          progress=run.progress)
         return run.executor.train(fn, config, job)
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]], at_once: int | None = None) -> list[Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,9 @@ HISTORY_FILE = "mmflow_history.json"
 PLACEMENT_FILE = "placement.json"  # rank -> node of a distributed run
 
 TaskFunction = Callable[[dict[str, Any], "torch.device"], Any]
+#: where a training step's progress goes on the driver: `{"epoch", "epochs", "batch", "batches", "metrics"}`
+ProgressSink = Callable[[dict[str, Any]], None]
+PROGRESS_EVERY_S = 0.5  # batch positions sent at most this often: each is a message to the driver on Ray
 
 
 def run_in_turn(fn: TaskFunction, configs: list[dict[str, Any]], device: torch.device) -> list[Any]:
@@ -53,11 +58,14 @@ class TrainSession:
     world_size: int = 1
     seed: int = 0
 
-    def __init__(self, resources: Resources, log: Callable[[str], None] = print) -> None:
+    def __init__(self, resources: Resources, log: Callable[[str], None] = print,
+                 progress: ProgressSink | None = None) -> None:
         self.history: list[dict[str, Any]] = []
         self.placement: list[dict[str, Any]] = []  # where each rank runs (distributed), kept with checkpoints
         self.resources = resources
         self._log = log
+        self._progress = progress
+        self._progress_sent = 0.0
 
     @property
     def device(self) -> torch.device:
@@ -105,9 +113,23 @@ class TrainSession:
         return None
 
     def log(self, message: str) -> None:
-        """Print progress once (rank 0)."""
+        """A line of the step's log, written once (rank 0)."""
         if self.rank == 0:
             self._log(message)
+
+    def progress(self, epoch: int, epochs: int, batch: int | None = None, batches: int | None = None,
+                 metrics: dict[str, Any] | None = None) -> None:
+        """Where training is, for the run's live display (rank 0): epoch (from 1) of epochs, batch (from 1) of
+        batches within it, or the finished epoch's `metrics`. Cheap to call every batch: batch positions are
+        passed on at most every PROGRESS_EVERY_S seconds."""
+        if self.rank != 0 or self._progress is None:
+            return
+        now = time.monotonic()
+        if metrics is None and batch is not None and now - self._progress_sent < PROGRESS_EVERY_S:
+            return
+        self._progress_sent = now
+        self._progress({"epoch": epoch, "epochs": epochs, "batch": batch, "batches": batches,
+                        "metrics": metrics})
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
         """Independent side work from this worker; here one after another on this worker's device
@@ -144,6 +166,7 @@ class TrainingJob:
     `name` (the step) labels what the job reports outside (e.g. to a sweep).
     `max_failures`: how often failed workers are restarted from the latest checkpoint.
     `inputs`: the step's inputs in the run's storage, fetched by workers on nodes that lack them.
+    `progress`: where `session.progress` goes on the driver (the run's display).
     A checkpoint an earlier attempt left in `storage` is offered to the function (`session.restored()`).
     """
 
@@ -156,6 +179,7 @@ class TrainingJob:
     name: str = "train"
     max_failures: int = 0
     inputs: StepInputs | None = None
+    progress: ProgressSink | None = None
     kept_apart: bool = field(init=False)  # a workflow's storage, beside the local scratch
 
     def __post_init__(self) -> None:
@@ -172,11 +196,12 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class ExecutorSettings:
-    """How the run was started: the cluster to use (`--address`, else the environment), and whether a local
-    cluster may count more CPUs than the machine has (`--oversubscribe`)."""
+    """How the run was started: the cluster to use (`--address`, else the environment), whether a local
+    cluster may count more CPUs than the machine has (`--oversubscribe`), and how much it says (`-v`)."""
 
     address: str | None = None
     oversubscribe: bool = False
+    verbose: bool = False  # the executor's own informational logs too (`mmflow run -v`)
 
 
 class Executor(ABC):
@@ -186,6 +211,8 @@ class Executor(ABC):
 
     def __init__(self, settings: ExecutorSettings = ExecutorSettings()) -> None:
         self.settings = settings
+        # what the executor says about what it started (a local Ray's dashboard); a runner passes its own log
+        self.log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)
 
     @abstractmethod
     def train(self, fn: TrainFunction, config: dict[str, Any], job: TrainingJob) -> TrainResult:

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .executor import (HISTORY_FILE, Executor, TaskFunction, TrainFunction, TrainingJob, TrainResult, TrainSession,
-                       latest_checkpoint, run_in_turn)
+from .executor import (HISTORY_FILE, Executor, ProgressSink, TaskFunction, TrainFunction, TrainingJob, TrainResult,
+                       TrainSession, latest_checkpoint, run_in_turn)
 
 if TYPE_CHECKING:
     import torch
@@ -22,8 +22,8 @@ class InlineSession(TrainSession):
     `storage` as `checkpoint_<n>` (so a restart on another machine finds them)."""
 
     def __init__(self, scratch: Path, seed: int, resources: Resources, log: Callable[[str], None],
-                 storage: Storage | None = None) -> None:
-        super().__init__(resources, log)
+                 storage: Storage | None = None, progress: ProgressSink | None = None) -> None:
+        super().__init__(resources, log, progress)
         import torch
 
         self.seed = seed
@@ -80,7 +80,7 @@ class InlineExecutor(Executor):
     def train(self, fn: TrainFunction, config: dict[str, Any], job: TrainingJob) -> TrainResult:
         """Run `fn` as rank 0 of a world of size 1; its history and final checkpoint."""
         session = InlineSession(job.scratch, job.seed, job.resources, job.log,
-                                job.storage.joinpath("inline") if job.kept_apart else None)
+                                job.storage.joinpath("inline") if job.kept_apart else None, job.progress)
         fn(session, config)
         return TrainResult(session.history, session.checkpoint)
 

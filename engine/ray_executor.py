@@ -12,6 +12,7 @@ import posixpath
 import shutil
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -89,12 +90,12 @@ class RayExecutor(Executor):
             earlier.copy_to(kept)
             earlier = kept
         resume_from = ray.train.Checkpoint(earlier.path, earlier.filesystem) if earlier else None
-        history = ray.remote(num_cpus=0)(_History).remote()
+        channel = ray.remote(num_cpus=0)(_DriverChannel).remote()
         trainer = TorchTrainer(
             _ray_worker_entry,
             train_loop_config={"fn": fn, "config": config, "seed": job.seed, "resources": resources,
-                               "resume_from": resume_from, "inputs": job.inputs, "history": history,
-                               "tasks_inside": tasks_inside},
+                               "resume_from": resume_from, "inputs": job.inputs, "channel": channel,
+                               "tasks_inside": tasks_inside, "step": job.name},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
             ),
@@ -108,13 +109,23 @@ class RayExecutor(Executor):
                 failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
             ),
         )
+
+
+        def deliver() -> None:  # rank 0's log lines and progress, on the driver as they come
+            for event in ray.get(channel.take.remote()):
+                if "log" in event:
+                    job.log(event["log"])
+                elif job.progress is not None:
+                    job.progress(event["progress"])
+
         try:
-            result = off_main_thread(trainer.fit)
-            rows = ray.get(history.get.remote())
+            result = off_main_thread(trainer.fit, deliver)
+            deliver()
+            rows = ray.get(channel.get.remote())
         except ray.train.TrainingFailedError as exc:
             raise _root_cause(exc) from exc  # the chain keeps every worker's traceback for error.log
         finally:
-            ray.kill(history)
+            ray.kill(channel)
         if result.error is not None:
             raise _root_cause(result.error) from result.error
         checkpoint = result.checkpoint or resume_from  # resumed with every epoch run: that checkpoint is the result
@@ -144,14 +155,23 @@ class RayExecutor(Executor):
             return
         defaults = RAY_ENV if self.address else {**RAY_ENV, **LOCAL_RAY_ENV}
         env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
-        options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env}}
+        if self.settings.verbose:
+            os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read by ray.init: every worker's own lines
+        else:  # Ray's default token authentication stays on; its notice on every run is noise (by name: no import)
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        options: dict[str, Any] = {"logging_level": logging.INFO if self.settings.verbose else logging.WARNING,
+                                   "runtime_env": {"env_vars": env}}
         handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         if self.address:
-            ray.init(address=self.address, **options)
+            context = ray.init(address=self.address, **options)
         else:
             cores = os.cpu_count() or 1
-            _start_private_ray(max(cores, math.ceil(min_cpus)) if self.settings.oversubscribe else cores, options)
+            context = _start_private_ray(max(cores, math.ceil(min_cpus)) if self.settings.oversubscribe else cores,
+                                         options)
         self._started = True
+        dashboard = getattr(context, "dashboard_url", None)  # none where Ray runs without its dashboard
+        if dashboard:
+            self.log(f"Ray dashboard: http://{dashboard}")
         if threading.current_thread() is threading.main_thread():  # ray.init makes SIGTERM exit the process at once
             for signum, handler in handlers.items():
                 if handler is not None:
@@ -206,9 +226,11 @@ class RaySession(TrainSession):
     inputs: StepInputs | None = None  # the step's inputs, for side tasks on other nodes
     tasks_inside = False  # side tasks run in this worker: the Ray cannot hold them beside the workers
 
-    def __init__(self, seed: int, resources: Resources, resume_from: Any = None, history: Any = None) -> None:
-        super().__init__(resources, lambda message: print(message, flush=True))
-        self._history_sink = history  # a _History actor: Ray Train hands the driver only checkpointed metrics
+    def __init__(self, seed: int, resources: Resources, resume_from: Any = None, channel: Any = None) -> None:
+        # lines and progress go to the driver through the channel (a _DriverChannel actor), in order
+        super().__init__(resources, lambda message: channel.send.remote({"log": message}),
+                         lambda event: channel.send.remote({"progress": event}))
+        self._channel = channel
         import ray.train
 
         context = ray.train.get_context()
@@ -238,10 +260,10 @@ class RaySession(TrainSession):
         return folder
 
     def _send_history(self) -> None:
-        if self.rank == 0 and self._history_sink is not None:
+        if self.rank == 0:
             import ray
 
-            ray.get(self._history_sink.put.remote(self.history))  # waited for: the worker may exit next
+            ray.get(self._channel.put.remote(self.history))  # waited for (and what was sent before): it may exit next
 
     def _checkpoint_to_restore(self) -> Path | None:
         import tempfile
@@ -297,12 +319,14 @@ class RaySession(TrainSession):
         return ray_tasks(fn, configs, self.resources, self.inputs)
 
 
-class _History:
-    """An actor holding rank 0's metrics history for the driver: Ray Train's Result carries the metrics of
-    checkpointed reports only, and a training function need not checkpoint every epoch."""
+class _DriverChannel:
+    """An actor between rank 0 and the driver: the metrics history (Ray Train's Result carries the metrics of
+    checkpointed reports only, and a training function need not checkpoint every epoch), and the step's log
+    lines and progress, which the driver takes while the training runs."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []
 
     def put(self, rows: list[dict[str, Any]]) -> None:
         """Replace the history (after a restart from a checkpoint it is the restored one, then grows)."""
@@ -312,10 +336,21 @@ class _History:
         """The history so far."""
         return self.rows
 
+    def send(self, event: dict[str, Any]) -> None:
+        """A log line (`{"log": text}`) or a progress event (`{"progress": {...}}`) for the driver."""
+        self.pending.append(event)
+
+    def take(self) -> list[dict[str, Any]]:
+        """What was sent since the last call."""
+        taken, self.pending = self.pending, []
+        return taken
+
 
 def _ray_worker_entry(config: dict[str, Any]) -> None:
     """`train_loop_per_worker` for TorchTrainer: build the session and call the component's fn."""
     import logging
+
+    import ray
 
     from ray.train.v2._internal.execution import context as train_context
 
@@ -324,36 +359,52 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     train_context.logger.setLevel(logging.WARNING)
     if config["inputs"] is not None:  # a node without the run directory (no shared filesystem)
         config["inputs"].ensure_local()
-    session = RaySession(config["seed"], config["resources"], config.get("resume_from"), config["history"])
+    session = RaySession(config["seed"], config["resources"], config.get("resume_from"), config["channel"])
     session.inputs = config["inputs"]
     session.tasks_inside = config["tasks_inside"]
+    # What the worker prints itself (warnings, a user's print) reaches the driver through Ray's log monitor, which
+    # labels it with the name that follows this marker (the mechanism behind an actor's __repr__ prefix).
+    for stream in (sys.stdout, sys.stderr):
+        print(f":actor_name:{config['step']} rank {session.rank}", file=stream, flush=True)
     try:
         config["fn"](session, config["config"])
     finally:
+        if session.rank == 0:  # waited for, so what rank 0 sent last reaches the driver before the worker exits
+            ray.get(config["channel"].get.remote())
         session.close()
 
 
 Result = TypeVar("Result")
 
 
-def off_main_thread(fit: Callable[[], Result]) -> Result:
-    """`fit()` in a helper thread while this one waits. Ray Train and Tune trap Ctrl-C when they run on the
-    main thread (to abort gracefully, then exit on their own terms); off it they leave signals to mmflow,
-    which unwinds the run at once: steps marked interrupted, the local Ray stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        return fit()
+def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda: None) -> Result:
+    """`fit()` in a helper thread while this one waits, calling `poll()` about every 0.2 s. Ray Train and Tune trap
+    Ctrl-C when they run on the main thread (to abort gracefully, then exit on their own terms); off it they leave
+    signals to mmflow, which unwinds the run at once: steps marked interrupted, the local Ray stopped. Called off
+    the main thread (a sweep trial), `fit()` runs in this one and `poll()` in a helper."""
+    main = threading.current_thread() is threading.main_thread()
     outcome: dict[str, Any] = {}
+    done = threading.Event()
 
     def target() -> None:
         try:
             outcome["result"] = fit()
         except BaseException as exc:  # handed to the waiting thread; after an interrupt nobody asks
             outcome["error"] = exc
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=target, name="mmflow-fit", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)  # wakes for signal handlers, which run on the main thread only
+    def polling() -> None:
+        while not done.wait(0.2):  # wakes for signal handlers, which run on the main thread only
+            poll()
+
+    helper = threading.Thread(target=target if main else polling, name="mmflow-fit", daemon=True)
+    helper.start()
+    if main:
+        polling()
+    else:
+        target()
+        helper.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
@@ -425,7 +476,7 @@ def check_address(address: str, timeout_s: float = 10.0) -> None:
                          f"{timeout_s:g} s; {hint}")
 
 
-def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> None:
+def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
     """A local Ray of this run's own, whatever other Ray runs on the host.
 
     "local": never attach to a cluster that `ray start` left recorded in /tmp/ray (possibly dead);
@@ -446,7 +497,7 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> None:
     saved = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = port
     try:
-        ray.init(address="local", num_cpus=num_cpus, **options)
+        return ray.init(address="local", num_cpus=num_cpus, **options)
     finally:
         if saved is None:
             del os.environ["RAY_GCS_SERVER_PORT"]

@@ -45,17 +45,20 @@ class Runner:
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
                  echo: Callable[[str], None] | None = None, verify: bool = False, executor: Executor | None = None,
                  settings: ExecutorSettings = ExecutorSettings(), hooks: list[RunHook] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         """`executor`: one the caller keeps using after this run (a sweep's Ray); by default the workflow's
         executor is created with `settings` and closed when the run ends. `hooks`: called besides the
         workflow's own (`hooks:`) and the storage mirror. `name`: the run's name in `mmflow runs` (a resumed
-        run keeps its own unless given another)."""
+        run keeps its own unless given another). `echo` takes the run's lines, `progress(step, event)` where a
+        training step is (`session.progress`)."""
         self.workflow = workflow
         self._own_executor = executor is None
         self.executor = executor or create_executor(workflow.spec.executor, settings)
         self.run_dir = run_dir.resolve()  # Ray workers do not share the driver's working directory
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.executor.log = self.echo
+        self.progress = progress
         self.cache = StepCache(self.runs_root, verify, self.echo)
         self.hooks = [*(create_hook(name) for name in workflow.spec.hooks), *(hooks or [])]
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest passed downstream
@@ -182,7 +185,8 @@ class Runner:
                          resources=self.workflow.spec.resources, executor=self.executor,
                          max_failures=self.workflow.spec.failure.max_failures,
                          storage=self.storage.joinpath(step.name) if self.storage else None,
-                         stored_inputs=self._mirror.stored_inputs(step) if self._mirror else None),
+                         stored_inputs=self._mirror.stored_inputs(step) if self._mirror else None,
+                         progress=functools.partial(self.progress, step.name) if self.progress else None),
         )
         started = time.perf_counter()
         try:

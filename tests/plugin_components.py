@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 from pydantic import Field
@@ -87,6 +88,7 @@ def greet(ctx: StepContext, params: GreetParams) -> dict:
 class CountParams(Params):
     epochs: int = Field(5, ge=1, le=1000)
     checkpoint_every: int = Field(0, ge=0, description="rank 0 checkpoints every n-th epoch; 0: never")
+    epoch_seconds: float = Field(0.0, ge=0, description="each epoch sleeps this long (for a live display to show)")
 
 
 def count_epochs(session: TrainSession, config: dict) -> None:
@@ -96,8 +98,13 @@ def count_epochs(session: TrainSession, config: dict) -> None:
 
     session.restored()
     for epoch in range(len(session.history), config["epochs"]):
+        for batch in range(4):
+            session.progress(epoch + 1, config["epochs"], batch + 1, 4)
+            time.sleep(config.get("epoch_seconds", 0) / 4)
         ranks = session.all_reduce_sum(torch.tensor([float(session.rank)])).item()
         metrics = {"epoch": epoch, "value": (epoch + 1) * (session.seed + 1), "rank_sum": ranks}
+        session.progress(epoch + 1, config["epochs"], metrics=metrics)
+        session.log(f"counted epoch {epoch + 1}")
         every = config["checkpoint_every"]
         if session.rank == 0 and every and (epoch + 1) % every == 0:
             with tempfile.TemporaryDirectory() as folder:
@@ -105,6 +112,7 @@ def count_epochs(session: TrainSession, config: dict) -> None:
                 session.report(metrics, folder)
         else:
             session.report(metrics)
+    print(f"rank {session.rank} is done", flush=True)  # the worker's own output, not the step's log
 
 
 @component("test.count", params=CountParams, outputs={"history": "json"}, distributed=True)

@@ -8,6 +8,7 @@ hooks around each step, adds the imbalance diagnostics and saves a checkpoint ev
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
         run.method.before_epoch(class_sums if run.needs.prototype_fraction > 0 else None)
         totals, trained = run.train_epoch(epoch)
         metrics = run.metrics(epoch, totals, trained, time.perf_counter() - started)
+        session.progress(epoch + 1, run.params.epochs, metrics=metrics)
         session.log(_progress(epoch, run.params.epochs, metrics))
         run.save(epoch, metrics)
 
@@ -120,7 +122,9 @@ class Training:
         prototypes = self.diagnostics.prototypes if self.diagnostics is not None else {}
         self.model.train()
         totals, trained = EpochTotals(), 0  # samples (clips, in localization) this rank trained on
+        batches = math.ceil(self.plan.num_samples / params.batch_size)
         for step, (features, labels) in enumerate(self.reader.batches(epoch, params.batch_size)):
+            self.session.progress(epoch + 1, params.epochs, step + 1, batches)
             trained += len(next(iter(features.values())))
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
             labels = self.problem.labels(labels.to(device, non_blocking=True))

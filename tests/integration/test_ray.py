@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -110,7 +111,10 @@ def test_quickstart_through_the_cli_on_two_ray_workers(tmp_path):
     for step in ("data", "shard", "train", "eval"):
         assert json.loads((run / step / "status.json").read_text())["state"] == "done"
     assert "Ray Train: 2 worker(s)" in done.stderr
-    assert "(RayTrainWorker" in done.stdout + done.stderr  # progress came from the Ray workers
+    assert re.search(r"^    epoch 8/8 loss ", done.stderr, re.M)  # rank 0's log lines, on the driver as the step's
+    assert done.stderr.count("Ray dashboard: http://") == 1 and "Token authentication" not in done.stderr
+    log = (run / "run.log").read_text()  # every line the terminal got, timestamped, with the summary
+    assert re.search(r"^\d{4}-\d\d-\d\d [\d:.]+     epoch 8/8 loss ", log, re.M) and "finished in" in log
     train = json.loads((run / "train" / "metrics.json").read_text())
     assert len(train["history"]) == 8 and train["padded_samples"] == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -198,9 +202,10 @@ steps:
 """
 
 
-def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path):
+def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path, capfd):
     """Ray Train hands back only checkpointed metrics: a training function that reports without a
-    checkpoint once got an empty history on Ray and its whole history inline."""
+    checkpoint once got an empty history on Ray and its whole history inline. Its log lines and progress
+    reach the driver alike; what a worker prints itself is labelled with the step and rank."""
     import ray.cloudpickle
 
     from mmflow.engine import load_workflow
@@ -219,9 +224,18 @@ def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path)
             for executor in ("inline", "ray"):
                 workflow = load_workflow(wf, [f"executor={executor}", f"steps.count.params.checkpoint_every={every}"])
                 run = tmp_path / f"{executor}{every}"
-                Runner(workflow, run, tmp_path / "runs", executor=ray_executor if executor == "ray" else None).run()
+                lines, progress = [], []
+                Runner(workflow, run, tmp_path / "runs", executor=ray_executor if executor == "ray" else None,
+                       echo=lines.append, progress=lambda step, event: progress.append((step, event))).run()
                 found[executor, every] = (json.loads((run / "count" / "outputs" / "history").read_text()),
                                           json.loads((run / "count" / "metrics.json").read_text()))
+                assert [line for line in lines if "counted" in line] == [f"    counted epoch {e}" for e in range(1, 6)]
+                ends = [(step, e["epoch"], e["epochs"], e["metrics"]["epoch"]) for step, e in progress if e["metrics"]]
+                assert ends == [("count", e + 1, 5, e) for e in range(5)]
+        deadline = time.monotonic() + 20  # Ray's log monitor forwards worker output on its own schedule
+        while "(count rank 0 pid=" not in capfd.readouterr().out and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert time.monotonic() < deadline, "a worker's own output is labelled with its step and rank"
     finally:
         ray_executor.close()
     for every, checkpoint_epoch in ((0, -1), (2, 3)):
