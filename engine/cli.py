@@ -26,6 +26,7 @@ from .graph import edges_of
 from .registry import REGISTRY
 from .shipped import copy_workflow, description_of, shipped_workflows, workflow_file
 from .spec import Workflow, load_workflow
+from .tracking import tracking_overrides
 
 
 EXAMPLES = """examples:
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "workflow", None):
             args.workflow = workflow_file(args.workflow)
+        if getattr(args, "tracking", None):
+            args.overrides += tracking_overrides(args.tracking)
         return args.handler(args)
     except (WorkflowError, UsageError) as exc:
         print(str(exc), file=sys.stderr)
@@ -115,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                        help="override a value, e.g. --set steps.train.params.lr=0.01 (repeatable)")
 
+    def tracking_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracking", metavar="WHERE", help="track metrics, params and the workflow: tensorboard (event "
+                       "files in the run folder), mlflow=URI (e.g. sqlite:///mlflow.db), experiment=NAME, or none; "
+                       "comma-separated (the workflow's tracking: section, overridden)")
+
     run = add("run", _cmd_run, "run a workflow")
     workflow_args(run, optional=True)
     run.add_argument("--run-dir", type=Path, help="run directory (default runs/<workflow>/<run-id>)")
@@ -127,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                      "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+    tracking_arg(run)
     run.add_argument("--name", help="a name for the run, to find it by in mmflow runs (its id stays the folder's name)")
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary (run.log "
@@ -140,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+    tracking_arg(sweep)
 
     runs = add("runs", _cmd_runs, "list past runs, show one, or compare several side by side")
     runs.add_argument("what", nargs="*", metavar="[WORKFLOW] | show RUN | compare RUN RUN...",
@@ -403,7 +413,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
     console = RunConsole(verbosity=QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
-    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify, echo=console.line, progress=console.progress,
+    runner = Runner(wf, run_dir, args.runs_root, verify=args.verify, echo=console.line,
                     settings=ExecutorSettings(args.address, args.oversubscribe, args.verbose), name=args.name,
                     hooks=[console])
     if args.dry_run:

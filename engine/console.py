@@ -1,7 +1,7 @@
 """What a run shows while it runs: a live display on a terminal, plain lines elsewhere, and `run.log`.
 
-The runner sends its lines through `RunConsole.line` and a training step's progress through
-`RunConsole.progress` (what `session.progress` reports on the workers). On a terminal the lines scroll
+The runner sends its lines through `RunConsole.line` and, as to every run hook, a training step's progress
+(what `session.progress` reports on the workers). On a terminal the lines scroll
 above a live table of the steps (state, time, headline metrics), where the running training step shows its
 epoch bar, batch, ETA and latest metrics; elsewhere (CI, a file) each line is printed as it comes. Every
 line, and whatever else the process prints while the run goes on (Ray's forwarded worker output included),
@@ -93,7 +93,7 @@ class _Tee:
 
 
 class RunConsole(RunHook):
-    """The terminal and run.log of one `mmflow run`: a run hook, plus `line` and `progress` for the runner.
+    """The terminal and run.log of one `mmflow run`: a run hook, plus `line` for the runner's lines.
 
     `live`: a rich live display (default: when `stream` is a terminal and the verbosity is not QUIET).
     """
@@ -119,7 +119,7 @@ class RunConsole(RunHook):
         else:
             print(text, file=self.stream, flush=True)
 
-    def progress(self, step: str, event: dict[str, Any]) -> None:
+    def on_progress(self, run: RunInfo, step: str, event: dict[str, Any]) -> None:
         """Where a training step is (`session.progress`): shown in the live table."""
         row = self.rows.get(step)
         if row is None:

@@ -1,4 +1,4 @@
-"""Run hooks: code called around a run and each of its steps (storage copies, tracking, progress).
+"""Run hooks: code called around a run and each of its steps (storage copies, tracking, the terminal).
 
 A hook subclasses `RunHook` and overrides the events it needs. mmflow's own storage mirror is one
 (added when a workflow has `storage:`); others register under the entry-point group
@@ -48,6 +48,10 @@ class RunHook:
 
     def before_step(self, run: RunInfo, step: str) -> None:
         """A step is about to be looked up in the cache and, if not found, run."""
+
+    def on_progress(self, run: RunInfo, step: str, event: dict[str, Any]) -> None:
+        """Where a training step is (`session.progress` on its rank 0): `epoch` (from 1) of `epochs`, `batch` of
+        `batches` within it, or the finished epoch's `metrics`; called on the driver, while the step runs."""
 
     def after_step(self, run: RunInfo, outcome: StepOutcome) -> None:
         """A step finished: ran, reused from another run or kept from this one (its folder is complete)."""

@@ -13,6 +13,13 @@ from .choices import ChoiceField
 from .yaml_source import YamlPath
 
 
+def dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as `{"a.b.c": leaf}` (lists and empty mappings are leaves)."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in dotted(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value} if prefix else {}
+
+
 def bools_for_numbers(model: type[BaseModel], data: Any) -> list[YamlPath]:
     """Where `data` has `true`/`false` for a number of `model`: pydantic would take them as 1 and 0 silently."""
     found: list[YamlPath] = []

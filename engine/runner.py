@@ -27,6 +27,7 @@ from .run_folder import (RUN_RECORD, STATUS, digest_path, now, read_json, read_m
                          stat_fingerprint, write_json)
 from .spec import Step, Workflow
 from .step_cache import StepCache, adopt, cache_key, passed_on
+from .tracking import TrackingHook
 from .storage import Storage
 
 
@@ -45,12 +46,12 @@ class Runner:
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
                  echo: Callable[[str], None] | None = None, verify: bool = False, executor: Executor | None = None,
                  settings: ExecutorSettings = ExecutorSettings(), hooks: list[RunHook] | None = None,
-                 name: str | None = None, progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 name: str | None = None, track: bool = True) -> None:
         """`executor`: one the caller keeps using after this run (a sweep's Ray); by default the workflow's
         executor is created with `settings` and closed when the run ends. `hooks`: called besides the
-        workflow's own (`hooks:`) and the storage mirror. `name`: the run's name in `mmflow runs` (a resumed
-        run keeps its own unless given another). `echo` takes the run's lines, `progress(step, event)` where a
-        training step is (`session.progress`)."""
+        workflow's own (`hooks:`), the storage mirror and the workflow's `tracking:` (unless not `track`: a sweep
+        trial, which Tune's callbacks track). `name`: the run's name in `mmflow runs` (a resumed run keeps its
+        own unless given another). `echo` takes the run's lines."""
         self.workflow = workflow
         self._own_executor = executor is None
         self.executor = executor or create_executor(workflow.spec.executor, settings)
@@ -58,9 +59,9 @@ class Runner:
         self.runs_root = runs_root.resolve()
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.executor.log = self.echo
-        self.progress = progress
         self.cache = StepCache(self.runs_root, verify, self.echo)
-        self.hooks = [*(create_hook(name) for name in workflow.spec.hooks), *(hooks or [])]
+        tracking = [TrackingHook(workflow.spec.tracking)] if workflow.spec.tracking and track else []
+        self.hooks = [*(create_hook(name) for name in workflow.spec.hooks), *tracking, *(hooks or [])]
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest passed downstream
         self.name = name
         self._earlier: dict[str, Any] = {}  # the run record of an earlier attempt (resume)
@@ -101,6 +102,7 @@ class Runner:
         """Run every step in order; raise StepFailed on the first failing step."""
         info = RunInfo(self.workflow, self.run_dir, self.runs_root)
         hooks = [*([self._mirror] if self._mirror else []), *self.hooks]
+        self._info, self._all_hooks = info, hooks
         for hook in hooks:
             hook.before_run(info)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +188,7 @@ class Runner:
                          max_failures=self.workflow.spec.failure.max_failures,
                          storage=self.storage.joinpath(step.name) if self.storage else None,
                          stored_inputs=self._mirror.stored_inputs(step) if self._mirror else None,
-                         progress=functools.partial(self.progress, step.name) if self.progress else None),
+                         progress=functools.partial(self._progress, step.name)),
         )
         started = time.perf_counter()
         try:
@@ -218,6 +220,10 @@ class Runner:
         self._digests[step.name] = passed_on(step, key, digests)
         self.cache.add(key, step_dir)
         return StepOutcome(step.name, "ran", seconds, metrics)
+
+    def _progress(self, step: str, event: dict[str, Any]) -> None:
+        for hook in self._all_hooks:
+            hook.on_progress(self._info, step, event)
 
     # -- inputs -------------------------------------------------------------------------------
     def _paths(self, wiring: Wiring) -> Path | list[Path]:

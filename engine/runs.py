@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, WorkflowError, did_you_mean
+from .model_paths import dotted
 from .registry import REGISTRY
 from .run_folder import RUN_RECORD, STATUS, read_json, read_metrics
 from .step_cache import runs_elsewhere
@@ -153,7 +154,7 @@ def compare_runs(runs: list[RunRecord], every_metric: bool = False) -> str:
 def changed_values(run: RunRecord) -> dict[str, tuple[str, str]]:
     """path -> (value in the workflow file, value the run used) for each value its overrides changed."""
     as_written, used = _workflow_data(run)
-    before, after = _flatten(as_written), _flatten(used)
+    before, after = dotted(as_written), dotted(used)
     return {k: (_value(before[k]) if k in before else "(default)", _value(after[k]))
             for k in after if before.get(k, ...) != after[k]}
 
@@ -175,16 +176,10 @@ def _flat_params(run: RunRecord) -> dict[str, Any]:
     used = _workflow_data(run)[1]
     settings = {k: v for k, v in used.items() if k not in ("name", "description", "steps", "sweep")} \
         if isinstance(used, dict) else {}
-    flat = _flatten(settings)
+    flat = dotted(settings)
     flat.update({f"steps.{step}.params.{k}": v for step in run.steps()
-                 for k, v in _flatten(read_json(run.path / step / "params.json")).items()})
+                 for k, v in dotted(read_json(run.path / step / "params.json")).items()})
     return flat
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): value} if prefix else {}
 
 
 def text_table(rows: list[list[str]]) -> str:

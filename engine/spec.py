@@ -18,6 +18,7 @@ from .model_paths import bools_for_numbers, fields_at
 from .registry import REGISTRY, ComponentSpec, Params, Registry
 from .storage import check_location
 from .sweep import SweepSpec, check_sweep
+from .tracking import TrackingSpec
 from .yaml_source import YamlDocument, YamlPath, apply_overrides, load_yaml, value_problems
 
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -70,6 +71,9 @@ class WorkflowSpec(Params):
     fingerprint: Literal["stat", "sha256"] = Field(
         "stat", description="how the files a step reads from outside the run (a dataset's root) enter its cache "
         "key: stat (each file's path, size and modification time) or sha256 (its contents: every byte read, each run)")
+    tracking: TrackingSpec | None = Field(
+        None, description="where metrics, params and the workflow go besides the run folder: TensorBoard event "
+        "files, an MLflow tracking URI (mmflow run --tracking)")
     storage: str | None = Field(
         None, description="where checkpoints and a copy of every finished step go, for restarts on other "
         "nodes: a shared path or a pyarrow filesystem URI (s3://bucket/prefix, gs://..., ?endpoint_override=...)")

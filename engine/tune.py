@@ -23,9 +23,6 @@ from .storage import Storage
 from .sweep import Scheduler, Space, Trial, best_workflow, override, swept_steps, write_results
 from .yaml_source import apply_overrides, parse_yaml
 
-_SETUP = "__mmflow__"  # the trial's workflow text and folders, beside the sampled values
-
-
 def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
               settings: ExecutorSettings = ExecutorSettings()) -> tuple[Path, str, Trial | None]:
     """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml.
@@ -43,7 +40,7 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
             subset = Workflow(workflow.spec, {n: workflow.steps[n] for n in shared}, shared, workflow.document,
                               workflow.overrides)
             executor = ray_executor if workflow.spec.executor == RayExecutor.name else None
-            Runner(subset, sweep_dir, runs_root, echo=echo, executor=executor, settings=settings).run()
+            Runner(subset, sweep_dir, runs_root, echo=echo, executor=executor, settings=settings, track=False).run()
         # in the workflow's storage, the trials' folders sit under the sweep's, beside Tune's state
         sweep_storage = (Storage.open(workflow.spec.storage).joinpath(*sweep_dir.relative_to(runs_root).parts)
                          if workflow.spec.storage else None)
@@ -52,11 +49,11 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
                  "trials": str((sweep_dir / "trials").resolve()),
                  "shared": sweep_storage.uri if sweep_storage and shared else None}
         space: dict[str, Any] = {path: search_space(value) for path, value in sweep.parameters.items()}
-        space[_SETUP] = setup
         echo(f"trials of {', '.join(sweep.parameters)} ({sweep.scheduler.name}) -> {sweep_dir / 'trials'}")
-        raw = run_trials(ray_executor, _trial, space, num_samples=sweep.num_samples, scheduler=sweep.scheduler,
+        raw = run_trials(ray_executor, _trial, space, setup, num_samples=sweep.num_samples, scheduler=sweep.scheduler,
                          max_concurrent_trials=sweep.max_concurrent_trials, trial_cpus=sweep.trial_cpus,
-                         storage=sweep_storage or Storage.open(sweep_dir))
+                         storage=sweep_storage or Storage.open(sweep_dir),
+                         callbacks=tracking_callbacks(workflow, sweep_dir))
     finally:
         ray_executor.close()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
@@ -90,22 +87,24 @@ def asha(scheduler: Scheduler) -> Any:
                          grace_period=scheduler.grace_period, reduction_factor=scheduler.reduction_factor)
 
 
-def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any]], None], param_space: dict[str, Any], *,
-               num_samples: int, scheduler: Scheduler, max_concurrent_trials: int | None, trial_cpus: float,
-               storage: Storage) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
-    """Ray Tune over `trial(config)` on the executor's Ray, with its state under `storage`/tune; per trial
-    (name, config, last reported metrics, error or None)."""
+def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any], dict[str, Any]], None],
+               param_space: dict[str, Any], setup: dict[str, Any], *, num_samples: int, scheduler: Scheduler,
+               max_concurrent_trials: int | None, trial_cpus: float, storage: Storage,
+               callbacks: list[Any] | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
+    """Ray Tune over `trial(config, setup)` on the executor's Ray, with its state under `storage`/tune; per trial
+    (name, config, last reported metrics, error or None). The config holds the sampled values only (what Tune's
+    loggers record); `setup` is the same for every trial."""
     from ray import tune
 
     executor.connect()
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": trial_cpus}),
+        tune.with_resources(tune.with_parameters(trial, setup=setup), {"cpu": trial_cpus}),
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=asha(scheduler) if scheduler.name == "asha"
                                     else None, max_concurrent_trials=max_concurrent_trials,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name="tune", storage_path=storage.path, storage_filesystem=storage.filesystem,
-                                  verbose=0),
+                                  verbose=0, callbacks=callbacks),
     )
     results = off_main_thread(tuner.fit)
     return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))
@@ -140,15 +139,26 @@ def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
             fetch_run(Storage.open(stored), sweep_dir.parent.parent)
 
 
-def _trial(config: dict[str, Any]) -> None:
+def tracking_callbacks(workflow: Workflow, sweep_dir: Path) -> list[Any]:
+    """Ray Tune's MLflow logger for a workflow whose `tracking:` names MLflow: one MLflow run per trial, its
+    sampled values as params, every report as metrics. (Tune's TensorBoard logger writes each trial's event
+    files under the sweep's tune/ folder by default.)"""
+    tracking = workflow.spec.tracking
+    if tracking is None or tracking.mlflow is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    return [MLflowLoggerCallback(tracking_uri=tracking.mlflow, experiment_name=tracking.experiment or workflow.name,
+                                 tags={"mmflow.workflow": workflow.name, "mmflow.sweep": sweep_dir.name})]
+
+
+def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """One Tune trial: the workflow with this trial's values, the shared steps reused from the cache;
     its training steps report every epoch, and every step's final metrics are reported at the end."""
     from ray import tune
 
-    setup = config[_SETUP]
-    values = {k: v for k, v in config.items() if k != _SETUP}
     doc = parse_yaml(setup["text"], setup["file"])
-    overrides = [*setup["overrides"], *(override(path, value) for path, value in values.items())]
+    overrides = [*setup["overrides"], *(override(path, value) for path, value in config.items())]
     apply_overrides(doc, overrides)
     workflow = validate_document(doc, overrides=overrides)
     if setup["shared"]:
@@ -156,6 +166,7 @@ def _trial(config: dict[str, Any]) -> None:
     name = tune.get_context().get_trial_name()
     executor = (RayExecutor(train_callbacks=step_to_tune) if workflow.spec.executor == RayExecutor.name
                 else create_executor(workflow.spec.executor))
-    outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor).run()
+    outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,
+                      track=False).run()
     tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -40,7 +40,7 @@ class Shouting(RunHook):
 def run_shown(write_workflow, tmp_path, console: RunConsole):
     path = write_workflow(WORKFLOW.replace("EPOCH", "0"))
     runner = Runner(load_workflow(path), tmp_path / "run", tmp_path / "runs", echo=console.line,
-                    progress=console.progress, hooks=[console, Shouting()])
+                    hooks=[console, Shouting()])
     try:
         runner.run()
     finally:

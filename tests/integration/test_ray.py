@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from mmflow.engine import RunHook
+
 from ..conftest import REPO
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -202,6 +204,16 @@ steps:
 """
 
 
+class ProgressRecorder(RunHook):
+    """Keeps every progress event the run passes on to its hooks."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def on_progress(self, run, step, event):
+        self.events.append((step, event))
+
+
 def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path, capfd):
     """Ray Train hands back only checkpointed metrics: a training function that reports without a
     checkpoint once got an empty history on Ray and its whole history inline. Its log lines and progress
@@ -224,13 +236,14 @@ def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path,
             for executor in ("inline", "ray"):
                 workflow = load_workflow(wf, [f"executor={executor}", f"steps.count.params.checkpoint_every={every}"])
                 run = tmp_path / f"{executor}{every}"
-                lines, progress = [], []
+                lines, progress = [], ProgressRecorder()
                 Runner(workflow, run, tmp_path / "runs", executor=ray_executor if executor == "ray" else None,
-                       echo=lines.append, progress=lambda step, event: progress.append((step, event))).run()
+                       echo=lines.append, hooks=[progress]).run()
                 found[executor, every] = (json.loads((run / "count" / "outputs" / "history").read_text()),
                                           json.loads((run / "count" / "metrics.json").read_text()))
                 assert [line for line in lines if "counted" in line] == [f"    counted epoch {e}" for e in range(1, 6)]
-                ends = [(step, e["epoch"], e["epochs"], e["metrics"]["epoch"]) for step, e in progress if e["metrics"]]
+                ends = [(step, e["epoch"], e["epochs"], e["metrics"]["epoch"]) for step, e in progress.events
+                        if e["metrics"]]
                 assert ends == [("count", e + 1, 5, e) for e in range(5)]
         deadline = time.monotonic() + 20  # Ray's log monitor forwards worker output on its own schedule
         while "(count rank 0 pid=" not in capfd.readouterr().out and time.monotonic() < deadline:
@@ -419,8 +432,10 @@ def test_a_sweep_with_asha_through_the_cli_twice_beside_another_ray(tmp_path):
     other = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are capped
     with ray_node("--head", "--port", "6395", "--num-cpus", "1", "--temp-dir", str(other), "--include-dashboard",
                   "false"):
-        for attempt in range(2):  # the second sweep must start: nothing leaked by the first one's stopped trials
-            done = mmflow("sweep", wf, "--runs-root", tmp_path / "runs", cwd=tmp_path, timeout=240)
+        for tracking in ("none", f"mlflow=sqlite:///{tmp_path / 'mlflow.db'}"):  # the second sweep must start:
+            # nothing leaked by the first one's stopped trials
+            done = mmflow("sweep", wf, "--runs-root", tmp_path / "runs", "--tracking", tracking, cwd=tmp_path,
+                          timeout=240)
             assert done.returncode == 0, done.stderr[-3000:]
             assert "Traceback" not in done.stderr, done.stderr[-3000:]
     shutil.rmtree(other, ignore_errors=True)
@@ -440,6 +455,17 @@ def test_a_sweep_with_asha_through_the_cli_twice_beside_another_ray(tmp_path):
             status = json.loads((trial / step / "status.json").read_text())
             assert status["reused_from"] == str(first / step)
     assert "best: trial_" in done.stdout
+    # each trial of the tracked sweep is an MLflow run (Tune's logger): its sampled value and every report
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny_sweep").experiment_id])
+    assert len(runs) == 4 and {r.data.tags["mmflow.sweep"] for r in runs} == {sweeps[1].name}
+    assert sorted(float(r.data.params["steps.train.params.lr"]) for r in runs) == [0.0001, 0.001, 0.05, 0.3]
+    assert all(r.data.metrics["train.train_accuracy"] > 0 for r in runs)
+    assert any(len(client.get_metric_history(r.info.run_id, "train.train_accuracy")) >= 4 for r in runs)
+    events = list((sweeps[1] / "tune").rglob("events.out.tfevents.*"))  # Tune's TensorBoard logger, per trial
+    assert len({e.parent for e in events}) == 4
 
 
 FAULTS = """
