@@ -168,9 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     schema = add("schema", _cmd_schema, "print the JSON Schema of workflow files (for editors)")
     schema.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
 
-    report = add("report", _cmd_report, "plot per-epoch metrics of runs and summarize them")
-    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    report.add_argument("-o", "--output", type=Path, help="folder for the figures and report.md (default RUN_DIR/report)")
+    report = add("report", _cmd_report, "plot per-epoch metrics of runs by family (every modality on one axis), "
+                 "a side-by-side results table, report.md and a self-contained report.html")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="run folders (a sweep folder stands for its trials)")
+    report.add_argument("-o", "--output", type=Path,
+                        help="folder for the figures, report.md and report.html (default RUN_DIR/report)")
 
     components = add("components", _cmd_components, "list registered components and their params")
     components.add_argument("name", nargs="?", help="show one component")
@@ -284,8 +287,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     out = args.output or args.run_dirs[0] / "report"
-    written = write_report(args.run_dirs, out)
-    print(f"wrote {len(written) - 1} figure(s) and {out / 'report.md'}")
+    written, why = write_report(args.run_dirs, out)
+    print(f"wrote {len(written) - 2} figure(s), {out / 'report.md'} and {out / 'report.html'}"
+          + (f": {why}" if why else ""))
     return 0
 
 

@@ -1,88 +1,242 @@
-"""`mmflow report RUN_DIR...`: per-epoch curves (one PNG per metric, one line per step) and a summary.
+"""`mmflow report RUN_DIR...`: per-epoch curves by metric family, a side-by-side results table, report.md and a
+self-contained report.html.
 
-Generic: any step whose metrics.json holds a `history` list of per-epoch dicts is plotted; every
-step's scalar metrics go into the markdown summary. Metrics named `family/member` (e.g.
-`gblend_weight/audio`) share one figure per family, one line per step and member.
+Generic: any step whose metrics.json holds a `history` list of per-epoch dicts is drawn. Series that share
+their members (`head_accuracy_audio`, `head_accuracy_visual`, `grad_angle_audio`, `grad_angle_visual`: two
+prefixes over the same set {audio, visual}), or are named `family/member` (`gblend_weight/audio`), are one
+figure per family with every member on the same axes. Each step keeps one colour in every figure; members
+differ by line style. Epochs count from 1, as the console does. Series that never change (a constant
+learning rate, zero padded samples) are listed in a table instead of drawn. A sweep folder stands for its
+trials, each labelled by its sampled values.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import io
 import json
 import math
 import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .run_folder import RUN_RECORD
+
+LINE_STYLES = ["-", "--", ":", "-."]
+UNITS = [("angle", "degrees"), ("seconds", "s"), ("per_s", "samples/s"), ("accuracy", "fraction correct"),
+         ("loss", "cross-entropy")]  # a y-axis label's unit, by what the metric's name contains
 
 
-def load_steps(run_dirs: list[Path]) -> dict[str, dict[str, Any]]:
-    """`label -> metrics` for every finished step of the given runs (label: step, or run/step for several runs)."""
-    steps: dict[str, dict[str, Any]] = {}
-    for run_dir in run_dirs:
-        record = run_dir / "run.json"
-        if not record.exists():
-            raise UsageError(f"{run_dir}: not a run directory (no run.json)")
-        order = json.loads(record.read_text()).get("order", [])
-        for step in order:
+@dataclass
+class Series:
+    """One step of one run (or trial), as the report shows it."""
+
+    label: str  # the legend's name: the step, run/step or trial values/step
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+@dataclass
+class Figure:
+    """One figure: the metrics drawn on its axes and its y-axis label."""
+
+    title: str
+    metrics: list[str]
+    members: dict[str, str]  # metric -> its member (modality) in a family figure, '' alone
+    ylabel: str
+
+
+def load_series(paths: list[Path]) -> tuple[list[Series], dict[str, str]]:
+    """Every step with metrics of the runs (a sweep folder: of its trials), and each run's workflow text."""
+    runs: list[tuple[str, Path]] = []
+    for path in paths:
+        if not (path / RUN_RECORD).exists():
+            raise UsageError(f"{path}: not a run directory (no {RUN_RECORD})")
+        trials = _trial_labels(path)
+        runs += [(label, path / "trials" / name) for name, label in trials.items()] if trials else [(path.name, path)]
+    several = len(runs) > 1
+    series, workflows = [], {}
+    for name, run_dir in runs:
+        workflow = run_dir / "workflow.yaml"
+        if workflow.exists():
+            workflows[name] = workflow.read_text(encoding="utf-8")
+        for step in json.loads((run_dir / RUN_RECORD).read_text()).get("order", []):
             metrics_file = run_dir / step / "metrics.json"
             if metrics_file.exists():
-                label = step if len(run_dirs) == 1 else f"{run_dir.name}/{step}"
-                steps[label] = json.loads(metrics_file.read_text())
-    return steps
+                metrics = json.loads(metrics_file.read_text())
+                history = metrics.get("history") if isinstance(metrics.get("history"), list) else []
+                series.append(Series(f"{name}/{step}" if several else step, metrics, history))
+    return series, workflows
 
 
-def write_report(run_dirs: list[Path], out_dir: Path) -> list[Path]:
-    """Draw the curves and write report.md into `out_dir`; return the files written."""
+def _trial_labels(sweep_dir: Path) -> dict[str, str]:
+    """A sweep's trials by folder name, each labelled by its sampled values (`lr=0.05`), from results.csv."""
+    results = sweep_dir / "results.csv"
+    if not (sweep_dir / "trials").is_dir() or not results.exists():
+        return {}
+    rows = list(csv.reader(results.open()))
+    swept = rows[0][2:-2]  # trial, status, the swept paths..., metric, results
+    labels = {row[0]: " ".join(f"{p.rpartition('.')[2]}={row[2 + i]}" for i, p in enumerate(swept)) for row in rows[1:]}
+    return {name: label for name, label in sorted(labels.items())
+            if (sweep_dir / "trials" / name / RUN_RECORD).exists()}
+
+
+def figures_for(series: list[Series]) -> tuple[list[Figure], dict[str, dict[str, Any]]]:
+    """The figures to draw, and the series left out because they never change (metric -> label -> value)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for s in series:
+        for row in s.history:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.setdefault(key, {}).setdefault(s.label, []).append(float(value))
+    flat = {k for k, by in values.items() if all(len(set(v)) == 1 for v in by.values())
+            and any(len(v) > 1 for v in by.values())}
+    figures, constant = [], {}
+    for title, (metrics, members) in _families(list(values)).items():
+        if all(m in flat for m in metrics):  # a member that stays put beside one that moves is drawn
+            constant.update({m: {label: v[0] for label, v in values[m].items()} for m in metrics})
+        else:
+            figures.append(Figure(title, metrics, members, _ylabel(title)))
+    return figures, constant
+
+
+def _families(names: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Figure title -> (its metrics, metric -> member): `family/member` names, and prefixes whose members are a set
+    that some other prefix has too (the modalities); every other metric alone."""
+    split = {n: n.rpartition("/")[::2] if "/" in n else n.rpartition("_")[::2] for n in names}
+    members: dict[str, set[str]] = {}
+    for name, (prefix, member) in split.items():
+        if prefix and "/" not in name:
+            members.setdefault(prefix, set()).add(member)
+    shared = Counter(frozenset(m) for m in members.values() if len(m) > 1)
+    families: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for name in sorted(names):
+        prefix, member = split[name]
+        grouped = "/" in name or (prefix in members and shared[frozenset(members[prefix])] > 1)
+        title = prefix if grouped else name
+        metrics, named = families.setdefault(title, ([], {}))
+        metrics.append(name)
+        named[name] = member if grouped else ""
+    return families
+
+
+def _ylabel(title: str) -> str:
+    unit = next((unit for part, unit in UNITS if part in title), "")
+    words = title.replace("_", " ")
+    return f"{words} ({unit})" if unit else words
+
+
+def draw(figure: Figure, series: list[Series], colours: dict[str, Any]) -> Any:
+    """A matplotlib figure: each step in its colour, each member in its line style, epochs from 1."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    styles = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(dict.fromkeys(figure.members.values()))}
+    for s in series:
+        for metric in figure.metrics:
+            points = [(row.get("epoch", i) + 1, row[metric]) for i, row in enumerate(s.history)
+                      if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+            if points:
+                member = figure.members[metric]
+                ax.plot(*zip(*points), color=colours[s.label], linestyle=styles[member], marker="o", markersize=3,
+                        label=f"step {s.label}" + (f" · {member}" if member else ""))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(figure.ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(figure.title.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
+    """Draw the figures, write report.md and report.html into `out_dir`; the files written and, when no figure
+    could be drawn, why."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    steps = load_steps(run_dirs)
-    histories = {label: m["history"] for label, m in steps.items() if isinstance(m.get("history"), list) and m["history"]}
+    series, workflows = load_series(paths)
+    figures, constant = figures_for(series)
+    palette = plt.get_cmap("tab10").colors
+    drawn = [s for s in series if s.history]
+    colours = {s.label: palette[i % len(palette)] for i, s in enumerate(drawn)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    metric_names = sorted({k for h in histories.values() for row in h for k, v in row.items()
-                           if k != "epoch" and isinstance(v, (int, float))})
-    figures: dict[str, list[str]] = {}  # figure -> the metrics drawn in it
-    for metric in metric_names:
-        figures.setdefault(metric.rpartition("/")[0] or metric, []).append(metric)
-    for title, metrics in figures.items():
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for label, history in histories.items():
-            for metric in metrics:
-                points = [(row.get("epoch", i), row[metric]) for i, row in enumerate(history)
-                          if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
-                if points:
-                    member = metric.rpartition("/")[2] if "/" in metric else ""
-                    ax.plot(*zip(*points), marker="o", markersize=3, label=f"{label} {member}".strip())
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', title)}.png"
+    written, images = [], {}
+    for figure in figures:
+        fig = draw(figure, series, colours)
+        path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', figure.title)}.png"
         fig.savefig(path, dpi=100)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        images[path.name] = base64.b64encode(buffer.getvalue()).decode()
         plt.close(fig)
         written.append(path)
-    summary = out_dir / "report.md"
-    summary.write_text(_summary(steps, [p.name for p in written]))
-    written.append(summary)
-    return written
+    results = results_table(series)
+    why = "" if figures else "no step of these runs has per-epoch metrics (a `history` in its metrics.json)"
+    (out_dir / "report.md").write_text(_markdown(results, constant, [p.name for p in written], why))
+    (out_dir / "report.html").write_text(_html(results, constant, images, workflows, why))
+    return [*written, out_dir / "report.md", out_dir / "report.html"], why
 
 
-def _summary(steps: dict[str, dict[str, Any]], figures: list[str]) -> str:
-    lines = ["# Run report", ""]
-    for label, metrics in steps.items():
-        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if not scalars:
-            continue
-        lines += [f"## {label}", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scalars.items()]
-        lines.append("")
-    if figures:
-        lines += ["## Per-epoch curves", ""] + [f"![{f[:-4]}]({f})" for f in figures]
+def results_table(series: list[Series]) -> list[list[str]]:
+    """Every step's final numeric metrics side by side: a row per metric, a column per step."""
+    keys = list(dict.fromkeys(k for s in series for k, v in s.metrics.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)))
+    rows = [["metric", *(s.label for s in series)]]
+    rows += [[k, *(_number(s.metrics.get(k)) for s in series)] for k in keys]
+    return rows
+
+
+def _number(value: Any) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _markdown(results: list[list[str]], constant: dict[str, dict[str, Any]], figures: list[str], why: str) -> str:
+    lines = ["# Run report", "", "## Results", "", *_markdown_table(results), ""]
+    if constant:
+        lines += ["## Constant over training (not drawn)", "", *_markdown_table(_constant_rows(constant)), ""]
+    lines += ["## Per-epoch curves", ""] + ([f"![{f[:-4]}]({f})" for f in figures] or [why])
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0]),
+            *("| " + " | ".join(row) + " |" for row in rows[1:])]
+
+
+def _constant_rows(constant: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [["metric", "value (per step)"]] + [[k, ", ".join(f"{label}: {_number(v)}" for label, v in by.items())]
+                                               for k, by in constant.items()]
+
+
+def _html(results: list[list[str]], constant: dict[str, dict[str, Any]], images: dict[str, str],
+          workflows: dict[str, str], why: str) -> str:
+    """One file that opens offline: the tables, the figures as data URIs, the workflow text of each run."""
+    def table(rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>mmflow report</title><style>"
+             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:2px 8px;text-align:right}pre{background:#f6f6f6;padding:1em}</style></head><body>",
+             "<h1>Run report</h1><h2>Results</h2>", table(results)]
+    if constant:
+        parts += ["<h2>Constant over training (not drawn)</h2>", table(_constant_rows(constant))]
+    parts.append("<h2>Per-epoch curves</h2>")
+    parts += [f"<img alt='{html.escape(name[:-4])}' src='data:image/png;base64,{data}'>"
+              for name, data in images.items()]
+    if why:
+        parts.append(f"<p>{html.escape(why)}</p>")
+    for name, text in workflows.items():
+        parts.append(f"<h2>Workflow: {html.escape(name)}</h2><pre>{html.escape(text)}</pre>")
+    return "\n".join(parts) + "\n</body></html>\n"

@@ -1,37 +1,111 @@
-"""`mmflow report` draws one figure per per-epoch metric and a markdown summary."""
+"""`mmflow report`: a figure per metric family with every modality on one axis, one colour per step in every
+figure, epochs from 1, labelled axes, constant series in a table, one side-by-side results table, report.html;
+checked through matplotlib's objects and the HTML."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+
+import pytest
+
+from mmflow.engine.report import draw, figures_for, load_series
 
 
-def test_report_draws_each_history_metric(cli, tmp_path):
+def write_run(run, steps: dict[str, dict], workflow: str = "name: wf\n") -> None:
+    run.mkdir(parents=True)
+    for step, metrics in steps.items():
+        (run / step).mkdir()
+        (run / step / "metrics.json").write_text(json.dumps(metrics))
+    (run / "run.json").write_text(json.dumps({"order": list(steps)}))
+    (run / "workflow.yaml").write_text(workflow)
+
+
+def training(scale: float, epochs: int = 3) -> dict:
+    history = [{"epoch": e, "loss": scale / (e + 1), "lr": 0.05, "padded_samples": 0, "rho": 1.0 + e,
+                "head_accuracy_audio": 0.5 + 0.1 * e, "head_accuracy_visual": 0.3 + 0.05 * e,
+                "grad_angle_audio": 10.0 * e, "grad_angle_visual": 20.0 * e,
+                "pmr_coef_audio": 0.0, "pmr_coef_visual": 0.2 * e, "gblend_weight/audio": 0.4,
+                "gblend_weight/visual": 0.6 - 0.1 * e} for e in range(epochs)]
+    return {"loss": scale / epochs, "train_accuracy": 0.9, "history": history}
+
+
+@pytest.fixture
+def two_steps(tmp_path):
     run = tmp_path / "run"
-    for step, scale in (("train_a", 1.0), ("train_b", 2.0)):
-        (run / step).mkdir(parents=True)
-        history = [{"epoch": e, "loss": scale / (e + 1), "rho": 1.5} for e in range(3)]
-        (run / step / "metrics.json").write_text(json.dumps({"loss": scale / 3, "history": history}))
-    (run / "run.json").write_text(json.dumps({"order": ["train_a", "train_b"]}))
-    status, out, err = cli("report", run)
+    write_run(run, {"data": {"train_samples": 30}, "naive": training(1.0), "pmr": training(2.0),
+                    "eval": {"accuracy": 0.8}}, workflow="name: wf\nsteps: {}\n")
+    return run
+
+
+def test_each_family_is_one_figure_with_every_modality_each_step_in_one_colour(two_steps):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    series, _ = load_series([two_steps])
+    figures, constant = figures_for(series)
+    by_title = {f.title: f for f in figures}
+    assert set(by_title) == {"grad_angle", "head_accuracy", "pmr_coef", "gblend_weight", "loss", "rho"}
+    assert constant == {"lr": {"naive": 0.05, "pmr": 0.05}, "padded_samples": {"naive": 0, "pmr": 0}}
+    colours = {"naive": "tab:blue", "pmr": "tab:orange"}
+    for figure in figures:
+        ax = draw(figure, [s for s in series if s.history], colours).axes[0]
+        assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
+        for line in ax.get_lines():
+            step, _, member = line.get_label().removeprefix("step ").partition(" · ")
+            assert line.get_color() == colours[step]  # a step's colour, in every figure
+            assert list(line.get_xdata()) == [1, 2, 3]  # epochs from 1
+    head = draw(by_title["head_accuracy"], series, colours).axes[0]
+    lines = {line.get_label(): line for line in head.get_lines()}
+    assert set(lines) == {"step naive · audio", "step naive · visual", "step pmr · audio", "step pmr · visual"}
+    assert lines["step pmr · audio"].get_linestyle() != lines["step pmr · visual"].get_linestyle()
+    assert lines["step pmr · audio"].get_linestyle() == lines["step naive · audio"].get_linestyle()
+    assert list(lines["step naive · visual"].get_ydata()) == pytest.approx([0.3, 0.35, 0.4])
+    assert head.get_ylabel() == "head accuracy (fraction correct)"
+    angle = draw(by_title["grad_angle"], series, colours).axes[0]
+    assert angle.get_ylabel() == "grad angle (degrees)"
+    coef = draw(by_title["pmr_coef"], series, colours).axes[0]  # audio's zero coefficient drawn beside visual's
+    assert len(coef.get_lines()) == 4
+
+
+def test_the_report_files_one_results_table_constant_series_and_a_self_contained_html(two_steps, cli):
+    status, out, err = cli("report", two_steps)
     assert status == 0, err
-    files = sorted(p.name for p in (run / "report").iterdir())
-    assert files == ["loss.png", "report.md", "rho.png"]
-    assert (run / "report" / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    summary = (run / "report" / "report.md").read_text()
-    assert "## train_b" in summary and "| loss | 0.6667 |" in summary and "![rho](rho.png)" in summary
+    assert "wrote 6 figure(s)" in out
+    folder = two_steps / "report"
+    assert sorted(p.name for p in folder.glob("*.png")) == [
+        "gblend_weight.png", "grad_angle.png", "head_accuracy.png", "loss.png", "pmr_coef.png", "rho.png"]
+    markdown = (folder / "report.md").read_text()
+    assert "| metric | data | naive | pmr | eval |" in markdown  # one table, the steps side by side
+    assert "| loss |  | 0.3333 | 0.6667 |  |" in markdown and "| lr | naive: 0.05, pmr: 0.05 |" in markdown
+    page = (folder / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == 6 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert "<th>naive</th><th>pmr</th>" in page and "src='http" not in page and "<link" not in page
+    assert "<pre>name: wf\nsteps: {}\n</pre>" in page
 
 
-def test_report_needs_a_run_directory(cli, tmp_path):
+def test_several_runs_and_a_sweep_folder_label_each_step_by_run_or_by_its_trials_values(tmp_path, cli):
+    write_run(tmp_path / "a", {"train": training(1.0)})
+    write_run(tmp_path / "b", {"train": training(2.0)})
+    labels = [s.label for s in load_series([tmp_path / "a", tmp_path / "b"])[0]]
+    assert labels == ["a/train", "b/train"]
+    sweep = tmp_path / "sweep"
+    write_run(sweep, {"data": {"train_samples": 30}})
+    for trial, scale in (("trial_00000", 1.0), ("trial_00001", 2.0)):
+        write_run(sweep / "trials" / trial, {"train": training(scale)})
+    (sweep / "results.csv").write_text("trial,status,steps.train.params.lr,eval.accuracy,results\n"
+                                       "trial_00001,done,0.05,0.8,4\ntrial_00000,stopped,0.3,,2\n")
+    series, workflows = load_series([sweep])
+    assert [s.label for s in series] == ["lr=0.3/train", "lr=0.05/train"] and len(workflows) == 2
+    status, out, _ = cli("report", sweep)
+    assert status == 0 and "wrote 6 figure(s)" in out
+
+
+def test_runs_without_per_epoch_metrics_say_why_there_is_no_figure(tmp_path, cli):
+    write_run(tmp_path / "run", {"eval": {"accuracy": 0.8}})
+    status, out, _ = cli("report", tmp_path / "run")
+    assert status == 0 and "wrote 0 figure(s)" in out and "no step of these runs has per-epoch metrics" in out
     status, _, err = cli("report", tmp_path)
     assert status == 2 and "not a run directory" in err
-
-
-def test_metric_families_share_one_figure(cli, tmp_path):
-    run = tmp_path / "run"
-    (run / "train").mkdir(parents=True)
-    history = [{"epoch": e, "weight/a": 0.2, "weight/b": 0.8, "loss": 1.0} for e in range(2)]
-    (run / "train" / "metrics.json").write_text(json.dumps({"history": history}))
-    (run / "run.json").write_text(json.dumps({"order": ["train"]}))
-    status, out, err = cli("report", run)
-    assert status == 0, err
-    assert sorted(p.name for p in (run / "report").iterdir()) == ["loss.png", "report.md", "weight.png"]
