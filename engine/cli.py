@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel
 
 from .choices import ChoiceField
-from .console import NORMAL, QUIET, VERBOSE, RunConsole
+from .console import NORMAL, QUIET, VERBOSE, RunConsole, SweepConsole
 from .errors import Interrupted, StepFailed, UsageError, WorkflowError, did_you_mean
 from .graph import edges_of
 from .registry import REGISTRY
@@ -447,9 +447,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     wf = load_workflow(args.workflow, args.overrides)
     if wf.spec.sweep is None:
         raise UsageError(f"{args.workflow}: no sweep: section to run (mmflow run runs the workflow once)")
-    echo = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    sweep = wf.spec.sweep
+    console = SweepConsole([sweep.metric, *([sweep.scheduler.metric] if sweep.scheduler.metric else [])])
     started = time.perf_counter()
-    sweep_dir, table, best = run_sweep(wf, args.runs_root, echo, ExecutorSettings(args.address, args.oversubscribe))
+    try:
+        sweep_dir, table, best = run_sweep(wf, args.runs_root, console.line,
+                                           ExecutorSettings(args.address, args.oversubscribe), console.trial)
+    finally:
+        console.close()
     print(table)
     print(f"finished in {time.perf_counter() - started:.1f}s; results: {sweep_dir / 'results.csv'}")
     if best is not None:

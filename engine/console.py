@@ -230,3 +230,83 @@ def summary(run: RunInfo, outcomes: list[StepOutcome], seconds: float) -> str:
         headline = run.workflow.steps[o.name].component.headline_of(o.metrics)
         rows.append([o.name, o.state, f"{o.seconds:.1f}s", format_metrics(headline)])
     return f"{text_table(rows)}\nfinished in {seconds:.1f}s; run directory: {run.run_dir}"
+
+
+@dataclass
+class TrialRow:
+    """A sweep trial as the sweep's table shows it."""
+
+    values: dict[str, Any]
+    state: str = "pending"
+    metric: tuple[str, float] | None = None  # the latest shown metric and its value
+    reports: int = 0
+
+
+class SweepConsole:
+    """What a sweep shows: a row per trial with its sampled values, state (running, done, stopped, error), how
+    many results it reported and the latest of `metrics` (the first a result carries: the sweep's metric, else
+    the scheduler's per-epoch one); a live table on a terminal, a line per start and end elsewhere."""
+
+    def __init__(self, metrics: list[str], stream: IO[str] | None = None, live: bool | None = None) -> None:
+        self.metrics = metrics
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.rows: dict[str, TrialRow] = {}
+        self._display: Any = None
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        """A line of the sweep (shared steps, where the trials go)."""
+        if self._display is not None:
+            self._display.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def trial(self, name: str, values: dict[str, Any], state: str, result: dict[str, Any] | None = None) -> None:
+        """A trial started, reported (`result`), or ended: its row changes."""
+        with self._lock:
+            row = self.rows.setdefault(name, TrialRow(values))
+            row.state = state
+            if result:
+                row.reports += 1
+                row.metric = next(((m, result[m]) for m in self.metrics if isinstance(result.get(m), (int, float))),
+                                  row.metric)
+            if self.live and self._display is None:
+                from rich.console import Console
+                from rich.live import Live
+
+                self._display = Live(get_renderable=self._render, console=Console(file=self.stream),
+                                     refresh_per_second=4, transient=False)
+                self._display.start()
+        if not self.live and (result is None or state != "running"):  # plain: starts and ends, not every epoch
+            shown = f" {row.metric[0]}={_short(row.metric[1])}" if row.metric else ""
+            self.line(f"{name} {_values(values)}: {state}{shown}")
+
+    def close(self) -> None:
+        """Stop the live table (its last state stays on the terminal)."""
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, padding=(0, 2, 0, 0), header_style="bold")
+        names = list(next(iter(self.rows.values())).values) if self.rows else []
+        for column in ("trial", *(n.rpartition(".")[2] for n in names), "state", "reports", "latest"):
+            table.add_column(column)
+        with self._lock:
+            for name, row in self.rows.items():
+                style = {"running": "bold cyan", "error": "red", "pending": "dim"}.get(row.state, "")
+                latest = f"{row.metric[0]}={_short(row.metric[1])}" if row.metric else "-"
+                table.add_row(name, *(_short(row.values.get(n)) for n in names), row.state, str(row.reports), latest,
+                              style=style)
+        return table
+
+
+def _values(values: dict[str, Any]) -> str:
+    return " ".join(f"{path.rpartition('.')[2]}={_short(v)}" for path, v in values.items())
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -48,14 +48,16 @@ class RayExecutor(Executor):
     """Ray Train workers for training, Ray tasks for side work; the cluster at `settings.address`
     (else RAY_ADDRESS, as `ray job submit` sets it), or a local Ray of the run's own.
 
-    `train_callbacks`: extra Ray Train callbacks per training step (a sweep trial's report to Tune).
+    `train_callbacks`: extra Ray Train callbacks per training step (a sweep trial's report to Tune); `label`
+    names the trial in what its workers print.
     """
 
     name = "ray"
 
     def __init__(self, settings: ExecutorSettings = ExecutorSettings(),
-                 train_callbacks: TrainCallbacks | None = None) -> None:
+                 train_callbacks: TrainCallbacks | None = None, label: str = "") -> None:
         super().__init__(settings)
+        self.label = label  # before the step and rank in what workers print (a sweep's trial)
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self.train_callbacks = train_callbacks
         self._started = False
@@ -67,6 +69,7 @@ class RayExecutor(Executor):
         `job.max_failures` times; an earlier attempt's checkpoint in `job.storage` is resumed."""
         import ray.train
         from ray.train.torch import TorchTrainer
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         resources = job.resources
         asked = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
@@ -90,12 +93,14 @@ class RayExecutor(Executor):
             earlier.copy_to(kept)
             earlier = kept
         resume_from = ray.train.Checkpoint(earlier.path, earlier.filesystem) if earlier else None
-        channel = ray.remote(num_cpus=0)(_DriverChannel).remote()
+        # outside any placement group (a sweep trial's): the channel must outlive the workers that report to it
+        channel = ray.remote(num_cpus=0)(_DriverChannel).options(
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
         trainer = TorchTrainer(
             _ray_worker_entry,
             train_loop_config={"fn": fn, "config": config, "seed": job.seed, "resources": resources,
                                "resume_from": resume_from, "inputs": job.inputs, "channel": channel,
-                               "tasks_inside": tasks_inside, "step": job.name},
+                               "tasks_inside": tasks_inside, "label": f"{self.label} {job.name}".strip()},
             scaling_config=ray.train.ScalingConfig(
                 num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
             ),
@@ -365,7 +370,7 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
     # What the worker prints itself (warnings, a user's print) reaches the driver through Ray's log monitor, which
     # labels it with the name that follows this marker (the mechanism behind an actor's __repr__ prefix).
     for stream in (sys.stdout, sys.stderr):
-        print(f":actor_name:{config['step']} rank {session.rank}", file=stream, flush=True)
+        print(f":actor_name:{config['label']} rank {session.rank}", file=stream, flush=True)
     try:
         config["fn"](session, config["config"])
     finally:
@@ -396,7 +401,12 @@ def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda
 
     def polling() -> None:
         while not done.wait(0.2):  # wakes for signal handlers, which run on the main thread only
-            poll()
+            try:
+                poll()
+            except Exception:
+                if main:
+                    raise
+                return  # what it polls went with the training (a trial ASHA stopped): fit() says what happened
 
     helper = threading.Thread(target=target if main else polling, name="mmflow-fit", daemon=True)
     helper.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +24,13 @@ from .storage import Storage
 from .sweep import Scheduler, Space, Trial, best_workflow, override, swept_steps, write_results
 from .yaml_source import apply_overrides, parse_yaml
 
+#: `on_trial(name, sampled values, state, result or None)`: running (a result each epoch), done, stopped, error
+TrialEvents = Callable[[str, dict[str, Any], str, "dict[str, Any] | None"], None]
+
+
 def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
-              settings: ExecutorSettings = ExecutorSettings()) -> tuple[Path, str, Trial | None]:
+              settings: ExecutorSettings = ExecutorSettings(),
+              on_trial: TrialEvents | None = None) -> tuple[Path, str, Trial | None]:
     """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml.
 
     Returns (sweep folder, results table, best trial or None).
@@ -53,7 +59,8 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
         raw = run_trials(ray_executor, _trial, space, setup, num_samples=sweep.num_samples, scheduler=sweep.scheduler,
                          max_concurrent_trials=sweep.max_concurrent_trials, trial_cpus=sweep.trial_cpus,
                          storage=sweep_storage or Storage.open(sweep_dir),
-                         callbacks=tracking_callbacks(workflow, sweep_dir))
+                         callbacks=[*tracking_callbacks(workflow, sweep_dir),
+                                    *([trial_events(on_trial, sweep.metric)] if on_trial else [])])
     finally:
         ray_executor.close()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
@@ -152,6 +159,36 @@ def tracking_callbacks(workflow: Workflow, sweep_dir: Path) -> list[Any]:
                                  tags={"mmflow.workflow": workflow.name, "mmflow.sweep": sweep_dir.name})]
 
 
+def trial_events(on_trial: TrialEvents, metric: str) -> Any:
+    """A Tune callback passing each trial's start, results and end to `on_trial` (on the driver)."""
+    from ray import tune
+
+    class Events(tune.Callback):
+        def __init__(self, on_trial: TrialEvents) -> None:  # an argument: a closure would be pickled with the class
+            self.on_trial: TrialEvents | None = on_trial
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with its state: not the terminal
+            return {"on_trial": None}
+
+        def tell(self, trial: Any, state: str, result: dict[str, Any] | None = None) -> None:
+            if self.on_trial is not None:
+                self.on_trial(_trial_name(trial), trial.config, state, result)
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.tell(trial, "running")
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.tell(trial, "running", result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.tell(trial, "done" if metric in (trial.last_result or {}) else "stopped")  # ASHA: no final report
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.tell(trial, "error")
+
+    return Events(on_trial)
+
+
 def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """One Tune trial: the workflow with this trial's values, the shared steps reused from the cache;
     its training steps report every epoch, and every step's final metrics are reported at the end."""
@@ -164,7 +201,9 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     if setup["shared"]:
         fetch_shared_steps(setup["shared"], Path(setup["trials"]).parent)
     name = tune.get_context().get_trial_name()
-    executor = (RayExecutor(train_callbacks=step_to_tune) if workflow.spec.executor == RayExecutor.name
+    for stream in (sys.stdout, sys.stderr):  # Ray's log monitor labels this trial's output with its name
+        print(f":actor_name:{name}", file=stream, flush=True)
+    executor = (RayExecutor(train_callbacks=step_to_tune, label=name) if workflow.spec.executor == RayExecutor.name
                 else create_executor(workflow.spec.executor))
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,
                       track=False).run()

@@ -146,3 +146,29 @@ def test_the_console_imports_rich_only_for_a_live_display():
              "print('rich' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_sweep_shows_a_row_per_trial_with_its_values_state_and_latest_metric():
+    from rich.console import Console
+
+    from mmflow.engine.console import SweepConsole
+
+    stream = io.StringIO()
+    sweep = SweepConsole(["eval.accuracy", "train.train_accuracy"], stream)
+    sweep.trial("trial_00000", {"steps.train.params.lr": 0.3}, "running")
+    sweep.trial("trial_00001", {"steps.train.params.lr": 0.05}, "running")
+    for accuracy in (0.4, 0.6):
+        sweep.trial("trial_00001", {"steps.train.params.lr": 0.05}, "running", {"train.train_accuracy": accuracy})
+    sweep.trial("trial_00000", {"steps.train.params.lr": 0.3}, "stopped")
+    sweep.trial("trial_00001", {"steps.train.params.lr": 0.05}, "running",
+                {"train.train_accuracy": 0.7, "eval.accuracy": 0.81})
+    sweep.trial("trial_00001", {"steps.train.params.lr": 0.05}, "done")
+    assert stream.getvalue().splitlines() == [  # off a terminal: a line per start and end
+        "trial_00000 lr=0.3: running", "trial_00001 lr=0.05: running", "trial_00000 lr=0.3: stopped",
+        "trial_00001 lr=0.05: done eval.accuracy=0.81"]
+    recorded = Console(record=True, width=100)
+    recorded.print(sweep._render())
+    rows = [line.split() for line in recorded.export_text().splitlines()]
+    assert rows[0] == ["trial", "lr", "state", "reports", "latest"]
+    assert rows[1] == ["trial_00000", "0.3", "stopped", "0", "-"]
+    assert rows[2] == ["trial_00001", "0.05", "done", "3", "eval.accuracy=0.81"]

@@ -455,6 +455,9 @@ def test_a_sweep_with_asha_through_the_cli_twice_beside_another_ray(tmp_path):
             status = json.loads((trial / step / "status.json").read_text())
             assert status["reused_from"] == str(first / step)
     assert "best: trial_" in done.stdout
+    assert len(re.findall(r"^trial_0000\d lr=[\d.e-]+: (?:done eval\.accuracy=|stopped)", done.stderr, re.M)) == 4
+    assert re.search(r"\(trial_0000\d pid=\d+\)(?:\x1b\[0m)? +\[\d/\d\] train \(train\.classifier\)", done.stderr), \
+        "what a trial prints is labelled with its name"
     # each trial of the tracked sweep is an MLflow run (Tune's logger): its sampled value and every report
     from mlflow import MlflowClient
 
