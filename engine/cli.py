@@ -451,15 +451,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     console = SweepConsole([sweep.metric, *([sweep.scheduler.metric] if sweep.scheduler.metric else [])])
     started = time.perf_counter()
     try:
-        sweep_dir, table, best = run_sweep(wf, args.runs_root, console.line,
-                                           ExecutorSettings(args.address, args.oversubscribe), console.trial)
+        sweep_dir, table, best = run_sweep(wf, args.runs_root, console, ExecutorSettings(args.address,
+                                                                                         args.oversubscribe))
+        console.result(table)
+        console.result(f"finished in {time.perf_counter() - started:.1f}s; results: {sweep_dir / 'results.csv'}")
+        if best is not None:
+            console.result(f"best: {best.name} {sweep.metric}={best.metrics[sweep.metric]:.6g}; "
+                           f"run it with: mmflow run {sweep_dir / 'best.yaml'}")
     finally:
         console.close()
-    print(table)
-    print(f"finished in {time.perf_counter() - started:.1f}s; results: {sweep_dir / 'results.csv'}")
-    if best is not None:
-        print(f"best: {best.name} {wf.spec.sweep.metric}={best.metrics[wf.spec.sweep.metric]:.6g}; "
-              f"run it with: mmflow run {sweep_dir / 'best.yaml'}")
     return 0
 
 

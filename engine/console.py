@@ -98,9 +98,11 @@ class RunConsole(RunHook):
     `live`: a rich live display (default: when `stream` is a terminal and the verbosity is not QUIET).
     """
 
-    def __init__(self, stream: IO[str] | None = None, verbosity: int = NORMAL, live: bool | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, verbosity: int = NORMAL, live: bool | None = None,
+                 summary: bool = True) -> None:
         self.stream = stream or sys.stderr
         self.verbosity = verbosity
+        self.summary = summary  # the table a run ends with, on stdout and in run.log (a sweep's trials: not)
         self.live = (self.stream.isatty() and verbosity > QUIET) if live is None else live
         self.log = RunLog()
         self.rows: dict[str, StepRow] = {}
@@ -163,7 +165,7 @@ class RunConsole(RunHook):
     def after_run(self, run: RunInfo, outcomes: list[StepOutcome], error: BaseException | None) -> None:
         """Stop the display and the tee; the summary goes to stdout and run.log."""
         self.close()
-        if error is None:
+        if error is None and self.summary:
             text = summary(run, outcomes, time.monotonic() - self._started)
             self.log.write(text + "\n")
             print(text, flush=True)
@@ -252,11 +254,13 @@ class SweepConsole:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.rows: dict[str, TrialRow] = {}
+        self.log = RunLog()  # the sweep folder's run.log, once it exists
         self._display: Any = None
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
         """A line of the sweep (shared steps, where the trials go)."""
+        self.log.write(text + "\n")
         if self._display is not None:
             self._display.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -278,15 +282,25 @@ class SweepConsole:
                 self._display = Live(get_renderable=self._render, console=Console(file=self.stream),
                                      refresh_per_second=4, transient=False)
                 self._display.start()
-        if not self.live and (result is None or state != "running"):  # plain: starts and ends, not every epoch
+        if result is None or state != "running":  # starts and ends, not every epoch: a line (run.log only if live)
             shown = f" {row.metric[0]}={_short(row.metric[1])}" if row.metric else ""
-            self.line(f"{name} {_values(values)}: {state}{shown}")
+            text = f"{name} {_values(values)}: {state}{shown}"
+            if self.live:
+                self.log.write(text + "\n")
+            else:
+                self.line(text)
+
+    def result(self, text: str) -> None:
+        """What the sweep found (its results table, the best trial): on stdout and in run.log."""
+        self.log.write(text + "\n")
+        print(text, flush=True)
 
     def close(self) -> None:
-        """Stop the live table (its last state stays on the terminal)."""
+        """Stop the live table (its last state stays on the terminal) and close run.log."""
         if self._display is not None:
             self._display.stop()
             self._display = None
+        self.log.close()
 
     def _render(self) -> Any:
         from rich.table import Table

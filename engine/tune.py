@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from .console import RUN_LOG, RunConsole, SweepConsole
 from .executor import ExecutorSettings, create_executor
 from .ray_executor import RayExecutor, off_main_thread
 from .mirror import fetch_run
@@ -28,16 +29,19 @@ from .yaml_source import apply_overrides, parse_yaml
 TrialEvents = Callable[[str, dict[str, Any], str, "dict[str, Any] | None"], None]
 
 
-def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
-              settings: ExecutorSettings = ExecutorSettings(),
-              on_trial: TrialEvents | None = None) -> tuple[Path, str, Trial | None]:
-    """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml.
+def run_sweep(workflow: Workflow, runs_root: Path, console: SweepConsole,
+              settings: ExecutorSettings = ExecutorSettings()) -> tuple[Path, str, Trial | None]:
+    """Run the shared steps once, then the trials on Ray Tune; write results.csv and best.yaml. The console
+    shows the sweep's lines and trials, and keeps them in the sweep folder's run.log.
 
     Returns (sweep folder, results table, best trial or None).
     """
     ray_executor = RayExecutor(settings)  # first: a wrong address fails before anything is written
     sweep = workflow.spec.sweep
     sweep_dir = new_run_dir(runs_root, workflow.name)
+    sweep_dir.mkdir(parents=True)
+    console.log.open(sweep_dir / RUN_LOG)
+    echo = console.line
     swept = swept_steps(workflow)
     shared = [name for name in workflow.order if name not in swept]
     try:
@@ -60,7 +64,7 @@ def run_sweep(workflow: Workflow, runs_root: Path, echo: Callable[[str], None],
                          max_concurrent_trials=sweep.max_concurrent_trials, trial_cpus=sweep.trial_cpus,
                          storage=sweep_storage or Storage.open(sweep_dir),
                          callbacks=[*tracking_callbacks(workflow, sweep_dir),
-                                    *([trial_events(on_trial, sweep.metric)] if on_trial else [])])
+                                    trial_events(console.trial, sweep.metric)])
     finally:
         ray_executor.close()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,
@@ -205,7 +209,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         print(f":actor_name:{name}", file=stream, flush=True)
     executor = (RayExecutor(train_callbacks=step_to_tune, label=name) if workflow.spec.executor == RayExecutor.name
                 else create_executor(workflow.spec.executor))
+    console = RunConsole(live=False, summary=False)  # the trial's lines, and its run.log
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,
-                      track=False).run()
+                      echo=console.line, hooks=[console], track=False).run()
     tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)})

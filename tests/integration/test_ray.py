@@ -458,6 +458,10 @@ def test_a_sweep_with_asha_through_the_cli_twice_beside_another_ray(tmp_path):
     assert len(re.findall(r"^trial_0000\d lr=[\d.e-]+: (?:done eval\.accuracy=|stopped)", done.stderr, re.M)) == 4
     assert re.search(r"\(trial_0000\d pid=\d+\)(?:\x1b\[0m)? +\[\d/\d\] train \(train\.classifier\)", done.stderr), \
         "what a trial prints is labelled with its name"
+    sweep_log = (sweeps[1] / "run.log").read_text()  # the sweep's lines, its trials' ends and its results
+    assert len(re.findall(r"trial_0000\d lr=[\d.e-]+: (?:done|stopped)", sweep_log)) == 4
+    assert "best: trial_" in sweep_log
+    assert "    epoch 1/4 loss " in (sweeps[1] / "trials" / "trial_00000" / "run.log").read_text()
     # each trial of the tracked sweep is an MLflow run (Tune's logger): its sampled value and every report
     from mlflow import MlflowClient
 
