@@ -77,12 +77,17 @@ class TrackingHook(RunHook):
             return
         from mlflow import MlflowClient
 
-        self._mlflow = client = MlflowClient(self.spec.mlflow)
-        name = self.spec.experiment or run.workflow.name
-        found = client.get_experiment_by_name(name)
-        self._experiment = found.experiment_id if found else client.create_experiment(name)
-        parent = client.create_run(self._experiment, run_name=run.run_dir.name,
-                                   tags={"mmflow.workflow": run.workflow.name, "mmflow.run_dir": str(run.run_dir)})
+        try:  # before anything of the run is written: a store that cannot be reached is a one-line error
+            self._mlflow = client = MlflowClient(self.spec.mlflow)
+            name = self.spec.experiment or run.workflow.name
+            found = client.get_experiment_by_name(name)
+            self._experiment = found.experiment_id if found else client.create_experiment(name)
+            parent = client.create_run(self._experiment, run_name=run.run_dir.name,
+                                       tags={"mmflow.workflow": run.workflow.name, "mmflow.run_dir": str(run.run_dir)})
+        except Exception as exc:
+            self._mlflow = None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(f"tracking.mlflow {self.spec.mlflow}: MLflow cannot record there: {reason}") from exc
         self._parent = parent.info.run_id
         client.log_text(self._parent, run.workflow.document.text, "workflow.yaml")
         for override in run.workflow.overrides:

@@ -89,3 +89,12 @@ def test_mlflow_tracking_without_mlflow_installed_fails_validation_naming_the_ex
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     with pytest.raises(WorkflowError, match=r"wf.yaml:3: tracking.mlflow: .*pip install 'mmflow-ray\[mlflow\]'"):
         load_workflow(path)
+
+
+def test_an_mlflow_store_that_cannot_be_opened_is_a_one_line_error_before_the_run_starts(tracked, cli, tmp_path):
+    path, _ = tracked
+    (tmp_path / "a_file").write_text("")
+    uri = f"sqlite:///{tmp_path}/a_file/m.db"  # inside a file: no folder can be made there
+    status, _, err = cli("run", path, "--run-dir", tmp_path / "run", "--tracking", f"mlflow={uri}")
+    assert status == 2 and err.splitlines()[-1].startswith(f"tracking.mlflow {uri}: MLflow cannot record there:")
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
