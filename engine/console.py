@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .hooks import RunHook, RunInfo, StepOutcome
+from .registry import ComponentSpec
 from .runs import format_metrics, text_table
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2  # -q, default, -v
@@ -29,7 +30,7 @@ RUN_LOG = "run.log"
 class StepRow:
     """A step as the live table shows it."""
 
-    component: str
+    component: ComponentSpec
     state: str = "pending"
     started: float | None = None
     seconds: float | None = None
@@ -132,7 +133,7 @@ class RunConsole(RunHook):
     # -- hooks ----------------------------------------------------------------------------------
     def before_run(self, run: RunInfo) -> None:
         """Lay out the steps, start the live display and catch what the process prints."""
-        self.rows = {name: StepRow(run.workflow.steps[name].component.name) for name in run.workflow.order}
+        self.rows = {name: StepRow(run.workflow.steps[name].component) for name in run.workflow.order}
         self._started = time.monotonic()
         if self.live:
             from rich.console import Console
@@ -192,7 +193,7 @@ class RunConsole(RunHook):
             seconds = row.seconds if row.seconds is not None else (now - row.started if row.started else None)
             style = {"running": "bold cyan", "failed": "red", "interrupted": "red", "pending": "dim"}.get(row.state, "")
             detail = _training(row, now) if row.state == "running" and row.progress else row.headline
-            table.add_row(name, row.component, row.state, f"{seconds:.1f}s" if seconds is not None else "", detail,
+            table.add_row(name, row.component.name, row.state, f"{seconds:.1f}s" if seconds is not None else "", detail,
                           style=style)
         return table
 
@@ -212,7 +213,7 @@ def _training(row: StepRow, now: float) -> Any:
     if 0 < done < 1 and row.training_started is not None:
         text += f"  ETA {_clock((now - row.training_started) * (1 - done) / done)}"
     metrics = event.get("metrics") or {}
-    shown = {k: v for k, v in metrics.items() if k in ("loss", "train_accuracy")} or dict(list(metrics.items())[:2])
+    shown = row.component.headline_of(metrics, most=2)
     if shown:
         text += "  " + format_metrics(shown)
     line = Table.grid(padding=(0, 1))
