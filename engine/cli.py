@@ -20,7 +20,6 @@ from typing import Any, Sequence
 from pydantic import BaseModel
 
 from .choices import ChoiceField
-from .console import NORMAL, QUIET, VERBOSE, RunConsole, SweepConsole
 from .errors import Interrupted, StepFailed, UsageError, WorkflowError, did_you_mean
 from .graph import edges_of
 from .registry import REGISTRY
@@ -398,6 +397,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .console import NORMAL, QUIET, VERBOSE, RunConsole
     from .executor import ExecutorSettings
     from .mirror import fetch_run
     from .run_folder import check_run_dir, new_run_dir, resume_workflow
@@ -441,6 +441,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .console import SweepConsole
     from .executor import ExecutorSettings
     from .tune import run_sweep
 
