@@ -34,8 +34,10 @@ EXAMPLES = """examples:
   mmflow workflows copy cg_mnist_pmr .      copy one to edit
   mmflow validate my.yaml --set steps.train.params.lr=0.01
   mmflow run my.yaml --dry-run              which steps would run and which come from the cache
+  mmflow run my.yaml --only eval            one step; what it reads comes from earlier runs (--from, --to, --tags)
   mmflow run --resume runs/my/20261201-101500-ab12
   mmflow sweep sweep_pmr                    a Ray Tune sweep from the file's sweep: section
+  mmflow sweep quickstart --grid steps.train.params.lr=0.1,0.01 --metric eval.accuracy
   mmflow run my.yaml --name lr-0.01 --set steps.train.params.lr=0.01
   mmflow runs                               past runs: id, name, state, time, overrides, result
   mmflow runs compare lr-0.01 20261201-101500-ab12
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.workflow = workflow_file(args.workflow)
         if getattr(args, "tracking", None):
             args.overrides += tracking_overrides(args.tracking)
+        if getattr(args, "grid", None) or getattr(args, "metric", None):
+            args.overrides += grid_overrides(args.grid, args.metric)
         return args.handler(args)
     except (WorkflowError, UsageError) as exc:
         print(str(exc), file=sys.stderr)
@@ -135,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
     tracking_arg(run)
+    run.add_argument("--only", metavar="STEP[,STEP]", help="run only these steps; what they read comes from earlier "
+                     "runs (the cache)")
+    run.add_argument("--from", dest="start", metavar="STEP", help="run STEP and the steps downstream of it")
+    run.add_argument("--to", dest="stop", metavar="STEP", help="run STEP and the steps upstream of it")
+    run.add_argument("--tags", metavar="TAG[,TAG]", help="run the steps with any of these tags (a step's tags:)")
     run.add_argument("--name", help="a name for the run, to find it by in mmflow runs (its id stays the folder's name)")
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary (run.log "
@@ -149,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
     tracking_arg(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2",
+                       help="sweep these values without editing the file, e.g. --grid steps.train.params.lr=0.1,0.01 "
+                       "(repeatable; added to the file's sweep: section, or makes one)")
+    sweep.add_argument("--metric", metavar="STEP.METRIC", help="the metric that ranks the trials, e.g. eval.accuracy "
+                       "(needed with --grid when the file has no sweep: section)")
 
     runs = add("runs", _cmd_runs, "list past runs, show one, or compare several side by side")
     runs.add_argument("what", nargs="*", metavar="[WORKFLOW] | show RUN | compare RUN RUN...",
@@ -402,6 +416,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .mirror import fetch_run
     from .run_folder import check_run_dir, new_run_dir, resume_workflow
     from .runner import Runner
+    from .selection import select_steps
     from .storage import Storage, is_uri
 
     if args.resume:
@@ -416,15 +431,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or new_run_dir(args.runs_root, wf.name)
     else:
         raise UsageError("mmflow run: give a workflow file, or --resume RUN_DIR")
+    selection = select_steps(wf, _names(args.only), args.start, args.stop, _names(args.tags))
     console = RunConsole(verbosity=QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)
     runner = Runner(wf, run_dir, args.runs_root, verify=args.verify, echo=console.line,
                     settings=ExecutorSettings(args.address, args.oversubscribe, args.verbose), name=args.name,
-                    hooks=[console])
+                    hooks=[console], selection=selection)
     if args.dry_run:
         print(f"plan for {wf.name} in {run_dir}:")
         for entry in runner.plan():
             detail = f"  ({entry.source})" if entry.source else ""
-            print(f"  {entry.action:6s} {entry.name}{detail}")
+            print(f"  {entry.action:7s} {entry.name}{detail}")
         return 0
     stored = f" (storage: {runner.storage})" if runner.storage else ""
     console.line(f"run {wf.name} -> {run_dir}{stored}")
@@ -438,6 +454,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         console.close()
     return 0
+
+
+def grid_overrides(grids: list[str], metric: str | None) -> list[str]:
+    """`--grid PATH=V1,V2` (and `--metric`) as overrides of the sweep: section; each value parsed as YAML."""
+    overrides = [f"sweep.metric={metric}"] if metric else []
+    for grid in grids:
+        path, sep, values = grid.partition("=")
+        if not sep or not path.strip() or not values.strip():
+            raise UsageError(f"--grid {grid!r}: expected PATH=V1,V2,..., e.g. steps.train.params.lr=0.1,0.01")
+        listed = ", ".join(v.strip() for v in values.split(","))
+        overrides.append(f"sweep.parameters[{path.strip()}]={{grid: [{listed}]}}")
+    return overrides
+
+
+def _names(given: str | None) -> list[str]:
+    """`a,b` -> ['a', 'b']."""
+    return [name.strip() for name in (given or "").split(",") if name.strip()]
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

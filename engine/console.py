@@ -133,7 +133,7 @@ class RunConsole(RunHook):
     # -- hooks ----------------------------------------------------------------------------------
     def before_run(self, run: RunInfo) -> None:
         """Lay out the steps, start the live display and catch what the process prints."""
-        self.rows = {name: StepRow(run.workflow.steps[name].component) for name in run.workflow.order}
+        self.rows = {name: StepRow(run.workflow.steps[name].component) for name in run.steps or run.workflow.order}
         self._started = time.monotonic()
         if self.live:
             from rich.console import Console

@@ -37,6 +37,7 @@ class RunInfo:
     workflow: Workflow
     run_dir: Path
     runs_root: Path
+    steps: list[str] = field(default_factory=list)  # the steps the run goes through, in order (a partial run: some)
 
 
 class RunHook:

@@ -26,6 +26,7 @@ from .mirror import StorageMirror, run_storage
 from .run_folder import (RUN_RECORD, STATUS, digest_path, now, read_json, read_metrics, run_lock,
                          stat_fingerprint, write_json)
 from .spec import Step, Workflow
+from .selection import Selection
 from .step_cache import StepCache, adopt, cache_key, passed_on
 from .tracking import TrackingHook
 from .storage import Storage
@@ -46,12 +47,13 @@ class Runner:
     def __init__(self, workflow: Workflow, run_dir: Path, runs_root: Path,
                  echo: Callable[[str], None] | None = None, verify: bool = False, executor: Executor | None = None,
                  settings: ExecutorSettings = ExecutorSettings(), hooks: list[RunHook] | None = None,
-                 name: str | None = None, track: bool = True) -> None:
+                 name: str | None = None, track: bool = True, selection: Selection | None = None) -> None:
         """`executor`: one the caller keeps using after this run (a sweep's Ray); by default the workflow's
         executor is created with `settings` and closed when the run ends. `hooks`: called besides the
         workflow's own (`hooks:`), the storage mirror and the workflow's `tracking:` (unless not `track`: a sweep
         trial, which Tune's callbacks track). `name`: the run's name in `mmflow runs` (a resumed run keeps its
-        own unless given another). `echo` takes the run's lines."""
+        own unless given another). `echo` takes the run's lines. `selection`: a partial run (--only, --from, --to,
+        --tags): the steps it runs, and those upstream of them that must come from the cache."""
         self.workflow = workflow
         self._own_executor = executor is None
         self.executor = executor or create_executor(workflow.spec.executor, settings)
@@ -64,6 +66,9 @@ class Runner:
         self.hooks = [*(create_hook(name) for name in workflow.spec.hooks), *tracking, *(hooks or [])]
         self._digests: dict[str, dict[str, str]] = {}  # step -> output -> digest passed downstream
         self.name = name
+        self.selection = selection
+        # the steps this run goes through: all, or a partial run's and those upstream of them
+        self.steps = [n for n in workflow.order if selection is None or selection.covers(n)]
         self._earlier: dict[str, Any] = {}  # the run record of an earlier attempt (resume)
         self._attempt_started = 0.0
 
@@ -78,18 +83,22 @@ class Runner:
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> list[PlanEntry]:
-        """Predict, without running anything, which steps would run, be reused or be kept."""
+        """Predict, without running anything, which steps would run, be reused, be kept, be left out of a partial
+        run (skip), or are missing: upstream of a partial run's steps, with no outputs in the cache."""
         entries = []
         for name in self.workflow.order:
             step = self.workflow.steps[name]
-            upstream = self._upstream_digests(step)
-            if upstream is None:
-                entries.append(PlanEntry(name, "run", "an upstream step runs"))
+            if name not in self.steps:
+                entries.append(PlanEntry(name, "skip"))
                 continue
-            key = cache_key(step, self.workflow, upstream)
-            found = self.cache.find(self.run_dir / name, key)
+            cache_only = self.selection is not None and name in self.selection.cached
+            upstream = self._upstream_digests(step)
+            key = cache_key(step, self.workflow, upstream) if upstream is not None else None
+            found = self.cache.find(self.run_dir / name, key) if key is not None else None
             if found is None:
-                entries.append(PlanEntry(name, "run"))
+                why = "an upstream step runs" if upstream is None else None
+                entries.append(PlanEntry(name, "missing", "no run has its outputs: run it first") if cache_only
+                               else PlanEntry(name, "run", why))
                 continue
             self._digests[name] = passed_on(step, key, found[1]["outputs"])
             own = found[0] == self.run_dir / name
@@ -99,8 +108,14 @@ class Runner:
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> list[StepOutcome]:
-        """Run every step in order; raise StepFailed on the first failing step."""
-        info = RunInfo(self.workflow, self.run_dir, self.runs_root)
+        """Run every step in order (of a partial run: its steps); raise StepFailed on the first failing step."""
+        if self.selection is not None:  # before anything is written: what it needs from the cache is there
+            missing = [e.name for e in self.plan() if e.action == "missing"]
+            if missing:
+                raise UsageError(f"{', '.join(missing)}: upstream of the steps this run selects, and no earlier run "
+                                 f"has {'their' if len(missing) > 1 else 'its'} outputs for these settings; run "
+                                 f"{'them' if len(missing) > 1 else 'it'} first (mmflow run WF --to {missing[-1]})")
+        info = RunInfo(self.workflow, self.run_dir, self.runs_root, self.steps)
         hooks = [*([self._mirror] if self._mirror else []), *self.hooks]
         self._info, self._all_hooks = info, hooks
         for hook in hooks:
@@ -113,15 +128,16 @@ class Runner:
             self._earlier = earlier if isinstance(earlier, dict) else {}
             self._attempt_started = time.perf_counter()
             self._write_run_record("running")
-            outcomes = [StepOutcome(name, "pending") for name in self.workflow.order]
+            outcomes = [StepOutcome(name, "pending") for name in self.steps]
             try:
-                for i, name in enumerate(self.workflow.order):
+                for i, name in enumerate(self.steps):
                     Interrupted.raise_pending()  # one a library swallowed in the step before
                     self.echo(f"[{i + 1}/{len(outcomes)}] {name} ({self.workflow.steps[name].component.name})")
                     for hook in hooks:
                         hook.before_step(info, name)
                     try:
-                        outcomes[i] = self._run_step(self.workflow.steps[name])
+                        cache_only = self.selection is not None and name in self.selection.cached
+                        outcomes[i] = self._run_step(self.workflow.steps[name], cache_only)
                     except BaseException as exc:
                         for hook in hooks:
                             hook.on_step_error(info, name, exc)
@@ -146,12 +162,15 @@ class Runner:
             for hook in hooks:
                 hook.after_run(info, outcomes, error)
 
-    def _run_step(self, step: Step) -> StepOutcome:
+    def _run_step(self, step: Step, cache_only: bool = False) -> StepOutcome:
         step_dir = self.run_dir / step.name
         upstream = self._upstream_digests(step)
         assert upstream is not None, "steps run in topological order"
         key = cache_key(step, self.workflow, upstream)
         found = self.cache.find(step_dir, key)
+        if found is None and cache_only:  # its outputs went since the run's check
+            raise UsageError(f"{step.name}: upstream of the steps this run selects, and its outputs are gone; "
+                             f"run it first (mmflow run WF --to {step.name})")
         if found is None:
             return self._execute(step, step_dir, key)
         source, status = found
@@ -259,6 +278,7 @@ class Runner:
         write_json(self.run_dir / RUN_RECORD, {
             "workflow": self.workflow.name, "name": self.name or self._earlier.get("name"),
             "overrides": self.workflow.overrides, "order": self.workflow.order, "state": state,
+            "selection": None if self.selection is None else sorted(self.selection.run),
             "started": self._earlier.get("started") or now("milliseconds"), "updated": now(),
             "seconds": round(seconds + (earlier_seconds if isinstance(earlier_seconds, (int, float)) else 0), 3),
             "storage": self.storage.uri if self.storage else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -46,6 +46,8 @@ class StepSpec(Params):
 
     component: str = Field(description="registered component name, see `mmflow components`")
     description: str = ""
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]] = Field(
+        default_factory=list, description="names to run a group of steps by (mmflow run --tags)")
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str | list[str]] = Field(
         default_factory=dict, description="input name -> ${steps.<step>.outputs.<output>} (or a list of them)"
@@ -113,6 +115,7 @@ class Step:
     component: ComponentSpec
     params: BaseModel
     inputs: dict[str, Wiring] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -182,7 +185,7 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
         except ValidationError as exc:
             problems.extend(_problems_from(exc, doc, where + ("params",), comp.params, noun="parameter"))
             continue
-        steps[name] = Step(name, comp, params)
+        steps[name] = Step(name, comp, params, tags=step_spec.tags)
 
     edges, order, graph_problems = plan_graph(
         {name: step_specs[name].inputs if name in step_specs else {} for name in raw_steps}, components,

@@ -9,6 +9,7 @@ convert, so a hostile file is a one-line error in bounded time and memory.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,25 +199,51 @@ def _index(node: yaml.Node, path: YamlPath, lines: dict, problems: list[Problem]
             _index(item, path + (i,), lines, problems, name)
 
 
+_PLAIN, _BRACKETED = r"[^.\[\]=]+", r"\[[^\[\]]+\]"
+_PART = rf"(?:{_PLAIN}|{_BRACKETED})"
+_OVERRIDE_PATH = re.compile(rf"^{_PART}(?:\.{_PLAIN}|\.?{_BRACKETED})*$")  # a.b[c.d].e
+
+
 def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to the document in place."""
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the document in place. A part may be a list index
+    (`modalities.0.signal=3`); a key with dots is matched as it stands (`sweep.parameters.steps.train.params.lr.grid`
+    where `steps.train.params.lr` is a key), or written in brackets (`sweep.parameters[steps.train.params.lr]`)."""
     if doc.data is None:
         doc.data = {}
     for expr in overrides:
         key, sep, raw = expr.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
+        key = key.strip()
+        if not sep or not _OVERRIDE_PATH.match(key):
             raise UsageError(f"--set {shorten(expr)!r}: expected PATH=VALUE, e.g. steps.train.params.lr=0.01")
+        parts = [p[1:-1] if p.startswith("[") else p for p in re.findall(_PART, key)]
         value = parse_value(raw, f"{doc.file} (--set {shorten(expr)})")
-        node = doc.data
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part) if isinstance(node, dict) else None
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(parts[: i + 1])}' is not a mapping")
-            node = child
-        if not isinstance(node, dict):
-            raise UsageError(f"--set {shorten(expr)!r}: cannot set a key inside a non-mapping")
-        node[parts[-1]] = value
-        doc.overrides[tuple(parts)] = expr
+        node, path = doc.data, []
+        while True:
+            part, taken = _next_key(node, parts)
+            parts = parts[taken:]
+            where = ".".join(str(p) for p in [*path, part])
+            if isinstance(node, list):
+                if not (isinstance(part, int) and -len(node) <= part < len(node)):
+                    raise UsageError(f"--set {shorten(expr)!r}: '{where}': the list has {len(node)} item(s)")
+            elif not isinstance(node, dict):
+                raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(map(str, path))}' is not a mapping or a list")
+            path.append(part)
+            if not parts:
+                node[part] = value
+                break
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        doc.overrides[tuple(path)] = expr
+
+
+def _next_key(node: Any, parts: list[str]) -> tuple[str | int, int]:
+    """The key `parts` start with in `node`, and how many parts it takes: a list index; else the longest run of parts
+    that is a key as it stands (keys with dots); else one part."""
+    if isinstance(node, list):
+        return (int(parts[0]) if re.fullmatch(r"-?\d+", parts[0]) else parts[0]), 1
+    if isinstance(node, dict):
+        for taken in range(len(parts), 1, -1):
+            if ".".join(parts[:taken]) in node:
+                return ".".join(parts[:taken]), taken
+    return parts[0], 1

@@ -239,7 +239,7 @@ def test_a_run_placed_outside_the_runs_root_is_reused_by_later_runs(chain, cli, 
     assert cli("run", path, "--run-dir", outside)[0] == 0
     assert ran(counter) == ["second", "third"]
     status, out, _ = cli("run", path, "--dry-run")
-    assert status == 0 and f"reuse  first  ({outside / 'first'})" in out
+    assert status == 0 and f"reuse   first  ({outside / 'first'})" in out
     status, out, _ = cli("run", path, "--set", "steps.third.params.suffix=%")
     assert status == 0 and ran(counter) == ["third"]  # first and second come from the run outside
     (run,) = (tmp_path / "runs" / "chain").iterdir()

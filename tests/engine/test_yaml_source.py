@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 import tracemalloc
 
 import pytest
+
+from mmflow.engine import UsageError
 
 from ..conftest import REPO
 
@@ -75,3 +78,40 @@ def test_the_same_numbers_in_the_file_are_refused_at_their_line(write_workflow, 
 def test_a_file_over_4_mb_is_refused_unread(write_workflow, cli):
     status, _, err = cli("validate", write_workflow("name: x\n" + "#" * (5 << 20) + "\n"))
     assert status == 2 and err.strip().endswith("wf.yaml: file is larger than 4 MB")
+
+
+def test_set_reaches_list_items_keys_with_dots_and_bracketed_keys():
+    from mmflow.engine.yaml_source import apply_overrides, parse_yaml
+
+    doc = parse_yaml("steps:\n  data:\n    params:\n      modalities: [{name: a, signal: 1}, {name: b}]\n"
+                     "sweep:\n  parameters:\n    steps.train.params.lr: {grid: [0.1]}\n", "wf.yaml")
+    apply_overrides(doc, ["steps.data.params.modalities.1.signal=3", "steps.data.params.modalities.-2.name=x",
+                          "sweep.parameters.steps.train.params.lr.grid=[0.5, 0.05]",
+                          "sweep.parameters[steps.train.params.method.alpha]={choice: [1, 2]}"])
+    assert doc.data["steps"]["data"]["params"]["modalities"] == [{"name": "x", "signal": 1}, {"name": "b", "signal": 3}]
+    assert doc.data["sweep"]["parameters"] == {"steps.train.params.lr": {"grid": [0.5, 0.05]},
+                                               "steps.train.params.method.alpha": {"choice": [1, 2]}}
+    for bad, message in (("steps.data.params.modalities.2.signal=1", "'steps.data.params.modalities.2': the list has "
+                                                                      "2 item(s)"),
+                         ("steps.data.params.modalities.x=1", "the list has 2 item(s)"),
+                         ("steps.data.params.modalities.0.name.first=1", "'steps.data.params.modalities.0.name' is "
+                                                                          "not a mapping or a list"),
+                         ("steps..params=1", "expected PATH=VALUE")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            apply_overrides(doc, [bad])
+
+
+def test_grid_on_the_command_line_makes_or_extends_the_sweep_section():
+    from mmflow.engine import load_workflow
+    from mmflow.engine.cli import grid_overrides
+
+    grid = grid_overrides(["steps.train.params.lr=0.1, 0.01", "steps.train.params.method=naive,pmr"], "eval.accuracy")
+    sweep = load_workflow(REPO / "workflows" / "quickstart.yaml", grid).spec.sweep
+    assert sweep.metric == "eval.accuracy"
+    assert {p: s.grid for p, s in sweep.parameters.items()} == {"steps.train.params.lr": [0.1, 0.01],
+                                                                "steps.train.params.method": ["naive", "pmr"]}
+    more = grid_overrides(["steps.train.params.batch_size=32,64"], None)
+    extended = load_workflow(REPO / "workflows" / "sweep_pmr.yaml", more).spec.sweep
+    assert extended.parameters["steps.train.params.batch_size"].grid == [32, 64] and len(extended.parameters) == 3
+    with pytest.raises(UsageError, match="expected PATH=V1,V2"):
+        grid_overrides(["steps.train.params.lr"], None)
