@@ -148,8 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary (run.log "
                           "in the run folder still has every line)")
-    loudness.add_argument("-v", "--verbose", action="store_true", help="also Ray's own informational logs, and every "
-                          "worker's repeated lines (Ray's log deduplication off)")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also Ray's own informational logs and notices")
 
     sweep = add("sweep", _cmd_sweep, "run the workflow's sweep: section with Ray Tune")
     workflow_args(sweep)

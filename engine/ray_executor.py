@@ -58,6 +58,9 @@ class RayExecutor(Executor):
                  train_callbacks: TrainCallbacks | None = None, label: str = "") -> None:
         super().__init__(settings)
         self.label = label  # before the step and rank in what workers print (a sweep's trial)
+        # Every line a worker or trial prints is shown with its own label: Ray's deduplication would file one trial's
+        # line under another's. Read when Ray is first imported, which happens after this (the user's setting wins).
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self.train_callbacks = train_callbacks
         self._started = False
@@ -160,9 +163,7 @@ class RayExecutor(Executor):
             return
         defaults = RAY_ENV if self.address else {**RAY_ENV, **LOCAL_RAY_ENV}
         env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
-        if self.settings.verbose:
-            os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read by ray.init: every worker's own lines
-        else:  # Ray's default token authentication stays on; its notice on every run is noise (by name: no import)
+        if not self.settings.verbose:  # Ray's default token authentication stays on; its notice on every run is noise
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         options: dict[str, Any] = {"logging_level": logging.INFO if self.settings.verbose else logging.WARNING,
                                    "runtime_env": {"env_vars": env}}
