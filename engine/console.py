@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from .hooks import RunHook, RunInfo, StepOutcome
 from .registry import ComponentSpec
-from .runs import format_metrics, text_table
+from .runs import format_metrics, format_number, text_table
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2  # -q, default, -v
 RUN_LOG = "run.log"
@@ -50,8 +50,10 @@ class RunLog:
         self._lock = threading.Lock()
 
     def open(self, path: Path) -> None:
-        """Start writing to `path` (its folder exists), beginning with what waited."""
+        """Start writing to `path` (its folder exists), beginning with what waited; once open, stays so."""
         with self._lock:
+            if self._file is not None:
+                return
             self._file = open(path, "a", encoding="utf-8", buffering=1)
             for line in self._waiting:
                 self._file.write(line)
@@ -93,7 +95,39 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-class RunConsole(RunHook):
+class _Terminal:
+    """Lines on a stream and in a RunLog, above a live rich display while one runs."""
+
+    def __init__(self, stream: IO[str] | None, live: bool | None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.log = RunLog()
+        self._display: Any = None  # rich.live.Live while it runs
+
+    def _show(self, text: str) -> None:
+        if self._display is not None:
+            self._display.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _start_display(self, transient: bool) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._display = Live(get_renderable=self._render, console=Console(file=self.stream), refresh_per_second=4,
+                             transient=transient)
+        self._display.start()
+
+    def _stop_display(self) -> None:
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+    def _render(self) -> Any:
+        raise NotImplementedError
+
+
+class RunConsole(_Terminal, RunHook):
     """The terminal and run.log of one `mmflow run`: a run hook, plus `line` for the runner's lines.
 
     `live`: a rich live display (default: when `stream` is a terminal and the verbosity is not QUIET).
@@ -101,13 +135,10 @@ class RunConsole(RunHook):
 
     def __init__(self, stream: IO[str] | None = None, verbosity: int = NORMAL, live: bool | None = None,
                  summary: bool = True) -> None:
-        self.stream = stream or sys.stderr
+        super().__init__(stream, False if verbosity == QUIET else live)
         self.verbosity = verbosity
         self.summary = summary  # the table a run ends with, on stdout and in run.log (a sweep's trials: not)
-        self.live = (self.stream.isatty() and verbosity > QUIET) if live is None else live
-        self.log = RunLog()
         self.rows: dict[str, StepRow] = {}
-        self._display: Any = None  # rich.live.Live while the run goes on
         self._saved: tuple[IO[str], IO[str]] | None = None  # sys.stdout and sys.stderr before the tee
         self._started = time.monotonic()
 
@@ -115,12 +146,8 @@ class RunConsole(RunHook):
     def line(self, text: str) -> None:
         """A line of the run: into run.log, and on the terminal unless quiet."""
         self.log.write(text + "\n")
-        if self.verbosity == QUIET:
-            return
-        if self._display is not None:
-            self._display.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(text, file=self.stream, flush=True)
+        if self.verbosity != QUIET:
+            self._show(text)
 
     def on_progress(self, run: RunInfo, step: str, event: dict[str, Any]) -> None:
         """Where a training step is (`session.progress`): shown in the live table."""
@@ -135,20 +162,14 @@ class RunConsole(RunHook):
         """Lay out the steps, start the live display and catch what the process prints."""
         self.rows = {name: StepRow(run.workflow.steps[name].component) for name in run.steps or run.workflow.order}
         self._started = time.monotonic()
-        if self.live:
-            from rich.console import Console
-            from rich.live import Live
-
-            self._display = Live(get_renderable=self._render, console=Console(file=self.stream),
-                                 refresh_per_second=4, transient=True, redirect_stdout=True, redirect_stderr=True)
-            self._display.start()
+        if self.live:  # the summary follows it; what the process prints goes above it (rich's redirect)
+            self._start_display(transient=True)
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = _Tee(sys.stdout, self.log), _Tee(sys.stderr, self.log)
 
     def before_step(self, run: RunInfo, step: str) -> None:
-        """The step's log starts once its run folder exists."""
-        if self.log._file is None and run.run_dir.is_dir():
-            self.log.open(run.run_dir / RUN_LOG)
+        """run.log opens at the first step: the run folder exists by then."""
+        self.log.open(run.run_dir / RUN_LOG)
         self.rows[step].state, self.rows[step].started = "running", time.monotonic()
 
     def after_step(self, run: RunInfo, outcome: StepOutcome) -> None:
@@ -165,7 +186,7 @@ class RunConsole(RunHook):
 
     def after_run(self, run: RunInfo, outcomes: list[StepOutcome], error: BaseException | None) -> None:
         """Stop the display and the tee; the summary goes to stdout and run.log."""
-        self.close()
+        self._give_back()
         if error is None and self.summary:
             text = summary(run, outcomes, time.monotonic() - self._started)
             self.log.write(text + "\n")
@@ -173,13 +194,15 @@ class RunConsole(RunHook):
         self.log.close()
 
     def close(self) -> None:
-        """Give the terminal back: the process's own streams, no live display (again: does nothing)."""
+        """Give the terminal back (the process's own streams, no live display) and close run.log; again: nothing."""
+        self._give_back()
+        self.log.close()
+
+    def _give_back(self) -> None:
         if self._saved is not None:
             sys.stdout, sys.stderr = self._saved
             self._saved = None
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
+        self._stop_display()
 
     # -- the live table -----------------------------------------------------------------------------
     def _render(self) -> Any:
@@ -245,27 +268,21 @@ class TrialRow:
     reports: int = 0
 
 
-class SweepConsole:
+class SweepConsole(_Terminal):
     """What a sweep shows: a row per trial with its sampled values, state (running, done, stopped, error), how
     many results it reported and the latest of `metrics` (the first a result carries: the sweep's metric, else
     the scheduler's per-epoch one); a live table on a terminal, a line per start and end elsewhere."""
 
     def __init__(self, metrics: list[str], stream: IO[str] | None = None, live: bool | None = None) -> None:
+        super().__init__(stream, live)  # its log: the sweep folder's run.log, once that exists
         self.metrics = metrics
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() if live is None else live
         self.rows: dict[str, TrialRow] = {}
-        self.log = RunLog()  # the sweep folder's run.log, once it exists
-        self._display: Any = None
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
         """A line of the sweep (shared steps, where the trials go)."""
         self.log.write(text + "\n")
-        if self._display is not None:
-            self._display.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(text, file=self.stream, flush=True)
+        self._show(text)
 
     def trial(self, name: str, values: dict[str, Any], state: str, result: dict[str, Any] | None = None) -> None:
         """A trial started, reported (`result`), or ended: its row changes."""
@@ -276,15 +293,10 @@ class SweepConsole:
                 row.reports += 1
                 row.metric = next(((m, result[m]) for m in self.metrics if isinstance(result.get(m), (int, float))),
                                   row.metric)
-            if self.live and self._display is None:
-                from rich.console import Console
-                from rich.live import Live
-
-                self._display = Live(get_renderable=self._render, console=Console(file=self.stream),
-                                     refresh_per_second=4, transient=False)
-                self._display.start()
+            if self.live and self._display is None:  # from the first trial on; the last state stays on screen
+                self._start_display(transient=False)
         if result is None or state != "running":  # starts and ends, not every epoch: a line (run.log only if live)
-            shown = f" {row.metric[0]}={_short(row.metric[1])}" if row.metric else ""
+            shown = f" {row.metric[0]}={format_number(row.metric[1])}" if row.metric else ""
             text = f"{name} {_values(values)}: {state}{shown}"
             if self.live:
                 self.log.write(text + "\n")
@@ -298,9 +310,7 @@ class SweepConsole:
 
     def close(self) -> None:
         """Stop the live table (its last state stays on the terminal) and close run.log."""
-        if self._display is not None:
-            self._display.stop()
-            self._display = None
+        self._stop_display()
         self.log.close()
 
     def _render(self) -> Any:
@@ -313,15 +323,11 @@ class SweepConsole:
         with self._lock:
             for name, row in self.rows.items():
                 style = {"running": "bold cyan", "error": "red", "pending": "dim"}.get(row.state, "")
-                latest = f"{row.metric[0]}={_short(row.metric[1])}" if row.metric else "-"
-                table.add_row(name, *(_short(row.values.get(n)) for n in names), row.state, str(row.reports), latest,
-                              style=style)
+                latest = f"{row.metric[0]}={format_number(row.metric[1])}" if row.metric else "-"
+                cells = [format_number(row.values.get(n)) for n in names]
+                table.add_row(name, *cells, row.state, str(row.reports), latest, style=style)
         return table
 
 
 def _values(values: dict[str, Any]) -> str:
-    return " ".join(f"{path.rpartition('.')[2]}={_short(v)}" for path, v in values.items())
-
-
-def _short(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    return " ".join(f"{path.rpartition('.')[2]}={format_number(v)}" for path, v in values.items())

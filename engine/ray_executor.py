@@ -118,7 +118,6 @@ class RayExecutor(Executor):
             ),
         )
 
-
         def deliver() -> None:  # rank 0's log lines and progress, on the driver as they come
             for event in ray.get(channel.take.remote()):
                 if "log" in event:

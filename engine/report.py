@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import UsageError
 from .run_folder import RUN_RECORD
+from .runs import format_number
 
 LINE_STYLES = ["-", "--", ":", "-."]
 UNITS = [("angle", "degrees"), ("seconds", "s"), ("per_s", "samples/s"), ("accuracy", "fraction correct"),
@@ -192,12 +193,8 @@ def results_table(series: list[Series]) -> list[list[str]]:
     keys = list(dict.fromkeys(k for s in series for k, v in s.metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)))
     rows = [["metric", *(s.label for s in series)]]
-    rows += [[k, *(_number(s.metrics.get(k)) for s in series)] for k in keys]
+    rows += [[k, *(format_number(s.metrics.get(k), missing="") for s in series)] for k in keys]
     return rows
-
-
-def _number(value: Any) -> str:
-    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _markdown(results: list[list[str]], constant: dict[str, dict[str, Any]], figures: list[str], why: str) -> str:
@@ -214,8 +211,8 @@ def _markdown_table(rows: list[list[str]]) -> list[str]:
 
 
 def _constant_rows(constant: dict[str, dict[str, Any]]) -> list[list[str]]:
-    return [["metric", "value (per step)"]] + [[k, ", ".join(f"{label}: {_number(v)}" for label, v in by.items())]
-                                               for k, by in constant.items()]
+    rows = [[k, ", ".join(f"{label}: {format_number(v)}" for label, v in by.items())] for k, by in constant.items()]
+    return [["metric", "value (per step)"], *rows]
 
 
 def _html(results: list[list[str]], constant: dict[str, dict[str, Any]], images: dict[str, str],

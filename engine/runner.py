@@ -25,11 +25,11 @@ from .hooks import RunHook, RunInfo, StepOutcome, create_hook
 from .mirror import StorageMirror, run_storage
 from .run_folder import (RUN_RECORD, STATUS, digest_path, now, read_json, read_metrics, run_lock,
                          stat_fingerprint, write_json)
-from .spec import Step, Workflow
 from .selection import Selection
+from .spec import Step, Workflow
 from .step_cache import StepCache, adopt, cache_key, passed_on
-from .tracking import TrackingHook
 from .storage import Storage
+from .tracking import TrackingHook
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Runner:
             if name not in self.steps:
                 entries.append(PlanEntry(name, "skip"))
                 continue
-            cache_only = self.selection is not None and name in self.selection.cached
+            cache_only = self._cache_only(name)
             upstream = self._upstream_digests(step)
             key = cache_key(step, self.workflow, upstream) if upstream is not None else None
             found = self.cache.find(self.run_dir / name, key) if key is not None else None
@@ -136,8 +136,7 @@ class Runner:
                     for hook in hooks:
                         hook.before_step(info, name)
                     try:
-                        cache_only = self.selection is not None and name in self.selection.cached
-                        outcomes[i] = self._run_step(self.workflow.steps[name], cache_only)
+                        outcomes[i] = self._run_step(self.workflow.steps[name], self._cache_only(name))
                     except BaseException as exc:
                         for hook in hooks:
                             hook.on_step_error(info, name, exc)
@@ -239,6 +238,10 @@ class Runner:
         self._digests[step.name] = passed_on(step, key, digests)
         self.cache.add(key, step_dir)
         return StepOutcome(step.name, "ran", seconds, metrics)
+
+    def _cache_only(self, step: str) -> bool:
+        """Whether a partial run takes the step from the cache only (it is upstream of the selected steps)."""
+        return self.selection is not None and step in self.selection.cached
 
     def _progress(self, step: str, event: dict[str, Any]) -> None:
         for hook in self._all_hooks:

@@ -147,7 +147,7 @@ def compare_runs(runs: list[RunRecord], every_metric: bool = False) -> str:
             chosen.update(dict.fromkeys(k for k, v in metrics.items() if isinstance(v, (int, float))))
         for key in chosen:
             values = [read_metrics(run.path / step).get(key) for run in runs]
-            rows.append([f"{step}.{key}", *(_number(v) for v in values)])
+            rows.append([f"{step}.{key}", *(format_number(v) for v in values)])
     return text_table(rows)
 
 
@@ -191,15 +191,16 @@ def text_table(rows: list[list[str]]) -> str:
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """`key=value, ...` with four significant digits."""
-    return ", ".join(f"{k}={_number(v)}" for k, v in metrics.items())
+    return ", ".join(f"{k}={format_number(v)}" for k, v in metrics.items())
 
 
 def _value(value: Any) -> str:
     return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
-def _number(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+def format_number(value: Any, missing: str = "-") -> str:
+    """A float with four significant digits, anything else as it prints; `missing` for None."""
+    return missing if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _when(iso: Any) -> str:

@@ -225,6 +225,7 @@ def apply_overrides(doc: YamlDocument, overrides: list[str]) -> None:
             if isinstance(node, list):
                 if not (isinstance(part, int) and -len(node) <= part < len(node)):
                     raise UsageError(f"--set {shorten(expr)!r}: '{where}': the list has {len(node)} item(s)")
+                part %= len(node)  # -1: the last item, as the YAML paths of errors count
             elif not isinstance(node, dict):
                 raise UsageError(f"--set {shorten(expr)!r}: '{'.'.join(map(str, path))}' is not a mapping or a list")
             path.append(part)

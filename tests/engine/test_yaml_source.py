@@ -89,6 +89,7 @@ def test_set_reaches_list_items_keys_with_dots_and_bracketed_keys():
                           "sweep.parameters.steps.train.params.lr.grid=[0.5, 0.05]",
                           "sweep.parameters[steps.train.params.method.alpha]={choice: [1, 2]}"])
     assert doc.data["steps"]["data"]["params"]["modalities"] == [{"name": "x", "signal": 1}, {"name": "b", "signal": 3}]
+    assert ("steps", "data", "params", "modalities", 0, "name") in doc.overrides  # -2 counted as errors count
     assert doc.data["sweep"]["parameters"] == {"steps.train.params.lr": {"grid": [0.5, 0.05]},
                                                "steps.train.params.method.alpha": {"choice": [1, 2]}}
     for bad, message in (("steps.data.params.modalities.2.signal=1", "'steps.data.params.modalities.2': the list has "
