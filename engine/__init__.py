@@ -5,8 +5,8 @@ This module is its public API, the only one components and plugins import: decla
 params field picks by name), what a running step sees (`StepContext`),
 training on workers (`TrainSession`, `TrainResult`, `TrainingJob`, the `Executor` interface and
 the built-in `InlineExecutor`), run hooks (`RunHook`, `RunInfo`, `StepOutcome`), files written on
-other nodes (`node_folder`, `write_shipped`), workflows (`load_workflow`, `Workflow`, `Resources`)
-and the errors a component may raise.
+other nodes (`node_folder`, `write_shipped`), workflows (`load_workflow`, `Workflow`, `Resources`), steps
+run once per seed (`base_name`, `over_seeds`) and the errors a component may raise.
 Everything else under mmflow.engine is internal and may change.
 """
 
@@ -19,6 +19,7 @@ from .hooks import RunHook, RunInfo, StepOutcome
 from .inline_executor import InlineExecutor
 from .nodes import node_folder, write_shipped
 from .registry import REGISTRY, ComponentSpec, Many, Maybe, Params, component, self_check
+from .seeds import base_name, over_seeds
 from .spec import Resources, Workflow, load_workflow
 
 __all__ = [
@@ -48,10 +49,12 @@ __all__ = [
     "UsageError",
     "Workflow",
     "WorkflowError",
+    "base_name",
     "component",
     "create_executor",
     "load_workflow",
     "node_folder",
+    "over_seeds",
     "self_check",
     "write_shipped",
 ]

@@ -36,6 +36,7 @@ EXAMPLES = """examples:
   mmflow run my.yaml --dry-run              which steps would run and which come from the cache
   mmflow run my.yaml --only eval            one step; what it reads comes from earlier runs (--from, --to, --tags)
   mmflow run --resume runs/my/20261201-101500-ab12
+  mmflow run cg_mnist_pmr --seeds 0,1,2     each training once per seed, side by side; compare shows mean ± std
   mmflow sweep sweep_pmr                    a Ray Tune sweep from the file's sweep: section
   mmflow sweep quickstart --grid steps.train.params.lr=0.1,0.01 --metric eval.accuracy
   mmflow run my.yaml --name lr-0.01 --set steps.train.params.lr=0.01
@@ -60,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "workflow", None):
             args.workflow = workflow_file(args.workflow)
+        if getattr(args, "max_parallel_steps", None) is not None:
+            args.overrides.append(f"max_parallel_steps={args.max_parallel_steps}")
+        if getattr(args, "seeds", None):
+            args.overrides.append(f"seeds=[{args.seeds}]")
         if getattr(args, "tracking", None):
             args.overrides += tracking_overrides(args.tracking)
         if getattr(args, "grid", None) or getattr(args, "metric", None):
@@ -121,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                        help="override a value, e.g. --set steps.train.params.lr=0.01 (repeatable)")
 
+    def parallel_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-parallel-steps", type=int, metavar="N", help="run at most N steps at once (the "
+                       "workflow's max_parallel_steps; default: every ready step the executor has room for)")
+        p.add_argument("--seeds", metavar="S1,S2,...", help="run the steps that depend on the seed once per seed, "
+                       "e.g. 0,1,2 (the workflow's seeds:); comparisons show mean ± std")
+
     def tracking_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracking", metavar="WHERE", help="track metrics, params and the workflow: tensorboard (event "
                        "files in the run folder), mlflow=URI (e.g. sqlite:///mlflow.db), experiment=NAME, or none; "
@@ -138,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                      "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+    parallel_args(run)
     tracking_arg(run)
     run.add_argument("--only", metavar="STEP[,STEP]", help="run only these steps; what they read comes from earlier "
                      "runs (the cache)")
@@ -156,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
+    parallel_args(sweep)
     tracking_arg(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2",
                        help="sweep these values without editing the file, e.g. --grid steps.train.params.lr=0.1,0.01 "

@@ -49,6 +49,19 @@ class StepFailed(Exception):
         super().__init__(f"step '{step}' failed: {message}{tail}")
 
 
+class StepsFailed(StepFailed):
+    """Several steps failed side by side (each error on a line of its own); a user's mistake (exit 2) only if every
+    one is."""
+
+    def __init__(self, errors: list[BaseException]):
+        self.errors = errors
+        failed = [e for e in errors if isinstance(e, StepFailed)]
+        self.step = ", ".join(e.step for e in failed)
+        self.log_path = None
+        self.user_error = len(failed) == len(errors) and all(e.user_error for e in failed)
+        Exception.__init__(self, f"{len(errors)} steps failed:\n" + "\n".join(f"  {e}" for e in errors))
+
+
 class Interrupted(KeyboardInterrupt):
     """The user stopped the run: Ctrl-C (SIGINT) or SIGTERM; the exit status is 128 + the signal's number."""
 

@@ -208,6 +208,8 @@ class Executor(ABC):
     """Runs a step's training function on workers and its side tasks; one serves a whole run."""
 
     name: ClassVar[str]
+    #: whether several steps may train at once, each on workers of its own (else a run takes one step at a time)
+    parallel_steps: ClassVar[bool] = False
 
     def __init__(self, settings: ExecutorSettings = ExecutorSettings()) -> None:
         self.settings = settings
@@ -223,6 +225,10 @@ class Executor(ABC):
                   at_once: int | None = None, inputs: StepInputs | None = None) -> list[Any]:
         """`fn(config, device)` per config, results in order; a failing task raises its own exception after
         every task has stopped. `at_once`: how many must run side by side (default all)."""
+
+    def capacity(self) -> dict[str, float]:
+        """What it holds in all for training steps' workers (CPU, GPU): how many steps train side by side."""
+        return {}
 
     def close(self) -> None:
         """Release what the executor started (e.g. a local cluster)."""

@@ -36,6 +36,11 @@ def edges_of(wiring: Wiring) -> list[Edge]:
     return wiring if isinstance(wiring, list) else [wiring]
 
 
+def upstream_of(inputs: dict[str, Wiring]) -> set[str]:
+    """The steps a step's inputs come from."""
+    return {e.step for w in inputs.values() for e in edges_of(w)}
+
+
 def plan_graph(
     step_inputs: dict[str, dict[str, Any]],
     components: dict[str, ComponentSpec],
@@ -82,7 +87,7 @@ def plan_graph(
                 f"from another step, e.g. inputs: {{{missing}: ${{steps.<step>.outputs.<output>}}}})"))
 
     sorter = graphlib.TopologicalSorter(
-        {n: {e.step for w in ins.values() for e in edges_of(w)} for n, ins in wiring.items()})
+        {n: upstream_of(ins) for n, ins in wiring.items()})
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:

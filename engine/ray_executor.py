@@ -53,6 +53,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    parallel_steps = True  # each training step on workers of its own, placed by Ray
 
     def __init__(self, settings: ExecutorSettings = ExecutorSettings(),
                  train_callbacks: TrainCallbacks | None = None, label: str = "") -> None:
@@ -64,6 +65,7 @@ class RayExecutor(Executor):
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self.train_callbacks = train_callbacks
         self._started = False
+        self._connecting = threading.Lock()  # steps running side by side connect once
         if self.address:  # before any step runs: a wrong address is known in seconds, not after the data steps
             check_address(self.address)
 
@@ -154,6 +156,10 @@ class RayExecutor(Executor):
     def connect(self, min_cpus: float = 1) -> None:
         """Connect to the configured cluster, or start a local Ray sized to this machine (or, with
         `--oversubscribe`, to `min_cpus` when that is more)."""
+        with self._connecting:
+            self._connect(min_cpus)
+
+    def _connect(self, min_cpus: float) -> None:
         import logging
 
         import ray
@@ -181,6 +187,14 @@ class RayExecutor(Executor):
             for signum, handler in handlers.items():
                 if handler is not None:
                     signal.signal(signum, handler)
+
+    def capacity(self) -> dict[str, float]:
+        """The CPUs and GPUs of the Ray in use (a local one is started for this)."""
+        import ray
+
+        self.connect()
+        total = ray.cluster_resources()
+        return {kind: total.get(kind, 0.0) for kind in ("CPU", "GPU")}
 
     def require(self, amounts: dict[str, float], what: str, fix: str) -> None:
         """Fail at once when the Ray in use has fewer CPUs or GPUs in all than `what` needs at the same time."""

@@ -12,7 +12,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,6 +60,7 @@ class Maybe:
 
 
 InputKind = str | Many | Maybe
+SeedUse = Literal["each", "together", "follow"]  # how a component's steps take a workflow's `seeds:`
 #: `check(params, wired_inputs) -> [(path under the step, message)]`: rules across params and wiring
 WiringCheck = Callable[[Any, set[str]], list[tuple[tuple[str, ...], str]]]
 #: `reads(params) -> paths`: the files and folders outside the run a step reads (a dataset's root)
@@ -82,6 +83,7 @@ class ComponentSpec:
     check: WiringCheck | None = field(default=None, compare=False)
     reads: ReadsFunction | None = field(default=None, compare=False)
     headline: tuple[str, ...] = field(default=(), compare=False)
+    seeds: SeedUse = "follow"
 
     def headline_of(self, metrics: dict[str, Any], most: int = 4) -> dict[str, float]:
         """The metrics a summary shows for a step of this component: those its `headline` names (glob patterns,
@@ -155,6 +157,7 @@ def component(
     check: WiringCheck | None = None,
     reads: ReadsFunction | None = None,
     headline: tuple[str, ...] = (),
+    seeds: SeedUse = "follow",
 ) -> Callable[[RunFunction], RunFunction]:
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
@@ -166,7 +169,10 @@ def component(
     params and wiring (e.g. "this method needs that input") as validation problems. `reads` names
     the files and folders outside the run the step reads (e.g. a dataset's root): what they hold
     enters its cache key (see the workflow's `fingerprint`), so changed data is read again. `headline` names
-    the metrics (or glob patterns, e.g. `accuracy_*_head`) that the run summary and `mmflow runs` show.
+    the metrics (or glob patterns, e.g. `accuracy_*_head`) that the run summary and `mmflow runs` show. `seeds`:
+    how its steps take a workflow's `seeds:` (seeds.py): `each` (a step per seed: a training), `together` (one step
+    over every seed's outputs of its list inputs: a comparison), `follow` (a step per seed when an input comes from
+    a per-seed step, else one).
     """
     if not _NAME.match(name):
         raise ValueError(f"component name '{name}' must look like 'area.name' (lowercase, dotted)")
@@ -193,6 +199,7 @@ def component(
                 check=check,
                 reads=reads,
                 headline=tuple(headline),
+                seeds=seeds,
             )
         )
         return fn

@@ -26,7 +26,8 @@ from typing import Any
 
 from .errors import UsageError
 from .run_folder import RUN_RECORD
-from .runs import format_number
+from .runs import format_number, plus_minus
+from .seeds import base_name, over_seeds
 
 LINE_STYLES = ["-", "--", ":", "-."]
 UNITS = [("angle", "degrees"), ("seconds", "s"), ("per_s", "samples/s"), ("accuracy", "fraction correct"),
@@ -189,11 +190,14 @@ def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
 
 
 def results_table(series: list[Series]) -> list[list[str]]:
-    """Every step's final numeric metrics side by side: a row per metric, a column per step."""
+    """Every step's final numeric metrics side by side: a row per metric, a column per step; a step run once per
+    seed has a column of its mean ± std over the seeds first."""
     keys = list(dict.fromkeys(k for s in series for k, v in s.metrics.items()
                               if isinstance(v, (int, float)) and not isinstance(v, bool)))
-    rows = [["metric", *(s.label for s in series)]]
-    rows += [[k, *(format_number(s.metrics.get(k), missing="") for s in series)] for k in keys]
+    seeded = over_seeds({s.label: s.metrics for s in series if base_name(s.label) != s.label})
+    rows = [["metric", *(f"{step} (mean ± std)" for step in seeded), *(s.label for s in series)]]
+    rows += [[k, *(plus_minus(*stats[k][:2]) if k in stats else "" for stats in seeded.values()),
+              *(format_number(s.metrics.get(k), missing="") for s in series)] for k in keys]
     return rows
 
 

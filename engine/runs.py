@@ -16,6 +16,7 @@ from .errors import UsageError, WorkflowError, did_you_mean
 from .model_paths import dotted
 from .registry import REGISTRY
 from .run_folder import RUN_RECORD, STATUS, read_json, read_metrics
+from .seeds import base_name, over_seeds
 from .step_cache import runs_elsewhere
 from .yaml_source import apply_overrides, parse_yaml
 
@@ -63,18 +64,27 @@ class RunRecord:
     def status(self, step: str) -> dict[str, Any]:
         return read_json(self.path / step / STATUS)
 
-    def headline(self, step: str) -> dict[str, float]:
-        """The step's headline metrics, as its component declares them."""
+    def headline(self, step: str) -> dict[str, Any]:
+        """The step's headline metrics, as its component declares them; a mean with its `<name>_std` beside it (a
+        comparison over seeds) as `mean±std`."""
         spec = REGISTRY.get(self.status(step).get("component", ""))
         metrics = read_metrics(self.path / step)
-        return spec.headline_of(metrics) if spec else {}
+        found = spec.headline_of(metrics) if spec else {}
+        return {k: plus_minus(v, metrics[f"{k}_std"]) if isinstance(metrics.get(f"{k}_std"), (int, float)) else v
+                for k, v in found.items()}
 
-    def result(self) -> dict[str, float]:
-        """The headline of the last step that finished with metrics: what the run was for."""
+    def result(self) -> dict[str, Any]:
+        """The headline of the last step that finished with metrics (what the run was for); of a step run once per
+        seed, the mean±std over its seeds."""
         for step in reversed(self.steps()):
             found = self.headline(step)
-            if found:
+            if not found:
+                continue
+            base = base_name(step)
+            if base == step:
                 return {f"{step}.{k}": v for k, v in found.items()}
+            seeds = {s: self.headline(s) for s in self.steps() if base_name(s) == base}
+            return {f"{base}.{k}": plus_minus(mean, std) for k, (mean, std, _) in over_seeds(seeds)[base].items()}
         return {}
 
 
@@ -196,6 +206,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 def _value(value: Any) -> str:
     return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def plus_minus(mean: float, std: float) -> str:
+    """`mean±std`, each with four significant digits."""
+    return f"{format_number(float(mean))}±{format_number(float(std))}"
 
 
 def format_number(value: Any, missing: str = "-") -> str:

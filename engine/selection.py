@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UsageError, did_you_mean
-from .graph import edges_of
+from .graph import upstream_of
+from .seeds import base_name
 from .spec import Workflow
 
 
@@ -30,23 +31,26 @@ def select_steps(workflow: Workflow, only: list[str] = (), start: str | None = N
     if not (only or start or stop or tags):
         return None
     names = list(workflow.order)
+    named = {n: {n} for n in names}  # a step run once per seed is also named as the workflow names it
+    for n in names:
+        named.setdefault(base_name(n), set()).add(n)
     for option, name in [*(("--only", n) for n in only), ("--from", start), ("--to", stop)]:
-        if name is not None and name not in workflow.steps:
+        if name is not None and name not in named:
             raise UsageError(f"{option} {name}: no step '{name}' in workflow '{workflow.name}'"
-                             f"{did_you_mean(name, names)}; steps: {', '.join(names)}")
+                             f"{did_you_mean(name, named)}; steps: {', '.join(names)}")
     known_tags = sorted({t for step in workflow.steps.values() for t in step.tags})
     for tag in tags:
         if tag not in known_tags:
             raise UsageError(f"--tags {tag}: no step of '{workflow.name}' has this tag{did_you_mean(tag, known_tags)}; "
                              f"tags: {', '.join(known_tags) or 'none'}")
-    upstream = {name: {e.step for w in workflow.steps[name].inputs.values() for e in edges_of(w)} for name in names}
+    upstream = {name: upstream_of(workflow.steps[name].inputs) for name in names}
     chosen = set(names)
     if only or tags:
-        chosen = set(only) | {n for n in names if set(workflow.steps[n].tags) & set(tags)}
+        chosen = set().union(*(named[n] for n in only)) | {n for n in names if set(workflow.steps[n].tags) & set(tags)}
     if start is not None:
-        chosen &= {n for n in names if n == start or start in _ancestors(n, upstream)}
+        chosen &= {n for n in names if named[start] & ({n} | _ancestors(n, upstream))}
     if stop is not None:
-        chosen &= {stop} | _ancestors(stop, upstream)
+        chosen &= set().union(*({s} | _ancestors(s, upstream) for s in named[stop]))
     if not chosen:
         raise UsageError("the options select no step together (--from and --to: a step downstream of --from and "
                          "upstream of --to)")

@@ -16,6 +16,7 @@ from .graph import Wiring, plan_graph
 from .hooks import hook_names
 from .model_paths import bools_for_numbers, fields_at
 from .registry import REGISTRY, ComponentSpec, Params, Registry
+from .seeds import expand_seeds
 from .storage import check_location
 from .sweep import SweepSpec, check_sweep
 from .tracking import TrackingSpec
@@ -60,6 +61,10 @@ class WorkflowSpec(Params):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the runs folder")
     description: str = ""
     seed: int = Field(0, ge=0, description="seed for every step; same seed, same results")
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, min_length=1, max_length=1000, description="run the steps that depend on the seed (trainings and "
+        "what reads their outputs) once per seed, e.g. [0, 1, 2]; comparisons show mean ± std over them "
+        "(mmflow run --seeds 0,1,2); steps that do not (data, shards) run once with `seed`")
     executor: str = Field(
         "ray", description="ray: Ray Train workers; inline: one in-process worker (debugging); or an executor a "
         "plugin registers (entry-point group mmflow.executors)"
@@ -67,6 +72,9 @@ class WorkflowSpec(Params):
     hooks: list[str] = Field(default_factory=list, description="run hooks to call around the run and its steps "
                              "(tracking, notifications): names plugins register (entry-point group mmflow.hooks)")
     resources: Resources = Field(default_factory=Resources)
+    max_parallel_steps: int | None = Field(
+        None, ge=1, le=10_000, description="how many steps run at once at most (default: as many as are ready and "
+        "the executor has room for; the inline executor runs one at a time); mmflow run --max-parallel-steps")
     failure: Failure = Field(default_factory=Failure)
     steps: dict[str, StepSpec] = Field(min_length=1)
     sweep: SweepSpec | None = Field(None, description="a Ray Tune sweep over steps' params (mmflow sweep)")
@@ -88,6 +96,13 @@ class WorkflowSpec(Params):
             if name not in known:
                 raise ValueError(f"'{name}' is not a registered run hook{did_you_mean(name, known)}; registered: "
                                  f"{', '.join(known) or 'none'}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) < len(value):
+            raise ValueError(f"each seed once (got {value})")
         return value
 
     @field_validator("executor")
@@ -116,6 +131,7 @@ class Step:
     params: BaseModel
     inputs: dict[str, Wiring] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    seed: int | None = None  # one of the workflow's `seeds:` (a step per seed), else the workflow's `seed`
 
 
 @dataclass
@@ -132,6 +148,10 @@ class Workflow:
     def name(self) -> str:
         """The workflow's name."""
         return self.spec.name
+
+    def seed_of(self, step: Step) -> int:
+        """The seed a step runs with: its own (one of `seeds:`), else the workflow's."""
+        return self.spec.seed if step.seed is None else step.seed
 
 
 def load_workflow(path: str | Path, overrides: list[str] | None = None, registry: Registry = REGISTRY) -> Workflow:
@@ -205,7 +225,7 @@ def validate_document(doc: YamlDocument, registry: Registry = REGISTRY, override
         raise WorkflowError(problems)
     for name, step_wiring in edges.items():
         steps[name].inputs = step_wiring
-    return Workflow(spec, steps, order, doc, list(overrides or []))
+    return expand_seeds(Workflow(spec, steps, order, doc, list(overrides or [])))
 
 
 def _valid(model: type[Params], data: Any) -> Any:

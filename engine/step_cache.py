@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ def cache_key(step: Step, workflow: Workflow, upstream: dict[str, str | list[str
         "version": step.component.version,
         "params": step.params.model_dump(mode="json"),
         "inputs": upstream,
-        "seed": workflow.spec.seed,
+        "seed": workflow.seed_of(step),
     }
     if step.component.distributed:  # rank count and device change training results
         material["executor"] = workflow.spec.executor
@@ -61,11 +62,14 @@ class StepCache:
         self.verify = verify  # reuse checks every output's SHA-256, not only sizes and mtimes
         self._echo = echo
         self._index: dict[str, list[Path]] | None = None  # cache key -> finished step folders, newest first
+        self._lock = threading.Lock()  # steps running side by side look up and add
 
     def find(self, own: Path, key: str) -> tuple[Path, dict[str, Any]] | None:
         """This run's own finished step first (resume), else the newest match in the runs root whose
         outputs are unchanged; a match whose outputs changed is passed over, saying why."""
-        for step_dir in [own, *(d for d in self._finished(key) if d != own)]:
+        with self._lock:
+            candidates = [own, *(d for d in self._finished(key) if d != own)]
+        for step_dir in candidates:
             status = read_status(step_dir)
             if not is_done(step_dir, status, key):
                 continue
@@ -77,8 +81,9 @@ class StepCache:
 
     def add(self, key: str, step_dir: Path) -> None:
         """Record a step this run just finished."""
-        if self._index is not None:
-            self._index.setdefault(key, []).insert(0, step_dir)
+        with self._lock:
+            if self._index is not None:
+                self._index.setdefault(key, []).insert(0, step_dir)
 
     def _finished(self, key: str) -> list[Path]:
         if self._index is None:

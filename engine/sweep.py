@@ -24,6 +24,7 @@ from .errors import Problem, did_you_mean
 from .graph import edges_of
 from .model_paths import bools_for_numbers
 from .registry import Params
+from .seeds import base_name
 from .yaml_source import YamlDocument, apply_overrides, parse_yaml
 
 if TYPE_CHECKING:
@@ -161,9 +162,11 @@ def _set(tree: dict, keys: list[str], value: Any) -> None:
 
 def swept_steps(workflow: Workflow) -> set[str]:
     """Steps whose params are swept, and every step downstream of one."""
-    swept = {path.split(".")[1] for path in workflow.spec.sweep.parameters}
+    named = {path.split(".")[1] for path in workflow.spec.sweep.parameters}
+    swept: set[str] = set()
     for name in workflow.order:  # run order: upstream steps come first
-        if any(edge.step in swept for wiring in workflow.steps[name].inputs.values() for edge in edges_of(wiring)):
+        if base_name(name) in named or any(edge.step in swept for wiring in workflow.steps[name].inputs.values()
+                                           for edge in edges_of(wiring)):
             swept.add(name)
     return swept
 

@@ -20,6 +20,7 @@ from .ray_executor import RayExecutor, off_main_thread
 from .mirror import fetch_run
 from .run_folder import RUN_RECORD, new_run_dir
 from .runner import Runner
+from .seeds import base_name, over_seeds
 from .spec import Workflow, validate_document
 from .storage import Storage
 from .sweep import Scheduler, Space, Trial, best_workflow, override, swept_steps, write_results
@@ -211,6 +212,11 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
                 else create_executor(workflow.spec.executor))
     console = RunConsole(live=False, summary=False)  # the trial's lines, and its run.log
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,
-                      echo=console.line, hooks=[console], track=False).run()
-    tune.report({f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
+                      echo=console.line, hooks=[console], track=False, max_parallel_steps=1).run()
+    metrics = {f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    per_seed = {o.name: o.metrics for o in outcomes if base_name(o.name) != o.name}
+    # over the workflow's seeds: a step's metric is the mean over them (the sweep's metric names the step so)
+    metrics.update({f"{step}.{k}": mean for step, stats in over_seeds(per_seed).items()
+                    for k, (mean, _, _) in stats.items()})
+    tune.report(metrics)

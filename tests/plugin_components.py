@@ -8,6 +8,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -89,6 +90,8 @@ class CountParams(Params):
     epochs: int = Field(5, ge=1, le=1000)
     checkpoint_every: int = Field(0, ge=0, description="rank 0 checkpoints every n-th epoch; 0: never")
     epoch_seconds: float = Field(0.0, ge=0, description="each epoch sleeps this long (for a live display to show)")
+    meet: str = Field("", description="rank 0 first meets another training here (test.meet's rendezvous)")
+    fail_at_epoch: int = Field(0, ge=0, description="rank 0 raises at this epoch (from 1); 0: never")
 
 
 def count_epochs(session: TrainSession, config: dict) -> None:
@@ -97,7 +100,11 @@ def count_epochs(session: TrainSession, config: dict) -> None:
     import torch
 
     session.restored()
+    if config.get("meet") and session.rank == 0:
+        meet_others(config["meet"], str(os.getpid()), 1, 120)
     for epoch in range(len(session.history), config["epochs"]):
+        if session.rank == 0 and epoch + 1 == config.get("fail_at_epoch"):
+            raise RuntimeError(f"injected failure at epoch {epoch + 1}")
         for batch in range(4):
             session.progress(epoch + 1, config["epochs"], batch + 1, 4)
             time.sleep(config.get("epoch_seconds", 0) / 4)
@@ -149,3 +156,58 @@ def inspect_step(ctx: StepContext, params: InspectParams) -> dict:
     if params.write:
         ctx.output("report").write_text(json.dumps(seen))
     return {"looked": 1}
+
+
+class MeetParams(Params):
+    folder: str = Field(description="where steps that must run at the same time leave their marks")
+    others: int = Field(1, ge=0, description="how many other steps must be running at the same time as this one")
+    wait_s: float = Field(10.0, gt=0, description="fail when they have not all come within this time")
+    hold_s: float = Field(0.0, ge=0, description="then stay this long")
+    then: Literal["finish", "fail", "interrupt"] = Field("finish", description="fail, or interrupt the process (as "
+                                                         "Ctrl-C does), once they all came")
+
+
+def meet_others(folder: str, name: str, others: int, wait_s: float) -> None:
+    """Leave a mark named `name` in `folder` and wait for `others` more marks: who left them runs at the same time."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / name).write_text("here")
+    deadline = time.monotonic() + wait_s
+    while len(list(Path(folder).iterdir())) < others + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ran alone: {others} other step(s) did not run at the same time")
+        time.sleep(0.02)
+
+
+@component("test.meet", params=MeetParams, inputs={"after": Maybe("text")}, outputs={"mark": "text"})
+def meet(ctx: StepContext, params: MeetParams) -> dict:
+    """Leave a mark and wait for `others` steps to leave theirs: they run side by side, or this one fails."""
+    meet_others(params.folder, ctx.step, params.others, params.wait_s)
+    ctx.log(f"met {params.others} other step(s)")
+    if params.then == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(params.hold_s)
+    if params.then == "fail":
+        raise RuntimeError("injected failure")
+    ctx.output("mark").write_text(ctx.step)
+    return {"others": params.others}
+
+
+class ScoreParams(Params):
+    by_seed: list[float] = Field(description="the accuracy this step reports with seed i")
+
+
+@component("test.score", params=ScoreParams, inputs={"after": Maybe("text")},
+           outputs={"metrics": "metrics", "seed": "text"}, seeds="each")
+def score(ctx: StepContext, params: ScoreParams) -> dict:
+    """An evaluation whose result depends only on its seed (a step per seed of the workflow's `seeds:`)."""
+    metrics = {"accuracy": params.by_seed[ctx.seed], "seed": ctx.seed}
+    ctx.output("metrics").write_text(json.dumps(metrics))
+    ctx.output("seed").write_text(str(ctx.seed))
+    return metrics
+
+
+@component("test.best", inputs={"result": "metrics"}, outputs={"best": "text"}, seeds="together")
+def best(ctx: StepContext, params: Params) -> dict:
+    """Takes every seed's outputs at once, but through a single input: a workflow with `seeds:` is refused."""
+    ctx.output("best").write_text(ctx.inputs["result"].read_text())
+    return {}

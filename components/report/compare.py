@@ -7,7 +7,7 @@ import json
 
 from pydantic import Field
 
-from mmflow.engine import Many, Params, StepContext, component
+from mmflow.engine import Many, Params, StepContext, base_name, component, over_seeds
 
 
 class CompareParams(Params):
@@ -18,9 +18,11 @@ class CompareParams(Params):
 
 
 @component("report.compare", params=CompareParams, inputs={"results": Many("metrics")},
-           outputs={"table": "markdown"}, headline=("*.accuracy",))
+           outputs={"table": "markdown"}, headline=("*.accuracy",), seeds="together")
 def compare(ctx: StepContext, params: CompareParams) -> dict:
-    """A markdown table with one row per upstream evaluation step and one column per metric."""
+    """A markdown table with one row per upstream evaluation step and one column per metric; over the workflow's
+    `seeds:`, each step's mean ± std (sample standard deviation) first, then a row per seed (its metrics: the mean
+    and `<metric>_std`)."""
     rows = {step: json.loads(path.read_text()) for step, path in zip(ctx.sources["results"], ctx.inputs["results"], strict=True)}
     columns: list[str] = []
     for wanted in params.metrics:
@@ -29,11 +31,22 @@ def compare(ctx: StepContext, params: CompareParams) -> dict:
                 if fnmatch.fnmatchcase(key, wanted) and key not in columns:
                     columns.append(key)
     lines = ["| step | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    metrics: dict[str, float] = {}
+    if any(base_name(step) != step for step in rows):  # steps run once per seed
+        for step, stats in over_seeds(rows).items():
+            seeds = max(stats[c][2] for c in columns if c in stats) if any(c in stats for c in columns) else 0
+            cells = [f"{stats[c][0]:.4f} ± {stats[c][1]:.4f}" if c in stats else "" for c in columns]
+            lines.append(f"| {step} (mean ± std, {seeds} seeds) | " + " | ".join(cells) + " |")
+            for c in columns:
+                if c in stats:
+                    metrics[f"{step}.{c}"], metrics[f"{step}.{c}_std"] = stats[c][0], stats[c][1]
     for step, row in rows.items():
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        if base_name(step) == step:  # a step run per seed has its own metrics; here its mean and std
+            metrics.update({f"{step}.{c}": row[c] for c in columns if c in row})
     table = "\n".join(lines) + "\n"
     ctx.output("table").write_text(table)
     for line in lines:
         ctx.log(line)
-    return {f"{step}.{c}": row[c] for step, row in rows.items() for c in columns if c in row}
+    return metrics

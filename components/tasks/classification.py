@@ -28,7 +28,7 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
 @component("train.classifier", params=TrainClassifierParams, version="3",
            inputs={"train": "shards", "weights": Maybe("gblend_weights")},
            outputs={"model": "model"}, distributed=True, check=_check_blend_weights,
-           headline=("loss", "train_accuracy"))
+           headline=("loss", "train_accuracy"), seeds="each")
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
     import json

@@ -17,7 +17,7 @@ from .training_params import TrainLocalizationParams
 
 
 @component("train.localization", params=TrainLocalizationParams, version="4", inputs={"train": "shards"},
-           outputs={"model": "model"}, distributed=True, headline=("loss", "train_accuracy"))
+           outputs={"model": "model"}, distributed=True, headline=("loss", "train_accuracy"), seeds="each")
 def train_localization(ctx: StepContext, params: TrainLocalizationParams) -> dict:
     """Train an AVEL event-localization model (per-segment labels) on Ray Train workers."""
     from mmflow.engine import InputDataError

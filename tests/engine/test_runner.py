@@ -584,3 +584,93 @@ def test_an_atomic_write_that_fails_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write_text(tmp_path / "status.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+PARALLEL = """
+name: side_by_side
+executor: EXECUTOR
+steps:
+  text: {component: test.text}
+  left:
+    component: test.meet
+    inputs: {after: "${steps.text.outputs.copy}"}
+    params: {folder: MEET, LEFT}
+  right:
+    component: test.meet
+    inputs: {after: "${steps.text.outputs.copy}"}
+    params: {folder: MEET, RIGHT}
+  after_right:
+    component: test.passthrough
+    inputs: {source: "${steps.right.outputs.mark}"}
+"""
+
+
+def side_by_side(write_workflow, tmp_path, left: str = "hold_s: 0", right: str = "hold_s: 0.01",
+                 executor: str = "ray") -> Path:
+    """Two steps that fail unless they run at the same time (test.meet), after one step and before another (with the
+    same params they would be the same step, run once)."""
+    return write_workflow(PARALLEL.replace("EXECUTOR", executor).replace("MEET", str(tmp_path / "meet"))
+                          .replace("LEFT", left).replace("RIGHT", right))
+
+
+def states(run: Path) -> dict[str, str]:
+    return {step.name: json.loads((step / "status.json").read_text())["state"]
+            for step in run.iterdir() if (step / "status.json").exists()}
+
+
+def test_independent_steps_run_side_by_side_and_name_their_lines(write_workflow, cli, tmp_path):
+    status, out, err = cli("run", side_by_side(write_workflow, tmp_path), "--run-dir", tmp_path / "r")
+    assert status == 0, err
+    assert states(tmp_path / "r") == dict.fromkeys(["text", "left", "right", "after_right"], "done")
+    # while both run, a step's lines carry its name
+    assert "    left: met 1 other step(s)" in err and "    right: met 1 other step(s)" in err
+    assert "[4/4]" in err
+
+
+@pytest.mark.parametrize("limit", [["--max-parallel-steps", "1"], ["--set", "executor=inline"]])
+def test_one_step_at_a_time_when_capped_or_inline(write_workflow, cli, tmp_path, limit):
+    path = side_by_side(write_workflow, tmp_path, "wait_s: 1", "wait_s: 1.01")
+    status, _, err = cli("run", path, "--run-dir", tmp_path / "r", *limit)
+    assert status == 1 and "ran alone" in err, err
+
+
+def test_a_failing_step_lets_the_others_finish_and_nothing_else_starts(write_workflow, cli, tmp_path):
+    path = side_by_side(write_workflow, tmp_path, "then: fail", "hold_s: 0.5")
+    status, out, err = cli("run", path, "--run-dir", tmp_path / "r")
+    assert status == 1
+    assert err.strip().splitlines()[-1].startswith("error: step 'left' failed: RuntimeError: injected failure")
+    # right, running when left failed, finished; after_right, which could have run next, never started
+    assert states(tmp_path / "r") == {"text": "done", "left": "failed", "right": "done"}
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["state"] == "failed"
+    shutil.rmtree(tmp_path / "meet")
+    status, _, err = cli("run", side_by_side(write_workflow, tmp_path, "others: 0", "hold_s: 0.5"), "--run-dir",
+                         tmp_path / "r2")
+    assert status == 0 and f"right: reused ({tmp_path / 'r' / 'right'})" in err, err  # what finished is kept
+
+
+def test_every_failed_step_is_listed(write_workflow, cli, tmp_path):
+    path = side_by_side(write_workflow, tmp_path, "then: fail", "then: fail, hold_s: 0.01")
+    status, _, err = cli("run", path, "--run-dir", tmp_path / "r")
+    assert status == 1
+    lines = err.strip().splitlines()[-3:]
+    assert lines[0] == "error: 2 steps failed:"
+    assert sorted(line.split(":")[0] for line in lines[1:]) == ["  step 'left' failed", "  step 'right' failed"]
+    assert states(tmp_path / "r") == {"text": "done", "left": "failed", "right": "failed"}
+
+
+def test_an_interrupt_marks_every_running_step(write_workflow, cli, tmp_path):
+    path = side_by_side(write_workflow, tmp_path, "then: interrupt, hold_s: 5", "hold_s: 5")
+    status, _, err = cli("run", path, "--run-dir", tmp_path / "r")
+    assert status == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert states(tmp_path / "r") == {"text": "done", "left": "interrupted", "right": "interrupted"}
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["state"] == "interrupted"
+
+
+def test_steps_run_side_by_side_are_each_copied_to_the_storage(write_workflow, cli, tmp_path):
+    path = side_by_side(write_workflow, tmp_path)
+    path.write_text(path.read_text().replace("executor: ray", f"executor: ray\nstorage: '{tmp_path / 'store'}'"))
+    status, _, err = cli("run", path)
+    assert status == 0, err
+    (stored,) = (tmp_path / "store" / "side_by_side").iterdir()
+    assert states(stored) == dict.fromkeys(["text", "left", "right", "after_right"], "done")
+    assert (stored / "left" / "outputs" / "mark").read_text() == "left"

@@ -258,6 +258,45 @@ def test_a_plugin_training_step_gets_the_same_result_inline_and_on_ray(tmp_path,
         assert metrics == {"epochs": 5, "final_value": 10, "checkpoint_epoch": checkpoint_epoch}
 
 
+TWO_AT_ONCE = """
+name: two_at_once
+resources: {workers: 1, cpus_per_worker: HALF}
+steps:
+  good: {component: test.count, params: {epochs: 4, epoch_seconds: 1, meet: MEET}}
+  bad: {component: test.count, params: {epochs: 4, meet: MEET, fail_at_epoch: 2}}
+  late: {component: test.count, params: {epochs: 1}}
+"""
+
+
+def test_two_steps_train_at_once_on_ray_and_one_failing_lets_the_other_finish(tmp_path):
+    """Each training takes half the machine's CPUs: two train at once, and their rank 0 meet (each waits for the
+    other); the third waits for room. The failing one fails the run once the other has finished, and the third
+    never starts."""
+    import ray.cloudpickle
+
+    from mmflow.engine import StepFailed, load_workflow
+    from mmflow.engine.runner import Runner
+
+    from .. import plugin_components
+
+    ray.cloudpickle.register_pickle_by_value(plugin_components)  # tests/ is not importable on workers
+    wf = tmp_path / "two.yaml"
+    wf.write_text(TWO_AT_ONCE.replace("MEET", str(tmp_path / "meet")).replace("HALF", str(os.cpu_count() / 2)))
+    lines: list[str] = []
+    run = tmp_path / "run"
+    with pytest.raises(StepFailed) as failed:
+        Runner(load_workflow(wf), run, tmp_path / "runs", echo=lines.append).run()
+    assert str(failed.value).startswith("step 'bad' failed: RuntimeError: injected failure at epoch 2"), lines
+    assert len(list((tmp_path / "meet").iterdir())) == 2
+    status = {step: json.loads((run / step / "status.json").read_text())["state"] for step in ("good", "bad")}
+    assert status == {"good": "done", "bad": "failed"} and not (run / "late").exists()
+    history = json.loads((run / "good" / "outputs" / "history").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    # each step's lines carry its name: they ran side by side
+    assert [line for line in lines if "good: counted" in line] == [f"    good: counted epoch {e}" for e in range(1, 5)]
+    assert "    bad: counted epoch 1" in lines
+
+
 GBLEND_ONLINE = """
 name: gb_online
 seed: 1

@@ -26,7 +26,7 @@ class GBlendEstimateParams(ClassifierParams, BlendEstimateParams):
 
 @component("gblend.estimate", params=GBlendEstimateParams,
            inputs={"train": "shards", "model": Maybe("model")}, outputs={"weights": "gblend_weights"},
-           headline=("gblend_weight/*",))
+           headline=("gblend_weight/*",), seeds="each")
 def gblend_estimate(ctx: StepContext, params: GBlendEstimateParams) -> dict:
     """G-Blend weights of each modality head and the fused head, from a checkpoint or a fresh model."""
     import json
