@@ -125,12 +125,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="workflow YAML file, or the name of a shipped one (mmflow workflows)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                        help="override a value, e.g. --set steps.train.params.lr=0.01 (repeatable)")
-
-    def parallel_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--max-parallel-steps", type=int, metavar="N", help="run at most N steps at once (the "
-                       "workflow's max_parallel_steps; default: every ready step the executor has room for)")
         p.add_argument("--seeds", metavar="S1,S2,...", help="run the steps that depend on the seed once per seed, "
                        "e.g. 0,1,2 (the workflow's seeds:); comparisons show mean ± std")
+
+    def parallel_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-parallel-steps", type=int, metavar="N", help="run at most N steps at once (the "
+                       "workflow's max_parallel_steps; default: every ready step the executor has room for)")
 
     def tracking_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tracking", metavar="WHERE", help="track metrics, params and the workflow: tensorboard (event "
@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                      "is as recorded (default: sizes and modification times as recorded, else the SHA-256)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     run.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
-    parallel_args(run)
+    parallel_arg(run)
     tracking_arg(run)
     run.add_argument("--only", metavar="STEP[,STEP]", help="run only these steps; what they read comes from earlier "
                      "runs (the cache)")
@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="where the sweep's folder goes and cached steps are looked up (default ./runs)")
     sweep.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--oversubscribe", action="store_true", help=OVERSUBSCRIBE)
-    parallel_args(sweep)
+    parallel_arg(sweep)
     tracking_arg(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2",
                        help="sweep these values without editing the file, e.g. --grid steps.train.params.lr=0.1,0.01 "

@@ -95,5 +95,6 @@ class StorageError(UsageError):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest candidate, or ''."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    # a YAML key may be no string at all (`&a key:` is an anchor on a null key)
+    close = difflib.get_close_matches(str(name), [c for c in candidates if isinstance(c, str)], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -31,6 +31,18 @@ def class_sums(model: MultimodalClassifier, batches: Iterable[tuple[dict[str, to
     return sums, counts
 
 
+def add_class_sums(found: ClassSums | None, embeddings: dict[str, torch.Tensor], labels: torch.Tensor,
+                   num_classes: int) -> ClassSums:
+    """`found` (None: zeros) plus one batch's per-class sums of each modality's embeddings (detached) and counts."""
+    if found is None:
+        found = ClassSums({m: torch.zeros(num_classes, z.shape[1], device=z.device) for m, z in embeddings.items()},
+                          torch.zeros(num_classes, device=labels.device))
+    found.counts += torch.bincount(labels, minlength=num_classes)
+    for m, z in embeddings.items():
+        found.sums[m].index_add_(0, labels, z.detach())
+    return found
+
+
 def subset_class_sums(model: MultimodalClassifier, reader: ShardReader, epoch: int, fraction: float,
                       batch_size: int, session: TrainSession) -> ClassSums:
     """class_sums over a random `fraction` of training batches, summed over all ranks, with batch statistics.

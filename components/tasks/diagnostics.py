@@ -1,9 +1,10 @@
 """Per-epoch diagnostics of modality imbalance, for every method and fusion.
 
-Running over the epoch's training batches: fused accuracy; each modality's head accuracy
-(where per-modality logits exist) and prototype (nearest class mean) accuracy; the mean
-imbalance ratio rho from prototype scores (PMR's Eq. 8); and, on the first few batches, the
-angle between each encoder's gradient from its own loss and from the fused loss (PMR Fig. 2c).
+Over the epoch's training batches: loss and fused accuracy. Over a sample of them (every k-th batch, k from
+`diagnostic_fraction`), computed from the training step's own outputs: each modality's head accuracy (where
+per-modality logits exist) and prototype (nearest class mean) accuracy, and the mean imbalance ratio rho from
+prototype scores (PMR's Eq. 8). On the first few batches, the angle between each encoder's gradient from its own
+loss and from the fused loss (PMR Fig. 2c).
 """
 
 from __future__ import annotations
@@ -42,12 +43,17 @@ class EpochTotals:
         return {k: packed[i] / max(packed[len(keys) + i], 1) for i, k in enumerate(keys)}
 
 
-def batch_diagnostics(totals: EpochTotals, out: MultimodalOutput, labels: torch.Tensor, loss: torch.Tensor,
-                      prototypes: dict[str, torch.Tensor]) -> None:
-    """Add one training batch's accuracies and imbalance ratio to the epoch totals."""
+def batch_results(totals: EpochTotals, out: MultimodalOutput, labels: torch.Tensor, loss: torch.Tensor) -> None:
+    """Add one training batch's loss and fused accuracy to the epoch totals."""
     n = labels.numel()
     totals.add("loss", loss * n, n)
     totals.add("train_accuracy", (out.logits.argmax(1) == labels).sum(), n)
+
+
+def batch_diagnostics(totals: EpochTotals, out: MultimodalOutput, labels: torch.Tensor,
+                      prototypes: dict[str, torch.Tensor]) -> None:
+    """Add one training batch's accuracy per modality head and prototype, and imbalance ratio, to the totals."""
+    n = labels.numel()
     for m, logits in out.modality_logits.items():
         totals.add(f"head_accuracy_{m}", (logits.argmax(1) == labels).sum(), n)
     if prototypes:

@@ -23,8 +23,8 @@ from ..balance.prototypes import PrototypeTracker
 from ..data.shards import ShardReader, load_manifest, sample_keys, split_keys
 from ..models.build import WEIGHTS, save_classifier
 from .checkpoint import METHOD_STATE, TRAINING_STATE, config_digest, restorable
-from .class_sums import subset_class_sums
-from .diagnostics import EpochTotals, batch_diagnostics, gradient_angles
+from .class_sums import add_class_sums, subset_class_sums
+from .diagnostics import EpochTotals, batch_diagnostics, batch_results, gradient_angles
 from .optim import make_optimizer, make_schedule
 from .problems import problem_of
 
@@ -91,7 +91,10 @@ class Training:
             params=params, seed=session.seed)
         method.bind(self.context)
         self.diagnostics = PrototypeTracker() if params.diagnostics else None  # plain class means
-        self.fraction = max(needs.prototype_fraction, params.diagnostic_fraction if params.diagnostics else 0.0)
+        # the diagnostics look at every `every`-th training batch; where the method computes no prototypes, the class
+        # sums of those batches' embeddings are the next epoch's (a pass of their own only before the first epoch)
+        self.every = max(1, round(1 / params.diagnostic_fraction))
+        self.sampled_sums: ClassSums | None = None
 
     def _restore(self) -> None:
         assert self.restored is not None
@@ -106,12 +109,17 @@ class Training:
         self.session.log(f"resumed from the checkpoint of epoch {self.first_epoch}")
 
     def start_epoch(self, epoch: int) -> ClassSums | None:
-        """Make `epoch` current; fresh class sums over a subset of training batches where the method or the
-        diagnostics use prototypes."""
+        """Make `epoch` current; fresh class sums over a subset of training batches where the method uses prototypes
+        (and the diagnostics have none yet)."""
         self.context.epoch = epoch
-        if self.fraction == 0:
+        own = self.needs.prototype_fraction
+        if self.diagnostics is None:
+            fraction = own
+        else:  # with the method's pass every epoch (as wide as the diagnostics ask), else only for a first set
+            fraction = max(own, self.params.diagnostic_fraction) if own or not self.diagnostics.prototypes else 0.0
+        if fraction == 0:
             return None
-        found = subset_class_sums(self.core, self.reader, epoch, self.fraction, self.params.batch_size, self.session)
+        found = subset_class_sums(self.core, self.reader, epoch, fraction, self.params.batch_size, self.session)
         if self.diagnostics is not None:
             self.diagnostics.update(found.sums, found.counts)
         return found
@@ -139,18 +147,23 @@ class Training:
             if params.grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), params.grad_clip_norm)
             self.optimizer.step()
-            if params.diagnostics:
-                batch_diagnostics(totals, out, labels, loss, prototypes)
-            else:
-                totals.add("loss", loss * labels.numel(), labels.numel())
-                totals.add("train_accuracy", (out.logits.argmax(1) == labels).sum(), labels.numel())
+            batch_results(totals, out, labels, loss)
+            if params.diagnostics and step % self.every == 0:
+                batch_diagnostics(totals, out, labels, prototypes)
+                if self.needs.prototype_fraction == 0:
+                    self.sampled_sums = add_class_sums(self.sampled_sums, out.embeddings, labels,
+                                                       self.reader.manifest["num_classes"])
             for key, value in stats.items():
                 totals.add(f"{params.method.name}_{key}", value)
         return totals, trained
 
     def metrics(self, epoch: int, totals: EpochTotals, trained: int, seconds: float) -> dict[str, float]:
-        """The epoch's metrics over all ranks; steps the learning-rate schedule."""
+        """The epoch's metrics over all ranks; steps the learning-rate schedule and the diagnostics' prototypes."""
         session, name, device = self.session, self.params.method.name, self.session.device
+        if self.sampled_sums is not None:  # every rank sampled its first batch, so every rank has sums
+            sums = {m: session.all_reduce_sum(s) for m, s in self.sampled_sums.sums.items()}
+            self.diagnostics.update(sums, session.all_reduce_sum(self.sampled_sums.counts))
+            self.sampled_sums = None
         lr = self.optimizer.param_groups[0]["lr"]
         self.schedule.step()
         metrics = {"epoch": epoch, **totals.means(session.all_reduce_sum), "lr": lr,

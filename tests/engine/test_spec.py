@@ -265,3 +265,22 @@ def test_mistakes_at_every_level_are_reported_in_one_pass_each_once(write_workfl
         f"{path}:19: steps.eval.inputs.test: step 'shard' (data.shard) has no output 'tset' (did you mean 'test'?)",
         f"{path}:22: sweep.parameters.steps.train.params.lr.grid[1]: value -1: lr: Input should be greater than 0",
     ]
+
+
+def test_a_step_keyed_by_null_is_a_problem_at_its_line_not_a_traceback(write_workflow, cli):
+    """`&anchor:` names an anchor on a null key (a fuzzed workflow found it): the did-you-mean of an unknown step
+    must skip it."""
+    path = write_workflow("""
+        name: w
+        steps:
+          data: {component: test.text}
+          &x:
+            component: test.text
+          copy:
+            component: test.passthrough
+            inputs: {source: "${steps.dta.outputs.copy}"}
+        """)
+    status, _, err = cli("validate", path)
+    assert status == 2 and "Traceback" not in err
+    assert f"{path}:2: steps.None: step name 'None' must be letters, digits, '_' or '-'" in err
+    assert f"{path}:8: steps.copy.inputs.source: unknown step 'dta' (did you mean 'data'?)" in err

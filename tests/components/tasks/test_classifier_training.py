@@ -164,3 +164,44 @@ def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
         assert not marker.exists(), name
         (storage / "checkpoint" / name).write_bytes(saved)
     assert first.checkpoint is not None
+
+
+@pytest.mark.parametrize("method, passes", [({"name": "naive"}, 1), ({"name": "pmr", "alpha": 1.0}, 3)])
+def test_diagnostics_look_at_every_kth_training_batch_and_keep_its_class_means(shards, tmp_path, monkeypatch,
+                                                                               method, passes):
+    """With diagnostic_fraction 0.25, batches 0, 4 and 8 of the 10 an epoch get the per-head diagnostics. A method
+    without prototypes of its own gets no pass over extra batches after the first epoch: the class means of the
+    sampled batches' embeddings are the next epoch's prototypes. PMR's own pass stays every epoch."""
+    from mmflow.components.tasks import training_loop
+
+    calls = {"subset": 0, "diagnosed": [], "sampled": []}
+    subset, diagnose, add = (training_loop.subset_class_sums, training_loop.batch_diagnostics,
+                             training_loop.add_class_sums)
+    monkeypatch.setattr(training_loop, "subset_class_sums",
+                        lambda *a, **k: calls.__setitem__("subset", calls["subset"] + 1) or subset(*a, **k))
+
+    def diagnosed(totals, out, labels, prototypes):
+        calls["diagnosed"].append({m: p.clone() for m, p in prototypes.items()})
+        diagnose(totals, out, labels, prototypes)
+
+    def sampled(found, embeddings, labels, num_classes):
+        calls["sampled"].append(({m: z.detach().clone() for m, z in embeddings.items()}, labels.clone()))
+        return add(found, embeddings, labels, num_classes)
+
+    monkeypatch.setattr(training_loop, "batch_diagnostics", diagnosed)
+    monkeypatch.setattr(training_loop, "add_class_sums", sampled)
+    params = TrainClassifierParams.model_validate({"epochs": 3, "batch_size": 20, "hidden": [8], "embedding_dim": 4,
+                                                   "method": method, "diagnostic_fraction": 0.25})
+    history = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
+                                     TrainingJob(Resources(), tmp_path / "run", log=lambda _: None)).history
+    assert calls["subset"] == passes and len(calls["diagnosed"]) == 3 * 3  # batches 0, 4 and 8 of each epoch
+    assert all("prototype_accuracy_a" in h and "head_accuracy_a" in h for h in history)
+    if passes == 1:  # epoch 1's prototypes: the class means of epoch 0's sampled batches
+        assert len(calls["sampled"]) == 9
+        for m in ("a", "b"):
+            z = torch.cat([e[m] for e, _ in calls["sampled"][:3]])
+            labels = torch.cat([y for _, y in calls["sampled"][:3]])
+            means = torch.stack([z[labels == c].mean(0) for c in range(4)])
+            torch.testing.assert_close(calls["diagnosed"][3][m], means)
+    else:
+        assert calls["sampled"] == []

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mmflow.components.balance.prototypes import prototype_logits
 from mmflow.components.models.build import build_classifier
-from mmflow.components.tasks.diagnostics import EpochTotals, batch_diagnostics, gradient_angles
+from mmflow.components.tasks.diagnostics import EpochTotals, batch_diagnostics, batch_results, gradient_angles
 
 
 def model(fusion: str):
@@ -71,7 +71,8 @@ def test_batch_diagnostics_count_accuracies_per_head_and_prototype():
                            embeddings={"a": torch.tensor([[0.0], [1.0], [1.0], [1.0]]), "b": torch.zeros(4, 1)},
                            modality_logits={"a": torch.tensor([[1.0, 0], [1, 0], [1, 0], [1, 0]])})
     totals = EpochTotals()
-    batch_diagnostics(totals, out, labels, torch.tensor(0.5), {"a": torch.tensor([[0.0], [1.0]])})
+    batch_results(totals, out, labels, torch.tensor(0.5))
+    batch_diagnostics(totals, out, labels, {"a": torch.tensor([[0.0], [1.0]])})
     means = totals.means(lambda t: t)
     assert means["loss"] == pytest.approx(0.5) and means["train_accuracy"] == pytest.approx(0.75)
     assert means["head_accuracy_a"] == pytest.approx(0.5) and means["prototype_accuracy_a"] == pytest.approx(0.75)
