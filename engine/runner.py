@@ -142,6 +142,7 @@ class Runner:
             self.cache.register(self.run_dir)
             earlier = read_json(self.run_dir / RUN_RECORD)
             self._earlier = earlier if isinstance(earlier, dict) else {}
+            self._earlier.setdefault("started", now("milliseconds"))  # kept by every later write of the record
             self._attempt_started = time.perf_counter()
             self._write_run_record("running")
             self._outcomes = {name: StepOutcome(name, "pending") for name in self.steps}
@@ -392,7 +393,7 @@ class Runner:
             "workflow": self.workflow.name, "name": self.name or self._earlier.get("name"),
             "overrides": self.workflow.overrides, "order": self.workflow.order, "state": state,
             "selection": None if self.selection is None else sorted(self.selection.run),
-            "started": self._earlier.get("started") or now("milliseconds"), "updated": now(),
+            "started": self._earlier["started"], "updated": now(),
             "seconds": round(seconds + (earlier_seconds if isinstance(earlier_seconds, (int, float)) else 0), 3),
             "storage": self.storage.uri if self.storage else None,
         })

@@ -124,3 +124,15 @@ def test_the_run_summary_shows_a_training_steps_loss_and_accuracy_first():
     evaluate = REGISTRY.get("eval.classifier")
     assert list(evaluate.headline_of({"accuracy_audio_prototype": 0.7, "accuracy_audio_head": 0.7, "chance": 0.1,
                                       "accuracy": 0.8})) == ["accuracy", "accuracy_audio_head"]
+
+
+def test_a_run_records_when_it_started_not_when_it_ended(write_workflow, cli, tmp_path):
+    path = write_workflow(f"""
+        name: slow
+        steps:
+          wait: {{component: test.meet, params: {{folder: "{tmp_path / 'meet'}", others: 0, hold_s: 1.2}}}}
+        """)
+    assert cli("run", path, "--run-dir", tmp_path / "r")[0] == 0
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    step = json.loads((tmp_path / "r" / "wait" / "status.json").read_text())
+    assert record["started"][:19] <= step["started"] < step["finished"] <= record["updated"]
