@@ -226,6 +226,10 @@ class Executor(ABC):
         """`fn(config, device)` per config, results in order; a failing task raises its own exception after
         every task has stopped. `at_once`: how many must run side by side (default all)."""
 
+    def warm_up(self) -> None:
+        """Start what training steps will need (a cluster connection) in the background, while the steps before
+        them run; a training step waits for it. Nothing by default."""
+
     def capacity(self) -> dict[str, float]:
         """What it holds in all for training steps' workers (CPU, GPU): how many steps train side by side."""
         return {}

@@ -6,11 +6,11 @@ With the Tune module (tune.py), the only code that imports Ray.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import posixpath
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -66,6 +66,7 @@ class RayExecutor(Executor):
         self.train_callbacks = train_callbacks
         self._started = False
         self._connecting = threading.Lock()  # steps running side by side connect once
+        self._release = threading.Event()  # ends the thread that started Ray (see connect)
         if self.address:  # before any step runs: a wrong address is known in seconds, not after the data steps
             check_address(self.address)
 
@@ -153,26 +154,58 @@ class RayExecutor(Executor):
         self.connect(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
         return ray_tasks(fn, configs, resources, inputs, self.address)
 
+    def warm_up(self) -> None:
+        """Start the local Ray (or connect to the cluster), then import Ray Train, in the background: seconds of the
+        wait before a run's first epoch, spent while its data steps run. With --oversubscribe the first training's
+        needs size the local Ray, so it starts then."""
+        if self.settings.oversubscribe:
+            return
+
+        def start() -> None:
+            with contextlib.suppress(Exception):  # the step that needs Ray connects again and says what failed
+                self.connect()
+                import ray.train.torch  # noqa: F401
+
+        threading.Thread(target=start, name="mmflow-ray-warm-up", daemon=True).start()
+
     def connect(self, min_cpus: float = 1) -> None:
         """Connect to the configured cluster, or start a local Ray sized to this machine (or, with
         `--oversubscribe`, to `min_cpus` when that is more)."""
-        with self._connecting:
-            self._connect(min_cpus)
-
-    def _connect(self, min_cpus: float) -> None:
-        import logging
-
         import ray
 
-        if ray.is_initialized():
-            return
+        with self._connecting:
+            if ray.is_initialized():
+                return
+            # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG): not a step's thread, which
+            # ends with the step, but one that lives until close(). Off the main thread, ray.init leaves signals alone.
+            self._release = threading.Event()
+            started = threading.Event()
+            failed: list[BaseException] = []
+
+            def keep() -> None:
+                try:
+                    self._connect(min_cpus)
+                except BaseException as exc:  # raised in the thread that asked
+                    failed.append(exc)
+                started.set()
+                if not failed:
+                    self._release.wait()
+
+            threading.Thread(target=keep, name="mmflow-ray", daemon=True).start()
+            started.wait()
+            if failed:
+                raise failed[0]
+
+    def _connect(self, min_cpus: float) -> None:
+        import ray
+
         defaults = RAY_ENV if self.address else {**RAY_ENV, **LOCAL_RAY_ENV}
         env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
         if not self.settings.verbose:  # Ray's default token authentication stays on; its notice on every run is noise
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        logging.getLogger("ray._private.worker").addFilter(_not_sigterm_notice)
         options: dict[str, Any] = {"logging_level": logging.INFO if self.settings.verbose else logging.WARNING,
                                    "runtime_env": {"env_vars": env}}
-        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         if self.address:
             context = ray.init(address=self.address, **options)
         else:
@@ -183,10 +216,6 @@ class RayExecutor(Executor):
         dashboard = getattr(context, "dashboard_url", None)  # none where Ray runs without its dashboard
         if dashboard:
             self.log(f"Ray dashboard: http://{dashboard}")
-        if threading.current_thread() is threading.main_thread():  # ray.init makes SIGTERM exit the process at once
-            for signum, handler in handlers.items():
-                if handler is not None:
-                    signal.signal(signum, handler)
 
     def capacity(self) -> dict[str, float]:
         """The CPUs and GPUs of the Ray in use (a local one is started for this)."""
@@ -202,11 +231,13 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         """Stop the Ray this executor started (a cluster it only connected to keeps running)."""
-        if self._started:
-            import ray
+        with self._connecting:  # a Ray still starting in the background is stopped once it has started
+            if self._started:
+                import ray
 
-            ray.shutdown()
-            self._started = False
+                ray.shutdown()
+                self._started = False
+                self._release.set()
 
 
 def ray_tasks(fn: TaskFunction, configs: list[dict[str, Any]], resources: Resources, inputs: StepInputs | None,
@@ -367,8 +398,6 @@ class _DriverChannel:
 
 def _ray_worker_entry(config: dict[str, Any]) -> None:
     """`train_loop_per_worker` for TorchTrainer: build the session and call the component's fn."""
-    import logging
-
     import ray
 
     from ray.train.v2._internal.execution import context as train_context
@@ -432,6 +461,11 @@ def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _not_sigterm_notice(record: logging.LogRecord) -> bool:
+    # mmflow's CLI handles SIGTERM; Ray's notice that it set no handler of its own (off the main thread) is noise
+    return "SIGTERM handler is not set" not in record.getMessage()
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -509,12 +543,14 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
     stopped then never releases its workers: this Ray's GCS port is chosen here, and every process of
     the run gets its address as RAY_ADDRESS. No metrics export: on a small machine its wake-ups preempt training
     workers, and every all-reduce waits for the preempted one. The dashboard stays: without it, trials
-    ASHA stops early leak their workers' CPUs.
+    ASHA stops early leak their workers' CPUs. The driver does not wait for its last task events at the end.
     """
     import ray
 
-    if "RAY_enable_metrics_collection" not in os.environ:  # the user's setting wins
-        options["_system_config"] = {"enable_metrics_collection": False}
+    system = {"enable_metrics_collection": False,
+              # it stops with the run: at its end the driver waited 5 s to flush task events to a dashboard going away
+              "task_events_shutdown_flush_timeout_ms": 200}
+    options["_system_config"] = {k: v for k, v in system.items() if f"RAY_{k}" not in os.environ}  # the user's wins
     port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_port())
     options["runtime_env"]["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # Ray resolves it to the node's IP
     options["runtime_env"]["worker_process_setup_hook"] = "mmflow.engine.ray_executor.quiet_local_worker"
@@ -530,8 +566,6 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
 def quiet_local_worker() -> None:
     """Set up every worker process of a private local Ray: it has no autoscaler, so Train's resource requests
     to one serve nothing, and on a busy machine each timed-out request printed a traceback."""
-    import logging
-
     # by name: importing Ray's internal module is not needed to set its logger's level
     logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").setLevel(
         logging.ERROR)

@@ -136,6 +136,8 @@ class Runner:
         self._info, self._all_hooks = info, hooks
         for hook in hooks:
             hook.before_run(info)
+        if self._own_executor and self._trains():
+            self.executor.warm_up()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.run_dir):
             self._clean_temporaries()
@@ -156,6 +158,11 @@ class Runner:
             self._write_run_record("done")
             self._end(hooks, info, list(self._outcomes.values()), None)
         return list(self._outcomes.values())
+
+    def _trains(self) -> bool:
+        """Whether a step this run goes through trains on the executor's workers, its outputs not in the cache."""
+        steps = self.workflow.steps
+        return any(entry.action == "run" and steps[entry.name].component.distributed for entry in self.plan())
 
     def _run_steps(self) -> None:
         """Start every step whose upstream steps are done while the schedule has room: in this thread one at a

@@ -674,3 +674,27 @@ def test_steps_run_side_by_side_are_each_copied_to_the_storage(write_workflow, c
     (stored,) = (tmp_path / "store" / "side_by_side").iterdir()
     assert states(stored) == dict.fromkeys(["text", "left", "right", "after_right"], "done")
     assert (stored / "left" / "outputs" / "mark").read_text() == "left"
+
+
+def test_the_executor_warms_up_while_earlier_steps_run_only_when_a_step_will_train(write_workflow, tmp_path,
+                                                                                   monkeypatch):
+    """A local Ray starts in the background as the run begins: not for a run whose training comes from the cache,
+    nor for one that trains nothing."""
+    from mmflow.engine import load_workflow, runner
+    from mmflow.engine.inline_executor import InlineExecutor
+
+    warmed = []
+
+    class Recording(InlineExecutor):
+        def warm_up(self) -> None:
+            warmed.append(True)
+
+    monkeypatch.setattr(runner, "create_executor", lambda name, settings: Recording(settings))
+    steps = "name: w\nsteps:\n  text: {component: test.text}\n"
+    trains = load_workflow(write_workflow(steps + "  count: {component: test.count, params: {epochs: 1}}\n"))
+    for run, expected in (("r1", [True]), ("r2", [])):  # r2 finds count's outputs in the cache
+        runner.Runner(trains, tmp_path / run, tmp_path / "runs", echo=lambda _: None).run()
+        assert warmed == expected
+        warmed.clear()
+    runner.Runner(load_workflow(write_workflow(steps)), tmp_path / "r3", tmp_path / "runs", echo=lambda _: None).run()
+    assert warmed == []

@@ -180,6 +180,10 @@ def meet(config, device):
 
 
 def test_side_tasks_run_side_by_side_on_ray_and_come_back_in_order(tmp_path):
+    """On a Ray started from a thread that has ended since, as a step's: Ray's processes died with that thread."""
+    import threading
+
+    import ray._private.worker
     import ray.cloudpickle
 
     from mmflow.engine import Resources
@@ -187,6 +191,12 @@ def test_side_tasks_run_side_by_side_on_ray_and_come_back_in_order(tmp_path):
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable on workers
     executor = RayExecutor()
+    step = threading.Thread(target=executor.connect)
+    step.start()
+    step.join()
+    time.sleep(0.5)
+    started = ray._private.worker._global_node.all_processes  # what ray.init started (Ray's internals: no API has it)
+    assert all(info.process.poll() is None for infos in started.values() for info in infos)
     try:
         found = executor.run_tasks(meet, [{"n": n, "of": 3, "folder": str(tmp_path)} for n in range(3)],
                                    Resources(cpus_per_task=0.5))
