@@ -4,7 +4,7 @@ Over the epoch's training batches: loss and fused accuracy. Over a sample of the
 `diagnostic_fraction`), computed from the training step's own outputs: each modality's head accuracy (where
 per-modality logits exist) and prototype (nearest class mean) accuracy, and the mean imbalance ratio rho from
 prototype scores (PMR's Eq. 8). On the first few batches, the angle between each encoder's gradient from its own
-loss and from the fused loss (PMR Fig. 2c).
+loss and from the fused loss (PMR Fig. 2c), from the training step's own forward pass.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from ..balance.prototypes import imbalance_ratio, prototype_logits, true_class_scores
-from ..models.batch_statistics import kept_buffers
 from ..models.multimodal import MultimodalClassifier, MultimodalOutput
 
 
@@ -69,27 +68,29 @@ def _flat(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) ->
     return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)])
 
 
-def gradient_angles(model: MultimodalClassifier, features: dict[str, torch.Tensor], labels: torch.Tensor,
+def gradient_angles(model: MultimodalClassifier, out: MultimodalOutput, labels: torch.Tensor,
                     prototypes: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Degrees between each encoder's gradient from its own loss and from the fused loss.
+    """Degrees between each encoder's gradient from its own loss and from the fused loss, from a training step's
+    outputs before its backward pass (whose graph is kept): no forward pass of its own, and nothing of the step changes.
 
-    A modality's own loss is CE on its logits where the model has them, else PCE on its prototypes. The
-    extra forward pass leaves BatchNorm's running statistics as they were: diagnostics do not change training.
+    A modality's own loss is CE on its logits where the model has them, else PCE on its prototypes. The fused loss's
+    gradient on every encoder comes from one backward pass.
     """
-    with kept_buffers(model):  # restored after the gradients: the graph holds the buffers' versions
-        out = model(features)
-        fused = F.cross_entropy(out.logits, labels)
-        angles = {}
-        for m in model.modalities:
-            if m in out.modality_logits:
-                own = F.cross_entropy(out.modality_logits[m], labels)
-            elif m in prototypes:
-                own = F.cross_entropy(prototype_logits(out.embeddings[m], prototypes[m]), labels)
-            else:
-                continue
-            params = [p for p in model.encoders[m].parameters() if p.requires_grad]
-            a, b = (_flat(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
-                    for loss in (own, fused))
-            cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
-            angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
-        return angles
+    own = {}
+    for m in model.modalities:
+        if m in out.modality_logits:
+            own[m] = F.cross_entropy(out.modality_logits[m], labels)
+        elif m in prototypes:
+            own[m] = F.cross_entropy(prototype_logits(out.embeddings[m], prototypes[m]), labels)
+    params = {m: [p for p in model.encoders[m].parameters() if p.requires_grad] for m in own}
+    every = [p for m in own for p in params[m]]
+    if not every:
+        return {}
+    fused = iter(torch.autograd.grad(F.cross_entropy(out.logits, labels), every, retain_graph=True, allow_unused=True))
+    angles = {}
+    for m, loss in own.items():
+        a = _flat(torch.autograd.grad(loss, params[m], retain_graph=True, allow_unused=True), params[m])
+        b = _flat(tuple(next(fused) for _ in params[m]), params[m])
+        cosine = F.cosine_similarity(a, b, dim=0).clamp(-1, 1)
+        angles[m] = torch.rad2deg(torch.arccos(cosine)) if torch.isfinite(cosine) else torch.tensor(math.nan)
+    return angles

@@ -23,7 +23,7 @@ from ..balance.prototypes import PrototypeTracker
 from ..data.shards import ShardReader, load_manifest, sample_keys, split_keys
 from ..models.build import WEIGHTS, save_classifier
 from .checkpoint import METHOD_STATE, TRAINING_STATE, config_digest, restorable
-from .class_sums import add_class_sums, subset_class_sums
+from .class_sums import KeptBatches, add_class_sums, kept_batches, pass_class_sums, subset_class_sums
 from .diagnostics import EpochTotals, batch_diagnostics, batch_results, gradient_angles
 from .optim import make_optimizer, make_schedule
 from .problems import problem_of
@@ -34,14 +34,7 @@ def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     and a checkpoint."""
     run = Training(session, config)
     for epoch in range(run.first_epoch, run.params.epochs):
-        started = time.perf_counter()
-        class_sums = run.start_epoch(epoch)
-        run.method.before_epoch(class_sums if run.needs.prototype_fraction > 0 else None)
-        totals, trained = run.train_epoch(epoch)
-        metrics = run.metrics(epoch, totals, trained, time.perf_counter() - started)
-        session.progress(epoch + 1, run.params.epochs, metrics=metrics)
-        session.log(_progress(epoch, run.params.epochs, metrics))
-        run.save(epoch, metrics)
+        run.run_epoch(epoch)
 
 
 class Training:
@@ -92,9 +85,28 @@ class Training:
         method.bind(self.context)
         self.diagnostics = PrototypeTracker() if params.diagnostics else None  # plain class means
         # the diagnostics look at every `every`-th training batch; where the method computes no prototypes, the class
-        # sums of those batches' embeddings are the next epoch's (a pass of their own only before the first epoch)
+        # sums of those batches' embeddings are the next epoch's (no pass of their own: the first epoch has none)
         self.every = max(1, round(1 / params.diagnostic_fraction))
         self.sampled_sums: ClassSums | None = None
+        # a method's prototypes come from a random share of training batches before each epoch (as wide as the
+        # diagnostics ask, which take them too): after the first, the inputs of every k-th batch of the epoch before,
+        # kept in memory, rather than batches read again
+        own = needs.prototype_fraction
+        fraction = max(own, params.diagnostic_fraction) if own and params.diagnostics else own
+        self.keep_every = max(1, round(1 / fraction)) if fraction else 0
+        self.kept: KeptBatches | None = None
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """The method's preparation, the steps, the report and a checkpoint; the epoch's metrics."""
+        started = time.perf_counter()
+        class_sums = self.start_epoch(epoch)
+        self.method.before_epoch(class_sums if self.needs.prototype_fraction > 0 else None)
+        totals, trained = self.train_epoch(epoch)
+        metrics = self.metrics(epoch, totals, trained, time.perf_counter() - started)
+        self.session.progress(epoch + 1, self.params.epochs, metrics=metrics)
+        self.session.log(_progress(epoch, self.params.epochs, metrics))
+        self.save(epoch, metrics)
+        return metrics
 
     def _restore(self) -> None:
         assert self.restored is not None
@@ -110,16 +122,17 @@ class Training:
 
     def start_epoch(self, epoch: int) -> ClassSums | None:
         """Make `epoch` current; fresh class sums over a subset of training batches where the method uses prototypes
-        (and the diagnostics have none yet)."""
+        (as wide as the diagnostics ask, which take them too)."""
         self.context.epoch = epoch
-        own = self.needs.prototype_fraction
-        if self.diagnostics is None:
-            fraction = own
-        else:  # with the method's pass every epoch (as wide as the diagnostics ask), else only for a first set
-            fraction = max(own, self.params.diagnostic_fraction) if own or not self.diagnostics.prototypes else 0.0
-        if fraction == 0:
+        if not self.keep_every:  # the diagnostics' prototypes come from the epoch before's sampled batches
             return None
-        found = subset_class_sums(self.core, self.reader, epoch, fraction, self.params.batch_size, self.session)
+        batch_size, kept = self.params.batch_size, None
+        if epoch > 0:  # the inputs of a share of the epoch before's batches (read again after a resume)
+            kept = self.kept.batches if self.kept else kept_batches(self.reader, epoch - 1, batch_size, self.keep_every)
+        if kept:  # forwarded by the model as it is now
+            found = pass_class_sums(self.core, kept, self.reader.manifest["num_classes"], self.session)
+        else:  # before the first epoch, or a share too large to keep: a random share read from the shards
+            found = subset_class_sums(self.core, self.reader, epoch, 1 / self.keep_every, batch_size, self.session)
         if self.diagnostics is not None:
             self.diagnostics.update(found.sums, found.counts)
         return found
@@ -131,16 +144,19 @@ class Training:
         self.model.train()
         totals, trained = EpochTotals(), 0  # samples (clips, in localization) this rank trained on
         batches = math.ceil(self.plan.num_samples / params.batch_size)
+        self.kept = KeptBatches(self.keep_every) if self.keep_every else None
         for step, (features, labels) in enumerate(self.reader.batches(epoch, params.batch_size)):
             self.session.progress(epoch + 1, params.epochs, step + 1, batches)
+            if self.kept is not None:
+                self.kept.offer(step, features, labels)
             trained += len(next(iter(features.values())))
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
             labels = self.problem.labels(labels.to(device, non_blocking=True))
-            if params.diagnostics and step < params.angle_batches:
-                for m, angle in gradient_angles(self.core, features, labels, prototypes).items():
-                    totals.add(f"grad_angle_{m}", angle)
             out = self.model(method.prepare_inputs(features))
             loss, stats = method.loss(out, labels)
+            if params.diagnostics and step < params.angle_batches:
+                for m, angle in gradient_angles(self.core, out, labels, prototypes).items():
+                    totals.add(f"grad_angle_{m}", angle)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             stats.update(method.after_backward(out, labels))

@@ -166,42 +166,59 @@ def test_a_checkpoint_that_holds_code_is_refused_not_run(shards, tmp_path):
     assert first.checkpoint is not None
 
 
-@pytest.mark.parametrize("method, passes", [({"name": "naive"}, 1), ({"name": "pmr", "alpha": 1.0}, 3)])
+PMR = {"name": "pmr", "alpha": 1.0}
+
+
+@pytest.mark.parametrize("method, limit, reads", [({"name": "naive"}, None, 0), (PMR, None, 1), (PMR, 0, 3)])
 def test_diagnostics_look_at_every_kth_training_batch_and_keep_its_class_means(shards, tmp_path, monkeypatch,
-                                                                               method, passes):
+                                                                               method, limit, reads):
     """With diagnostic_fraction 0.25, batches 0, 4 and 8 of the 10 an epoch get the per-head diagnostics. A method
-    without prototypes of its own gets no pass over extra batches after the first epoch: the class means of the
-    sampled batches' embeddings are the next epoch's prototypes. PMR's own pass stays every epoch."""
+    without prototypes of its own gets no pass over extra batches: the class means of the sampled batches'
+    embeddings are the next epoch's prototypes, so the first epoch has no prototype diagnostics. PMR's own pass
+    stays every epoch: it reads a random share of the batches before the first, then takes the inputs of batches 0,
+    4 and 8 of the epoch before (unless they outgrow the memory limit: then it reads every time)."""
     from mmflow.components.tasks import training_loop
 
-    calls = {"subset": 0, "diagnosed": [], "sampled": []}
-    subset, diagnose, add = (training_loop.subset_class_sums, training_loop.batch_diagnostics,
-                             training_loop.add_class_sums)
+    calls = {"subset": 0, "kept": [], "diagnosed": [], "sampled": []}
+    subset, kept, diagnose, add = (training_loop.subset_class_sums, training_loop.pass_class_sums,
+                                   training_loop.batch_diagnostics, training_loop.add_class_sums)
     monkeypatch.setattr(training_loop, "subset_class_sums",
                         lambda *a, **k: calls.__setitem__("subset", calls["subset"] + 1) or subset(*a, **k))
 
+    def from_kept(model, batches, num_classes, session):
+        calls["kept"].append(torch.cat([labels for _, labels in batches]))
+        return kept(model, batches, num_classes, session)
+
     def diagnosed(totals, out, labels, prototypes):
-        calls["diagnosed"].append({m: p.clone() for m, p in prototypes.items()})
+        calls["diagnosed"].append(({m: p.clone() for m, p in prototypes.items()}, labels.clone()))
         diagnose(totals, out, labels, prototypes)
 
     def sampled(found, embeddings, labels, num_classes):
         calls["sampled"].append(({m: z.detach().clone() for m, z in embeddings.items()}, labels.clone()))
         return add(found, embeddings, labels, num_classes)
 
+    monkeypatch.setattr(training_loop, "pass_class_sums", from_kept)
     monkeypatch.setattr(training_loop, "batch_diagnostics", diagnosed)
     monkeypatch.setattr(training_loop, "add_class_sums", sampled)
+    if limit is not None:
+        monkeypatch.setattr("mmflow.components.tasks.class_sums.KEPT_BYTES", limit)
     params = TrainClassifierParams.model_validate({"epochs": 3, "batch_size": 20, "hidden": [8], "embedding_dim": 4,
                                                    "method": method, "diagnostic_fraction": 0.25})
     history = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
                                      TrainingJob(Resources(), tmp_path / "run", log=lambda _: None)).history
-    assert calls["subset"] == passes and len(calls["diagnosed"]) == 3 * 3  # batches 0, 4 and 8 of each epoch
-    assert all("prototype_accuracy_a" in h and "head_accuracy_a" in h for h in history)
-    if passes == 1:  # epoch 1's prototypes: the class means of epoch 0's sampled batches
+    assert calls["subset"] == reads and len(calls["diagnosed"]) == 3 * 3  # batches 0, 4 and 8 of each epoch
+    assert all("head_accuracy_a" in h for h in history)
+    assert ["prototype_accuracy_a" in h for h in history] == [method["name"] == "pmr", True, True]
+    if method["name"] == "pmr" and limit is None:  # before epochs 1 and 2: the batches the epoch before diagnosed
+        assert len(calls["kept"]) == 2
+        for epoch, labels in enumerate(calls["kept"]):
+            torch.testing.assert_close(labels, torch.cat([y for _, y in calls["diagnosed"][3 * epoch:3 * epoch + 3]]))
+    if method["name"] == "naive":  # epoch 1's prototypes: the class means of epoch 0's sampled batches
         assert len(calls["sampled"]) == 9
         for m in ("a", "b"):
             z = torch.cat([e[m] for e, _ in calls["sampled"][:3]])
             labels = torch.cat([y for _, y in calls["sampled"][:3]])
             means = torch.stack([z[labels == c].mean(0) for c in range(4)])
-            torch.testing.assert_close(calls["diagnosed"][3][m], means)
+            torch.testing.assert_close(calls["diagnosed"][3][0][m], means)
     else:
         assert calls["sampled"] == []

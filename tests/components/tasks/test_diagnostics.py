@@ -30,22 +30,31 @@ def angle_by_backward(net, features, labels, own_loss, modality) -> float:
     return math.degrees(math.acos(float(cosine.clamp(-1, 1))))
 
 
-def test_the_gradient_angles_pass_leaves_batchnorm_running_statistics_as_they_were():
+def test_the_gradient_angles_leave_the_training_step_as_it_was():
+    """Taken from the step's own outputs before its backward pass: the same gradients and BatchNorm statistics."""
+    import copy
+
     net = model("concat")
     net.encoders["a"] = torch.nn.Sequential(torch.nn.BatchNorm1d(4), net.encoders["a"])
-    before = {name: b.clone() for name, b in net.named_buffers()}
+    plain = copy.deepcopy(net)
     torch.manual_seed(1)
     features, labels = {"a": torch.randn(16, 4) + 3, "b": torch.randn(16, 3)}, torch.randint(3, (16,))
-    gradient_angles(net, features, labels, {})
-    for name, buffer in net.named_buffers():
-        torch.testing.assert_close(buffer, before[name], msg=name)
+    for diagnosed in (net, plain):
+        out = diagnosed(features)
+        if diagnosed is net:
+            assert set(gradient_angles(net, out, labels, {})) == {"a", "b"}
+        F.cross_entropy(out.logits, labels).backward()
+    for (name, p), q in zip(net.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+    for (name, buffer), other in zip(net.named_buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(buffer, other, msg=name)
 
 
 def test_gradient_angle_between_a_modalitys_own_loss_and_the_fused_loss():
     net = model("concat")
     torch.manual_seed(1)
     features, labels = {"a": torch.randn(16, 4), "b": torch.randn(16, 3)}, torch.randint(3, (16,))
-    angles = gradient_angles(net, features, labels, {})
+    angles = gradient_angles(net, net(features), labels, {})
     for m in ("a", "b"):
         expected = angle_by_backward(net, features, labels, lambda out: F.cross_entropy(out.modality_logits[m], labels), m)
         assert float(angles[m]) == pytest.approx(expected, abs=1e-3)
@@ -57,7 +66,7 @@ def test_gradient_angle_uses_prototype_loss_where_the_fusion_does_not_split():
     torch.manual_seed(2)
     features, labels = {"a": torch.randn(16, 4), "b": torch.randn(16, 3)}, torch.randint(3, (16,))
     prototypes = {"a": torch.randn(3, 6)}
-    angles = gradient_angles(net, features, labels, prototypes)
+    angles = gradient_angles(net, net(features), labels, prototypes)
     assert set(angles) == {"a"}  # b has neither its own logits nor prototypes
     own = lambda out: F.cross_entropy(prototype_logits(out.embeddings["a"], prototypes["a"]), labels)  # noqa: E731
     assert float(angles["a"]) == pytest.approx(angle_by_backward(net, features, labels, own, "a"), abs=1e-3)
