@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 SEPARATOR = "@"
 
 
+def seeded_name(step: str, seed: int) -> str:
+    """The name of `step`'s run with `seed`: `train@1`."""
+    return f"{step}{SEPARATOR}{seed}"
+
+
 def base_name(step: str) -> str:
     """The workflow's name of a step: `train` for `train@1`."""
     return step.partition(SEPARATOR)[0]
@@ -36,15 +41,13 @@ def expand_seeds(workflow: Workflow) -> Workflow:
     steps, order, problems = {}, [], []
     for name in workflow.order:
         step = workflow.steps[name]
-        upstream = upstream_of(step.inputs)
         mode = step.component.seeds
-        if mode == "each" or (mode == "follow" and upstream & per_seed):
+        if mode == "each" or (mode == "follow" and upstream_of(step.inputs) & per_seed):
             per_seed.add(name)
             for seed in seeds:
                 inputs = {k: _of_seed(w, per_seed, seed) for k, w in step.inputs.items()}
-                steps[f"{name}{SEPARATOR}{seed}"] = replace(step, name=f"{name}{SEPARATOR}{seed}", seed=seed,
-                                                           inputs=inputs)
-                order.append(f"{name}{SEPARATOR}{seed}")
+                steps[seeded_name(name, seed)] = replace(step, name=seeded_name(name, seed), seed=seed, inputs=inputs)
+                order.append(seeded_name(name, seed))
             continue
         if mode == "together":
             for input_name, wiring in step.inputs.items():
@@ -62,7 +65,7 @@ def expand_seeds(workflow: Workflow) -> Workflow:
 
 def _of_seed(wiring: Wiring, per_seed: set[str], seed: int) -> Wiring:
     def one(edge: Edge) -> Edge:
-        return Edge(f"{edge.step}{SEPARATOR}{seed}", edge.output) if edge.step in per_seed else edge
+        return Edge(seeded_name(edge.step, seed), edge.output) if edge.step in per_seed else edge
 
     return [one(e) for e in wiring] if isinstance(wiring, list) else one(wiring)
 
@@ -70,8 +73,10 @@ def _of_seed(wiring: Wiring, per_seed: set[str], seed: int) -> Wiring:
 def _of_every_seed(wiring: Wiring, per_seed: set[str], seeds: list[int]) -> Wiring:
     if not isinstance(wiring, list):
         return wiring
-    return [Edge(f"{e.step}{SEPARATOR}{s}", e.output) if e.step in per_seed else e for e in wiring
-            for s in (seeds if e.step in per_seed else [None])]
+    every: list[Edge] = []
+    for edge in wiring:
+        every += [Edge(seeded_name(edge.step, s), edge.output) for s in seeds] if edge.step in per_seed else [edge]
+    return every
 
 
 def over_seeds(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, int]]]:
