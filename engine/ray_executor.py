@@ -198,7 +198,11 @@ class RayExecutor(Executor):
 
     def _connect(self, min_cpus: float) -> None:
         import ray
+        from ray._private import auto_init_hook
 
+        # once Ray is stopped (an interrupt), a step's thread still in Ray Train's fit or polling its channel must
+        # fail, not start or join another Ray (Ray's auto-connect), which aborted the process as it exited
+        auto_init_hook.enable_auto_connect = False
         defaults = RAY_ENV if self.address else {**RAY_ENV, **LOCAL_RAY_ENV}
         env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
         if not self.settings.verbose:  # Ray's default token authentication stays on; its notice on every run is noise

@@ -203,6 +203,9 @@ def test_side_tasks_run_side_by_side_on_ray_and_come_back_in_order(tmp_path):
     finally:
         executor.close()
     assert found == [(0, 3, "cpu"), (1, 3, "cpu"), (2, 3, "cpu")]  # one by one, the first would have met no one
+    with pytest.raises(Exception):  # a thread that calls Ray after the run stopped it gets an error, not a new Ray
+        ray.put(1)
+    assert not ray.is_initialized()
 
 
 COUNT = """
