@@ -125,8 +125,9 @@ class Runner:
         """Run the steps (of a partial run: its steps), each once its upstream steps are done, side by side where
         the executor allows; after a failing step those running finish, nothing else starts, and StepFailed names
         every step that failed."""
+        plan = self.plan() if self.selection is not None or self._own_executor else []
         if self.selection is not None:  # before anything is written: what it needs from the cache is there
-            missing = [e.name for e in self.plan() if e.action == "missing"]
+            missing = [e.name for e in plan if e.action == "missing"]
             if missing:
                 raise UsageError(f"{', '.join(missing)}: upstream of the steps this run selects, and no earlier run "
                                  f"has {'their' if len(missing) > 1 else 'its'} outputs for these settings; run "
@@ -136,8 +137,9 @@ class Runner:
         self._info, self._all_hooks = info, hooks
         for hook in hooks:
             hook.before_run(info)
-        if self._own_executor and self._trains():
-            self.executor.warm_up()
+        steps = self.workflow.steps
+        if any(e.action == "run" and steps[e.name].component.distributed for e in plan) and self._own_executor:
+            self.executor.warm_up()  # a step will train, its outputs not in the cache
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_lock(self.run_dir):
             self._clean_temporaries()
@@ -158,11 +160,6 @@ class Runner:
             self._write_run_record("done")
             self._end(hooks, info, list(self._outcomes.values()), None)
         return list(self._outcomes.values())
-
-    def _trains(self) -> bool:
-        """Whether a step this run goes through trains on the executor's workers, its outputs not in the cache."""
-        steps = self.workflow.steps
-        return any(entry.action == "run" and steps[entry.name].component.distributed for entry in self.plan())
 
     def _run_steps(self) -> None:
         """Start every step whose upstream steps are done while the schedule has room: in this thread one at a

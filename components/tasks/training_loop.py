@@ -128,7 +128,8 @@ class Training:
             return None
         batch_size, kept = self.params.batch_size, None
         if epoch > 0:  # the inputs of a share of the epoch before's batches (read again after a resume)
-            kept = self.kept.batches if self.kept else kept_batches(self.reader, epoch - 1, batch_size, self.keep_every)
+            kept = (self.kept.batches if self.kept is not None
+                    else kept_batches(self.reader, epoch - 1, batch_size, self.keep_every))
         if kept:  # forwarded by the model as it is now
             found = pass_class_sums(self.core, kept, self.reader.manifest["num_classes"], self.session)
         else:  # before the first epoch, or a share too large to keep: a random share read from the shards

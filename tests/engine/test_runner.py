@@ -696,5 +696,7 @@ def test_the_executor_warms_up_while_earlier_steps_run_only_when_a_step_will_tra
         runner.Runner(trains, tmp_path / run, tmp_path / "runs", echo=lambda _: None).run()
         assert warmed == expected
         warmed.clear()
-    runner.Runner(load_workflow(write_workflow(steps)), tmp_path / "r3", tmp_path / "runs", echo=lambda _: None).run()
+    runs_but_trains_nothing = steps.replace("test.text}", "test.text, params: {text: new}}")
+    runner.Runner(load_workflow(write_workflow(runs_but_trains_nothing)), tmp_path / "r3", tmp_path / "runs",
+                  echo=lambda _: None).run()
     assert warmed == []
