@@ -14,8 +14,9 @@ import shutil
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from .errors import ResourcesError, UsageError
 from .executor import (Executor, ExecutorSettings, TaskFunction, TrainFunction, TrainingJob, TrainResult, TrainSession,
@@ -42,6 +43,7 @@ LOCAL_RAY_ENV = {
 }
 
 TrainCallbacks = Callable[[str], list[Any]]  # step name -> Ray Train callbacks of its fit
+STOP_TIMEOUT_S = 20.0  # how long stopping Ray waits at most for the steps' calls into it to end (see _in_ray)
 
 
 class RayExecutor(Executor):
@@ -62,17 +64,29 @@ class RayExecutor(Executor):
         # Every line a worker or trial prints is shown with its own label: Ray's deduplication would file one trial's
         # line under another's. Read when Ray is first imported, which happens after this (the user's setting wins).
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # Ray's C++ crash handler in the driver takes SIGTERM for a crash: it prints a stack and sets an alarm that
+        # aborts the process 3 s later, while mmflow unwinds the run (steps marked interrupted, Ray stopped)
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self.train_callbacks = train_callbacks
         self._started = False
         self._connecting = threading.Lock()  # steps running side by side connect once
         self._release = threading.Event()  # ends the thread that started Ray (see connect)
+        self._calls: dict[object, Callable[[], bool]] = {}  # steps' calls into Ray, each with its stop (see _in_ray)
+        self._calls_lock = threading.Lock()
+        self._closed = False
         if self.address:  # before any step runs: a wrong address is known in seconds, not after the data steps
             check_address(self.address)
 
     def train(self, fn: TrainFunction, config: dict[str, Any], job: TrainingJob) -> TrainResult:
         """Run `fn` on `job.resources.workers` Ray Train workers; restarts from the latest checkpoint
         `job.max_failures` times; an earlier attempt's checkpoint in `job.storage` is resumed."""
+        channels: list[Any] = []  # the fit's, once made: it hands over Train's controller, which stopping kills
+        with self._in_ray(lambda: bool(channels) and _end_fit(channels[0])):
+            return self._train(fn, config, job, channels.append)
+
+    def _train(self, fn: TrainFunction, config: dict[str, Any], job: TrainingJob,
+               made: Callable[[Any], None]) -> TrainResult:
         import ray.train
         from ray.train.torch import TorchTrainer
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -102,6 +116,7 @@ class RayExecutor(Executor):
         # outside any placement group (a sweep trial's): the channel must outlive the workers that report to it
         channel = ray.remote(num_cpus=0)(_DriverChannel).options(
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
+        made(channel)
         trainer = TorchTrainer(
             _ray_worker_entry,
             train_loop_config={"fn": fn, "config": config, "seed": job.seed, "resources": resources,
@@ -116,7 +131,7 @@ class RayExecutor(Executor):
                 storage_filesystem=storage.filesystem,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-                callbacks=self.train_callbacks(job.name) if self.train_callbacks else None,
+                callbacks=[_controller_to(channel), *(self.train_callbacks(job.name) if self.train_callbacks else [])],
                 failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
             ),
         )
@@ -129,7 +144,7 @@ class RayExecutor(Executor):
                     job.progress(event["progress"])
 
         try:
-            result = off_main_thread(trainer.fit, deliver)
+            result = off_main_thread(trainer.fit, deliver, lambda: _end_fit(channel))
             deliver()
             rows = ray.get(channel.get.remote())
         except ray.train.TrainingFailedError as exc:
@@ -151,8 +166,18 @@ class RayExecutor(Executor):
         """Parallel Ray tasks of `resources.cpus_per_task` CPUs and `gpus_per_task` GPUs each; a local Ray is
         sized to run `at_once` of them together (default: all), the rest queue. A task on a node without the
         step's `inputs` fetches them from the run's storage first."""
-        self.connect(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
-        return ray_tasks(fn, configs, resources, inputs, self.address)
+        import ray
+
+        submitted: list[Any] = []
+
+        def cancel() -> bool:
+            for task in submitted:
+                ray.cancel(task, force=True)
+            return bool(submitted)
+
+        with self._in_ray(cancel):
+            self.connect(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
+            return ray_tasks(fn, configs, resources, inputs, self.address, submitted)
 
     def warm_up(self) -> None:
         """Start the local Ray (or connect to the cluster), then import Ray Train, in the background: seconds of the
@@ -174,6 +199,8 @@ class RayExecutor(Executor):
         import ray
 
         with self._connecting:
+            if self._closed:  # a step's thread after an interrupt stopped the run: no new Ray
+                raise RuntimeError("Ray was stopped: the run is ending")
             if ray.is_initialized():
                 return
             # Ray's processes die with the thread that started them (PR_SET_PDEATHSIG): not a step's thread, which
@@ -198,11 +225,7 @@ class RayExecutor(Executor):
 
     def _connect(self, min_cpus: float) -> None:
         import ray
-        from ray._private import auto_init_hook
 
-        # once Ray is stopped (an interrupt), a step's thread still in Ray Train's fit or polling its channel must
-        # fail, not start or join another Ray (Ray's auto-connect), which aborted the process as it exited
-        auto_init_hook.enable_auto_connect = False
         defaults = RAY_ENV if self.address else {**RAY_ENV, **LOCAL_RAY_ENV}
         env = {name: os.environ.get(name, value) for name, value in defaults.items()}  # the user's setting wins
         if not self.settings.verbose:  # Ray's default token authentication stays on; its notice on every run is noise
@@ -233,8 +256,43 @@ class RayExecutor(Executor):
         """Fail at once when the Ray in use has fewer CPUs or GPUs in all than `what` needs at the same time."""
         require(amounts, what, fix, self.address)
 
+    @contextlib.contextmanager
+    def _in_ray(self, stop: Callable[[], bool]) -> Iterator[None]:
+        """Around a step's calls into Ray: `close()` calls `stop()` (until it returns True: it took effect) to end
+        them early, and waits until they have ended before it stops Ray: a thread inside Ray as Ray stops aborts
+        the process (an interrupt)."""
+        token = object()
+        with self._calls_lock:
+            if self._closed:
+                raise RuntimeError("Ray was stopped: the run is ending")
+            self._calls[token] = stop
+        try:
+            yield
+        finally:
+            with self._calls_lock:
+                del self._calls[token]
+
+    def _end_calls(self) -> None:
+        """Have the steps' calls into Ray end (see _in_ray); STOP_TIMEOUT_S at most."""
+        stopped: set[object] = set()
+
+        def stop() -> bool:
+            with self._calls_lock:
+                calls = dict(self._calls)
+            for token, stop_call in calls.items():
+                with contextlib.suppress(Exception):  # that call ended meanwhile
+                    if token not in stopped and stop_call():
+                        stopped.add(token)
+            return stopped >= calls.keys()
+
+        _stop_until(stop, lambda: not self._calls)
+
     def close(self) -> None:
-        """Stop the Ray this executor started (a cluster it only connected to keeps running)."""
+        """Stop the Ray this executor started (a cluster it only connected to keeps running), once the steps'
+        calls into it have ended: a training's Train controller is killed, side tasks are cancelled."""
+        with self._calls_lock:
+            self._closed = True  # no step's thread goes into Ray from now on
+        self._end_calls()
         with self._connecting:  # a Ray still starting in the background is stopped once it has started
             if self._started:
                 import ray
@@ -245,17 +303,18 @@ class RayExecutor(Executor):
 
 
 def ray_tasks(fn: TaskFunction, configs: list[dict[str, Any]], resources: Resources, inputs: StepInputs | None,
-              address: str | None = None) -> list[Any]:
+              address: str | None = None, submitted: list[Any] | None = None) -> list[Any]:
     """`fn(config, device)` per config as Ray tasks on the connected Ray; a failing task raises its own exception,
-    after every task has stopped (none is left writing)."""
+    after every task has stopped (none is left writing). The tasks' refs go to `submitted` (to cancel them)."""
     import ray
 
     per_task = _per_task(resources)
     require(per_task, f"each parallel task ({_amount(per_task)})", "lower resources.cpus_per_task or gpus_per_task",
             address)
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
-    pending = [task.remote(fn, config, resources.gpus_per_task > 0, resources.cpus_per_task, inputs)
-               for config in configs]
+    pending = submitted if submitted is not None else []
+    pending += [task.remote(fn, config, resources.gpus_per_task > 0, resources.cpus_per_task, inputs)
+                for config in configs]
     ray.wait(pending, num_returns=len(pending), fetch_local=False)
     try:
         return ray.get(pending)
@@ -381,6 +440,15 @@ class _DriverChannel:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []
+        self.train_controller: Any = None
+
+    def started(self, controller: Any) -> None:
+        """Ray Train's controller of the fit has started (stopping the fit early kills it)."""
+        self.train_controller = controller
+
+    def controller(self) -> Any:
+        """The fit's Train controller, None before it has started."""
+        return self.train_controller
 
     def put(self, rows: list[dict[str, Any]]) -> None:
         """Replace the history (after a restart from a checkpoint it is the restored one, then grows)."""
@@ -429,11 +497,13 @@ def _ray_worker_entry(config: dict[str, Any]) -> None:
 Result = TypeVar("Result")
 
 
-def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda: None) -> Result:
+def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda: None,
+                    stop: Callable[[], bool] | None = None) -> Result:
     """`fit()` in a helper thread while this one waits, calling `poll()` about every 0.2 s. Ray Train and Tune trap
     Ctrl-C when they run on the main thread (to abort gracefully, then exit on their own terms); off it they leave
-    signals to mmflow, which unwinds the run at once: steps marked interrupted, the local Ray stopped. Called off
-    the main thread (a sweep trial), `fit()` runs in this one and `poll()` in a helper."""
+    signals to mmflow, which unwinds the run at once: steps marked interrupted, the local Ray stopped. An interrupt
+    of the waiting thread first ends `fit()` with `stop()` (see _stop_until), so that no thread is inside Ray as Ray
+    stops. Called off the main thread (a sweep trial), `fit()` runs in this one and `poll()` in a helper."""
     main = threading.current_thread() is threading.main_thread()
     outcome: dict[str, Any] = {}
     done = threading.Event()
@@ -458,13 +528,55 @@ def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda
     helper = threading.Thread(target=target if main else polling, name="mmflow-fit", daemon=True)
     helper.start()
     if main:
-        polling()
+        try:
+            polling()
+        except KeyboardInterrupt:
+            if stop is not None:
+                _stop_until(stop, lambda: not helper.is_alive())
+            raise
     else:
         target()
         helper.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def _stop_until(stop: Callable[[], bool], ended: Callable[[], bool], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Call `stop()` until it returns True (it took effect: what it ends may not have started yet) and wait until
+    `ended()`; `timeout_s` at most."""
+    deadline = time.monotonic() + timeout_s
+    stopped = False
+    while not ended() and time.monotonic() < deadline:
+        if not stopped:
+            with contextlib.suppress(Exception):  # what it stops ended meanwhile
+                stopped = stop()
+        time.sleep(0.1)
+
+
+def _end_fit(channel: Any) -> bool:
+    """Kill a fit's Train controller once it has started (see _controller_to): its workers die with it and its
+    fit() raises. Whether it had started."""
+    import ray
+
+    controller = ray.get(channel.controller.remote(), timeout=5)
+    if controller is not None:
+        ray.kill(controller)
+    return controller is not None
+
+
+def _controller_to(channel: Any) -> Any:
+    """A Ray Train callback that hands the fit's controller to its `channel` as the controller starts."""
+    # a DeveloperAPI of Ray Train's internals: no public hook runs in the controller before the workers start
+    from ray.train.v2._internal.execution.callback import ControllerCallback
+
+    class ControllerToChannel(ControllerCallback):
+        def after_controller_start(self, train_run_context: Any) -> None:
+            import ray
+
+            channel.started.remote(ray.get_runtime_context().current_actor)
+
+    return ControllerToChannel()
 
 
 def _not_sigterm_notice(record: logging.LogRecord) -> bool:

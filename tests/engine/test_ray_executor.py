@@ -86,3 +86,64 @@ def test_side_tasks_run_inside_a_worker_the_ray_has_no_room_beside():
             TrainSession.__init__(self, Resources())
 
     assert Worker().run_tasks(describe, [{"n": 1}, {"n": 2}]) == ["1 on cpu", "2 on cpu"]
+
+
+def test_an_interrupted_wait_for_a_fit_ends_the_fit_before_it_unwinds():
+    """Ctrl-C while the main thread waits for a fit in a helper thread: `stop()` is called until it takes effect
+    (the controller it kills may not have started yet), and the fit has ended when the interrupt goes on."""
+    import threading
+
+    from mmflow.engine.ray_executor import off_main_thread
+
+    stopped, calls = threading.Event(), []
+
+    def fit() -> str:
+        stopped.wait(10)
+        return "ended"
+
+    def stop() -> bool:
+        calls.append(len(calls))
+        if len(calls) < 3:
+            return False  # nothing to stop yet
+        stopped.set()
+        return True
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    helpers = set(threading.enumerate())
+    with pytest.raises(KeyboardInterrupt):
+        off_main_thread(fit, interrupt, stop)
+    assert calls == [0, 1, 2] and stopped.is_set()
+    assert not [t for t in threading.enumerate() if t not in helpers and t.name == "mmflow-fit"]
+
+
+def test_closing_ends_the_steps_calls_into_ray_before_it_stops_ray(monkeypatch):
+    """A thread inside Ray as Ray stops aborts the process: close() stops each step's call into Ray (a fit's
+    controller killed, side tasks cancelled), waits until it has left Ray, then stops Ray; none starts after."""
+    import threading
+
+    import ray
+
+    executor = RayExecutor()
+    inside, stopped = threading.Event(), threading.Event()
+    order = []
+
+    def step() -> None:
+        with executor._in_ray(lambda: stopped.set() or True):
+            inside.set()
+            stopped.wait(10)
+            order.append("step left Ray")
+
+    thread = threading.Thread(target=step)
+    thread.start()
+    inside.wait(10)
+    monkeypatch.setattr(ray, "shutdown", lambda: order.append("Ray stopped"))
+    executor._started = True  # as if it had started a local Ray
+    executor.close()
+    assert order == ["step left Ray", "Ray stopped"]
+    thread.join()
+    with pytest.raises(RuntimeError, match="Ray was stopped"):
+        executor.connect()
+    with pytest.raises(RuntimeError, match="Ray was stopped"), executor._in_ray(lambda: True):
+        pass
