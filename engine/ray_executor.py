@@ -682,9 +682,14 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
 def quiet_local_worker() -> None:
     """Set up every worker process of a private local Ray: it has no autoscaler, so Train's resource requests
     to one serve nothing, and on a busy machine each timed-out request printed a traceback."""
-    # by name: importing Ray's internal module is not needed to set its logger's level
-    logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").setLevel(
-        logging.ERROR)
+    # by name: importing Ray's internal module is not needed. A filter, not a level: the Train controller configures
+    # its logging after this (dictConfig), which resets the levels of loggers under ray.train but keeps their filters
+    logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").addFilter(
+        _errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def _free_port() -> int:

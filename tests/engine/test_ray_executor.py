@@ -27,6 +27,7 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
     when there are two: the run's processes get RAY_ADDRESS naming the GCS port the local Ray starts on."""
     import importlib
     import logging
+    import logging.config
     import os
 
     import ray
@@ -48,8 +49,13 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
     getattr(importlib.import_module(module), name)()  # what each worker process runs first
     from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
 
-    assert not autoscaling_coordinator_client.logger.isEnabledFor(logging.WARNING)
-    autoscaling_coordinator_client.logger.setLevel(logging.NOTSET)
+    logger = autoscaling_coordinator_client.logger
+    # the Train controller then configures its logging, which resets the levels of loggers under ray.train
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "loggers": {"ray.train": {}}})
+    warning, error = (logger.makeRecord(logger.name, level, "f", 1, "m", None, None)
+                      for level in (logging.WARNING, logging.ERROR))
+    assert not logger.filter(warning) and logger.filter(error)
+    logger.filters.clear()
 
 
 def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, tmp_path):
