@@ -2,7 +2,7 @@
 
 A training component writes one function `fn(session, config)`. An executor runs it: `ray` on
 Ray Train workers, `inline` in this process as rank 0 of a world of size 1 (the very same
-function). Independent side work (e.g. G-Blend's probe trainings) goes through `run_tasks`.
+function). Independent side work (e.g. G-Blend's probe trainings) goes through `run_tasks` (or `start_tasks`).
 One executor serves a whole run (the workflow's `executor:`). Executors register under the
 entry-point group `mmflow.executors` (name = "module:Class"), mmflow's own included, so a
 third-party executor is installed like any plugin.
@@ -132,9 +132,15 @@ class TrainSession:
                         "metrics": metrics})
 
     def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
-        """Independent side work from this worker; here one after another on this worker's device
-        (a distributed session may run them side by side)."""
-        return run_in_turn(fn, configs, self.device)
+        """Independent side work from this worker, results in order (see start_tasks)."""
+        return self.start_tasks(fn, configs)()
+
+    def start_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> Callable[[], list[Any]]:
+        """Start independent side work from this worker; returns what waits for its results, in order. Here it
+        runs at once, one task after another on this worker's device; a distributed session runs the tasks side by
+        side in processes of their own while this worker trains on."""
+        results = run_in_turn(fn, configs, self.device)
+        return lambda: results
 
 
 TrainFunction = Callable[[TrainSession, dict[str, Any]], None]

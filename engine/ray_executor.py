@@ -177,7 +177,8 @@ class RayExecutor(Executor):
 
         with self._in_ray(cancel):
             self.connect(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
-            return ray_tasks(fn, configs, resources, inputs, self.address, submitted)
+            submitted += submit_tasks(fn, configs, resources, inputs, self.address)
+            return gather_tasks(submitted)
 
     def warm_up(self) -> None:
         """Start the local Ray (or connect to the cluster), then import Ray Train, in the background: seconds of the
@@ -302,19 +303,24 @@ class RayExecutor(Executor):
                 self._release.set()
 
 
-def ray_tasks(fn: TaskFunction, configs: list[dict[str, Any]], resources: Resources, inputs: StepInputs | None,
-              address: str | None = None, submitted: list[Any] | None = None) -> list[Any]:
-    """`fn(config, device)` per config as Ray tasks on the connected Ray; a failing task raises its own exception,
-    after every task has stopped (none is left writing). The tasks' refs go to `submitted` (to cancel them)."""
+def submit_tasks(fn: TaskFunction, configs: list[dict[str, Any]], resources: Resources, inputs: StepInputs | None,
+                 address: str | None = None) -> list[Any]:
+    """`fn(config, device)` per config as Ray tasks on the connected Ray; their refs (see gather_tasks)."""
     import ray
 
     per_task = _per_task(resources)
     require(per_task, f"each parallel task ({_amount(per_task)})", "lower resources.cpus_per_task or gpus_per_task",
             address)
     task = ray.remote(_task_entry).options(num_cpus=resources.cpus_per_task, num_gpus=resources.gpus_per_task)
-    pending = submitted if submitted is not None else []
-    pending += [task.remote(fn, config, resources.gpus_per_task > 0, resources.cpus_per_task, inputs)
-                for config in configs]
+    return [task.remote(fn, config, resources.gpus_per_task > 0, resources.cpus_per_task, inputs)
+            for config in configs]
+
+
+def gather_tasks(pending: list[Any]) -> list[Any]:
+    """The results of submitted tasks, in order; a failing task raises its own exception, after every task has
+    stopped (none is left writing)."""
+    import ray
+
     ray.wait(pending, num_returns=len(pending), fetch_local=False)
     try:
         return ray.get(pending)
@@ -424,12 +430,13 @@ class RaySession(TrainSession):
         self._send_history()
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    def run_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> list[Any]:
-        """Parallel Ray tasks, or in turn on this worker's device when the Ray has no room for them beside the
-        workers."""
+    def start_tasks(self, fn: TaskFunction, configs: list[dict[str, Any]]) -> Callable[[], list[Any]]:
+        """Parallel Ray tasks beside the training, or at once in turn on this worker's device when the Ray has no
+        room for them beside the workers."""
         if self.tasks_inside:
-            return super().run_tasks(fn, configs)
-        return ray_tasks(fn, configs, self.resources, self.inputs)
+            return super().start_tasks(fn, configs)
+        pending = submit_tasks(fn, configs, self.resources, self.inputs)
+        return lambda: gather_tasks(pending)
 
 
 class _DriverChannel:

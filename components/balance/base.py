@@ -66,7 +66,7 @@ class Needs:
     holdout: float = 0.0
     #: the modalities the model is built with (None: every modality of the data)
     modalities: tuple[str, ...] | None = None
-    #: side tasks the method runs at once (`TrainingContext.run_tasks`), so the executor can reserve them
+    #: side tasks the method runs at once (`TrainingContext.start_tasks`), so the executor can reserve them
     parallel_tasks: int = 0
 
 
@@ -98,8 +98,9 @@ class TrainingContext:
     background: int | None = None
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor  # in place, over ranks
     rank: int = 0
-    #: run `fn(config, device)` for each config as side tasks (from rank 0), in order
-    run_tasks: Callable[[Callable[..., Any], list[Any]], list[Any]] | None = None
+    #: start `fn(config, device)` for each config as side tasks (from rank 0): returns what waits for the results,
+    #: in order (a distributed executor runs them beside the training)
+    start_tasks: Callable[[Callable[..., Any], list[Any]], Callable[[], list[Any]]] | None = None
     shards: Path | None = None  # the training shards and their manifest
     manifest: dict[str, Any] = field(default_factory=dict)
     train_keys: list[str] | None = None  # the samples training reads (None: all)
@@ -138,6 +139,9 @@ class BalanceMethod:
 
     def before_epoch(self, class_sums: ClassSums | None) -> None:
         """Called before each epoch with fresh class sums when `needs.prototype_fraction` asks for them."""
+
+    def after_epoch(self) -> None:
+        """Called on every rank after each epoch's training steps, before its metrics and checkpoint."""
 
     def prepare_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Transform a training batch's inputs before the forward pass."""

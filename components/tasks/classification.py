@@ -25,7 +25,7 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
     return []
 
 
-@component("train.classifier", params=TrainClassifierParams, version="5",
+@component("train.classifier", params=TrainClassifierParams, version="6",
            inputs={"train": "shards", "weights": Maybe("gblend_weights")},
            outputs={"model": "model"}, distributed=True, check=_check_blend_weights,
            headline=("loss", "train_accuracy"), seeds="each")

@@ -79,7 +79,7 @@ class Training:
             self._restore()
         self.context = TrainingContext(
             self.core, device, epochs=params.epochs, loss=problem.loss(params), background=problem.background(manifest),
-            all_reduce_sum=session.all_reduce_sum, rank=session.rank, run_tasks=session.run_tasks, shards=shards,
+            all_reduce_sum=session.all_reduce_sum, rank=session.rank, start_tasks=session.start_tasks, shards=shards,
             manifest=manifest, train_keys=train_keys, holdout_keys=holdout_keys, architecture=self.architecture,
             params=params, seed=session.seed)
         method.bind(self.context)
@@ -102,6 +102,7 @@ class Training:
         class_sums = self.start_epoch(epoch)
         self.method.before_epoch(class_sums if self.needs.prototype_fraction > 0 else None)
         totals, trained = self.train_epoch(epoch)
+        self.method.after_epoch()
         metrics = self.metrics(epoch, totals, trained, time.perf_counter() - started)
         self.session.progress(epoch + 1, self.params.epochs, metrics=metrics)
         self.session.log(_progress(epoch, self.params.epochs, metrics))

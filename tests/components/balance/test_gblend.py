@@ -73,13 +73,33 @@ def gblend(params: GBlendParams, modalities: list[str], fusion: str = "concat", 
 
 
 class FakeProbes:
-    """Stands in for the probe trainings: heads -> their losses."""
+    """Stands in for the probe trainings: heads -> their losses; records when probes start and are waited for."""
 
     def __init__(self, losses) -> None:
         self.fn = losses
+        self.events: list[tuple[str, int]] = []
 
-    def losses(self, heads: list[str], draw: int) -> dict[str, ProbeLosses]:
-        return self.fn(heads)
+    def start(self, heads: list[str], draw: int):
+        self.events.append(("start", draw))
+
+        def losses() -> dict[str, ProbeLosses]:
+            self.events.append(("wait", draw))
+            return self.fn(heads)
+
+        return losses
+
+
+def train_epochs(method: GBlend, epochs: int) -> tuple[list[dict], list[dict]]:
+    """The method's hooks over `epochs` epochs, as the training loop calls them: the weights each epoch trained
+    with, and each epoch's metrics."""
+    weights, metrics = [], []
+    for epoch in range(epochs):
+        method.context.epoch = epoch
+        method.before_epoch(None)
+        weights.append(dict(method.weights))
+        method.after_epoch()
+        metrics.append(method.epoch_metrics())
+    return weights, metrics
 
 
 def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_head():
@@ -90,19 +110,37 @@ def test_online_method_reestimates_at_super_epoch_starts_with_one_weight_per_hea
         better = len(calls)  # each estimate differs, so a new estimate is visible
         return {h: ProbeLosses(1.0, 1.2, 0.6, 1.2 - 0.1 * (i + better)) for i, h in enumerate(heads)}
 
-    method = gblend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["rgb", "flow", "audio"],
-                    probes=probes, epochs=6)
+    params = GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2, overlap_probes=False)
+    method = gblend(params, ["rgb", "flow", "audio"], probes=probes, epochs=6)
     assert method.needs.holdout == 0.08 and method.needs.modality_heads == "own" and method.needs.parallel_tasks == 4
-    seen = []
-    for epoch in range(6):
-        method.context.epoch = epoch
-        method.before_epoch(None)
-        seen.append(dict(method.weights))
-        metrics = method.epoch_metrics()
-        assert set(k for k in metrics if k.startswith("weight/")) == {f"weight/{h}" for h in ("rgb", "flow", "audio", "fused")}
-        assert ("G/rgb" in metrics) == (epoch in (0, 2, 4))
+    seen, metrics = train_epochs(method, 6)
+    for epoch, found in enumerate(metrics):
+        assert {k for k in found if k.startswith("weight/")} == {f"weight/{h}" for h in ("rgb", "flow", "audio",
+                                                                                           "fused")}
+        assert ("G/rgb" in found) == (epoch in (0, 2, 4))
     assert calls == [["rgb", "flow", "audio", "fused"]] * 3
-    assert seen[0] == seen[1] != seen[2] == seen[3] != seen[4]
+    assert seen[0] == seen[1] != seen[2] == seen[3] != seen[4] == seen[5]  # the paper's order: training waits
+    assert method.probes.events == [("start", 0), ("wait", 0), ("start", 2), ("wait", 2), ("start", 4), ("wait", 4)]
+
+
+def test_online_probes_after_the_first_train_beside_the_first_epoch_of_their_super_epoch():
+    """overlap_probes (the default): an estimate's probes start from the model at its super-epoch's start, that
+    epoch trains with the weights before, and the new weights are in place (and in the checkpoint) at its end."""
+    estimate = iter(range(1, 10))
+
+    def probes(heads):
+        better = next(estimate)
+        return {h: ProbeLosses(1.0, 1.2, 0.6, 1.2 - 0.1 * (i + better)) for i, h in enumerate(heads)}
+
+    method = gblend(GBlendParams(mode="online", warmup_super_epoch=2, super_epoch=2), ["a", "b"], probes=probes,
+                    epochs=6)
+    seen, metrics = train_epochs(method, 6)
+    assert method.probes.events == [("start", 0), ("wait", 0), ("start", 2), ("wait", 2), ("start", 4), ("wait", 4)]
+    assert seen[0] == seen[1] == seen[2] != seen[3] == seen[4] != seen[5]  # the first estimate is waited for
+    assert [("G/a" in found) for found in metrics] == [True, False, True, False, True, False]
+    assert [found["weight/a"] for found in metrics] == [seen[1]["a"], seen[2]["a"], seen[3]["a"], seen[4]["a"],
+                                                        seen[5]["a"], seen[5]["a"]]  # after each epoch's end
+    assert method.state_dict() == {"weights": seen[5]}
 
 
 def test_online_method_keeps_its_weights_when_no_head_improved():
@@ -110,12 +148,8 @@ def test_online_method_keeps_its_weights_when_no_head_improved():
                       {"a": ProbeLosses(1, 1.0, 0.6, 1.1), "fused": ProbeLosses(1, 1.0, 0.6, 1.1)}])
     method = gblend(GBlendParams(mode="online", warmup_super_epoch=1, super_epoch=1), ["a"],
                     probes=lambda heads: next(estimates), epochs=2)
-    for epoch in range(2):
-        method.context.epoch = epoch
-        method.before_epoch(None)
-        if epoch == 0:
-            first = dict(method.weights)
-    assert method.estimate.fallback and method.weights == first
+    seen, _ = train_epochs(method, 2)
+    assert method.estimate.fallback and method.weights == seen[0]
 
 
 def test_blended_loss_is_the_weighted_sum_of_head_losses():

@@ -106,8 +106,11 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
     kept, held = split_keys(sample_keys(load_manifest(shards)), 0.25, seed=0, salt="gblend-holdout")
     assert len(held) == 50
     opened = opened_readers(training_loop)
-    assert [h["train_samples"] for h in history(gblend)] == [SAMPLES - 50] * 2
+    epochs = history(gblend)
+    assert [h["train_samples"] for h in epochs] == [SAMPLES - 50] * 2
     assert opened[0]["keys"] == kept
+    # an estimate every epoch: the first waited for, the second's probes beside the epoch and taken at its end
+    assert [any(k.startswith("gblend_G/") for k in h) for h in epochs] == [True, True]
 
 
 def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():

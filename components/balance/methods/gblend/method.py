@@ -16,17 +16,21 @@ maps, so it always takes the floor.
 
 Offline: fixed weights (given, or from a `gblend.estimate` step). Online: re-estimated from the
 current model at the start of every super-epoch by probes that rank 0 runs as side tasks on
-blend-validation data the training loop holds out (`Needs.holdout`).
+blend-validation data the training loop holds out (`Needs.holdout`). Training waits for the first
+estimate; by default (`overlap_probes`) a later one's probes train beside the first epoch of their
+super-epoch, which keeps the weights before, and its weights apply from the second epoch: the
+probes cost no training time where they have CPUs or GPUs of their own (Ray tasks), and the
+numbers do not depend on the executor.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import Field, model_validator
 
 from ...base import BalanceMethod, ClassSums, Needs, Stats, TrainingContext, method
-from .estimate import FUSED_HEAD, BlendEstimate, BlendEstimateParams, blend_weights, with_fused_floor
+from .estimate import FUSED_HEAD, BlendEstimate, BlendEstimateParams, ProbeLosses, blend_weights, with_fused_floor
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +56,10 @@ class GBlendParams(BlendEstimateParams):
         "its blend weight is raised to at least this, the other weights scaled to fill the rest")
     warmup_super_epoch: int = Field(10, ge=1, description="online: length of the first super-epoch (paper: 10)")
     super_epoch: int = Field(5, ge=1, description="online: length of every later super-epoch (paper: 5)")
+    overlap_probes: bool = Field(
+        True, description="online: an estimate after the first trains its probes beside the first epoch of its "
+        "super-epoch, which keeps the weights before, and applies from the second (false: training waits for the "
+        "probes, the paper's order)")
 
     @model_validator(mode="after")
     def _weights_fit_mode(self) -> "GBlendParams":
@@ -94,6 +102,7 @@ class GBlend(BalanceMethod):
         self.fused_floor = 0.0 if self.refits_fused_head else params.min_fused_weight
         self.weights: dict[str, float] | None = None
         self.estimate: BlendEstimate | None = None  # the latest, reported in the epoch that made it
+        self.pending: Callable[[], dict[str, ProbeLosses]] | None = None  # probes training beside this epoch
         self.probes: OnlineProbes  # online: made when bound
         if params.weights is not None:
             given = set(params.weights)
@@ -116,11 +125,23 @@ class GBlend(BalanceMethod):
     def before_epoch(self, class_sums: ClassSums | None) -> None:
         self.estimate = None
         epoch = self.context.epoch
-        if self.params.mode == "online" and epoch in self.params.estimate_epochs(self.context.epochs):
-            self.estimate = blend_weights(self.probes.losses(self.heads, draw=epoch), self.params.formula,
-                                          self.params.min_delta_o)
-            if not (self.estimate.fallback and self.weights):  # no new information: keep the current blend
-                self.weights = with_fused_floor(self.estimate.weights, self.fused_floor)
+        if self.params.mode != "online" or epoch not in self.params.estimate_epochs(self.context.epochs):
+            return
+        losses = self.probes.start(self.heads, draw=epoch)
+        if self.weights is not None and self.params.overlap_probes:  # this epoch trains with the weights before
+            self.pending = losses
+        else:
+            self._blend(losses())
+
+    def after_epoch(self) -> None:
+        if self.pending is not None:
+            losses, self.pending = self.pending, None
+            self._blend(losses())
+
+    def _blend(self, losses: dict[str, ProbeLosses]) -> None:
+        self.estimate = blend_weights(losses, self.params.formula, self.params.min_delta_o)
+        if not (self.estimate.fallback and self.weights):  # no new information: keep the current blend
+            self.weights = with_fused_floor(self.estimate.weights, self.fused_floor)
 
     def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         import torch.nn.functional as F

@@ -2,7 +2,7 @@
 
 A probe for modality m trains that modality's encoder and own head on CE(head_m); the fused
 probe trains the encoders and the fusion on the fused CE. Each probe is independent, so the
-k+1 probes run as parallel tasks (`run_tasks`). Data: the blend-validation keys are held out
+k+1 probes run as parallel tasks (`start_tasks`). Data: the blend-validation keys are held out
 of all training; the probes train on a seeded `probe_fraction` of the rest (whole shards, so a
 probe reads only those), and their training loss is measured on as many of those samples as
 the blend-validation set has. Both measuring sets are read once into memory.
@@ -137,15 +137,23 @@ class OnlineProbes:
         # measured by the probes rank 0 launches, read once
         self.holdout = load_samples(context.shards, context.holdout_keys) if context.rank == 0 else None
 
-    def losses(self, heads: list[str], draw: int) -> dict[str, ProbeLosses]:
-        """Each head's probe losses; `draw` (the epoch) redraws the probes' training subset."""
+    def start(self, heads: list[str], draw: int) -> Callable[[], dict[str, ProbeLosses]]:
+        """Start each head's probe from the model as it is now (rank 0); returns what waits for their losses, which
+        every rank calls at the same point. `draw` (the epoch) redraws the probes' training subset."""
         context = self.context
-        losses = torch.zeros(len(heads), 4, dtype=torch.float64, device=context.device)
+        results: Callable[[], list[Any]] = list
         if context.rank == 0:
             configs = probe_configs(heads, context.model, context.architecture, context.shards, context.manifest,
                                     context.train_keys, self.holdout, self.params, context.params, context.seed,
                                     draw=draw)
-            found = probe_losses(context.run_tasks(run_probe, configs), heads)
-            losses += torch.tensor([dataclasses.astuple(found[h]) for h in heads], dtype=torch.float64)
-        context.all_reduce_sum(losses)  # a broadcast: the other ranks hold zeros
-        return {h: ProbeLosses(*row.tolist()) for h, row in zip(heads, losses)}
+            results = context.start_tasks(run_probe, configs)
+
+        def losses() -> dict[str, ProbeLosses]:
+            found = torch.zeros(len(heads), 4, dtype=torch.float64, device=context.device)
+            if context.rank == 0:
+                by_head = probe_losses(results(), heads)
+                found += torch.tensor([dataclasses.astuple(by_head[h]) for h in heads], dtype=torch.float64)
+            context.all_reduce_sum(found)  # a broadcast: the other ranks hold zeros
+            return {h: ProbeLosses(*row.tolist()) for h, row in zip(heads, found)}
+
+        return losses
