@@ -55,6 +55,8 @@ def ray_node(*start_args: str, env: dict[str, str] | None = None) -> Iterator[No
     import time
 
     ray_cli = str(Path(sys.executable).parent / "ray")
+    recorded = Path(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")  # where `ray start` notes it
+    before = recorded.read_text() if recorded.exists() else None
     node = subprocess.Popen([ray_cli, "start", "--disable-usage-stats", *start_args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
@@ -69,6 +71,8 @@ def ray_node(*start_args: str, env: dict[str, str] | None = None) -> Iterator[No
                     os.killpg(node.pid, signum)
                 time.sleep(0.5)
         assert not _group_alive(node.pid), "the test's Ray node did not stop"
+        if recorded.exists() and recorded.read_text() != before:  # a plain ray.init() would try to join the dead node
+            recorded.unlink()
 
 
 def _group_alive(pgid: int) -> bool:
