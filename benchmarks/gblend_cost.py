@@ -72,9 +72,9 @@ def main() -> None:
     workflow = load_workflow(WORKFLOW, overrides)
     data = workflow.steps["data"].params
     gblend = workflow.steps["gblend"].params
-    configs = {"naive": workflow.steps["naive"].params.model_dump(),
-               "gblend_waiting": gblend.model_copy(update={"method": gblend.method.model_copy(
-                   update={"overlap_probes": False})}).model_dump(),
+    waiting = gblend.model_dump()
+    waiting["method"]["overlap_probes"] = False  # the paper's order
+    configs = {"naive": workflow.steps["naive"].params.model_dump(), "gblend_waiting": waiting,
                "gblend_overlapped": gblend.model_dump()}
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as tmp_name:

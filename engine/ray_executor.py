@@ -65,7 +65,8 @@ class RayExecutor(Executor):
         # line under another's. Read when Ray is first imported, which happens after this (the user's setting wins).
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         # Ray's C++ crash handler in the driver takes SIGTERM for a crash: it prints a stack and sets an alarm that
-        # aborts the process 3 s later, while mmflow unwinds the run (steps marked interrupted, Ray stopped)
+        # aborts the process 3 s later, while mmflow unwinds the run (steps marked interrupted, Ray stopped). Also
+        # read when Ray is first imported.
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         self.address = settings.address or os.environ.get("RAY_ADDRESS") or None
         self.train_callbacks = train_callbacks
