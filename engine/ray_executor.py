@@ -43,7 +43,7 @@ LOCAL_RAY_ENV = {
 }
 
 TrainCallbacks = Callable[[str], list[Any]]  # step name -> Ray Train callbacks of its fit
-STOP_TIMEOUT_S = 20.0  # how long stopping Ray waits at most for the steps' calls into it to end (see _in_ray)
+STOP_TIMEOUT_S = 20.0  # how long stopping Ray waits at most for the steps' calls into it to end (see in_ray)
 
 
 class RayExecutor(Executor):
@@ -73,7 +73,7 @@ class RayExecutor(Executor):
         self._started = False
         self._connecting = threading.Lock()  # steps running side by side connect once
         self._release = threading.Event()  # ends the thread that started Ray (see connect)
-        self._calls: dict[object, Callable[[], bool]] = {}  # steps' calls into Ray, each with its stop (see _in_ray)
+        self._calls: dict[object, Callable[[], bool]] = {}  # steps' calls into Ray, each with its stop (see in_ray)
         self._calls_lock = threading.Lock()
         self._closed = False
         if self.address:  # before any step runs: a wrong address is known in seconds, not after the data steps
@@ -83,7 +83,7 @@ class RayExecutor(Executor):
         """Run `fn` on `job.resources.workers` Ray Train workers; restarts from the latest checkpoint
         `job.max_failures` times; an earlier attempt's checkpoint in `job.storage` is resumed."""
         channels: list[Any] = []  # the fit's, once made: it hands over Train's controller, which stopping kills
-        with self._in_ray(lambda: bool(channels) and _end_fit(channels[0])):
+        with self.in_ray(lambda: bool(channels) and _end_fit(channels[0])):
             return self._train(fn, config, job, channels.append)
 
     def _train(self, fn: TrainFunction, config: dict[str, Any], job: TrainingJob,
@@ -132,7 +132,7 @@ class RayExecutor(Executor):
                 storage_filesystem=storage.filesystem,
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
                 logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-                callbacks=[_controller_to(channel), *(self.train_callbacks(job.name) if self.train_callbacks else [])],
+                callbacks=[controller_to(channel), *(self.train_callbacks(job.name) if self.train_callbacks else [])],
                 failure_config=ray.train.FailureConfig(max_failures=job.max_failures),
             ),
         )
@@ -176,7 +176,7 @@ class RayExecutor(Executor):
                 ray.cancel(task, force=True)
             return bool(submitted)
 
-        with self._in_ray(cancel):
+        with self.in_ray(cancel):
             self.connect(min(at_once or len(configs), len(configs)) * resources.cpus_per_task)
             submitted += submit_tasks(fn, configs, resources, inputs, self.address)
             return gather_tasks(submitted)
@@ -259,10 +259,10 @@ class RayExecutor(Executor):
         require(amounts, what, fix, self.address)
 
     @contextlib.contextmanager
-    def _in_ray(self, stop: Callable[[], bool]) -> Iterator[None]:
-        """Around a step's calls into Ray: `close()` calls `stop()` (until it returns True: it took effect) to end
-        them early, and waits until they have ended before it stops Ray: a thread inside Ray as Ray stops aborts
-        the process (an interrupt)."""
+    def in_ray(self, stop: Callable[[], bool]) -> Iterator[None]:
+        """Around a step's (or a sweep's) calls into Ray: `close()` calls `stop()` (until it returns True: it took
+        effect) to end them early, and waits until they have ended before it stops Ray: a thread inside Ray as Ray
+        stops aborts the process (an interrupt)."""
         token = object()
         with self._calls_lock:
             if self._closed:
@@ -275,7 +275,7 @@ class RayExecutor(Executor):
                 del self._calls[token]
 
     def _end_calls(self) -> None:
-        """Have the steps' calls into Ray end (see _in_ray); STOP_TIMEOUT_S at most."""
+        """Have the steps' calls into Ray end (see in_ray); STOP_TIMEOUT_S at most."""
         stopped: set[object] = set()
 
         def stop() -> bool:
@@ -563,7 +563,7 @@ def _stop_until(stop: Callable[[], bool], ended: Callable[[], bool], timeout_s: 
 
 
 def _end_fit(channel: Any) -> bool:
-    """Kill a fit's Train controller once it has started (see _controller_to): its workers die with it and its
+    """Kill a fit's Train controller once it has started (see controller_to): its workers die with it and its
     fit() raises. Whether it had started."""
     import ray
 
@@ -573,8 +573,9 @@ def _end_fit(channel: Any) -> bool:
     return controller is not None
 
 
-def _controller_to(channel: Any) -> Any:
-    """A Ray Train callback that hands the fit's controller to its `channel` as the controller starts."""
+def controller_to(channel: Any) -> Any:
+    """A Ray Train callback that hands the fit's controller to `channel` (an actor: `started(controller)`) as the
+    controller starts."""
     # a DeveloperAPI of Ray Train's internals: no public hook runs in the controller before the workers start
     from ray.train.v2._internal.execution.callback import ControllerCallback
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from .console import RUN_LOG, RunConsole, SweepConsole
 from .executor import ExecutorSettings, create_executor
-from .ray_executor import RayExecutor, off_main_thread
+from .ray_executor import RayExecutor, controller_to, off_main_thread
 from .mirror import fetch_run
 from .run_folder import RUN_RECORD, new_run_dir
 from .runner import Runner
@@ -105,22 +107,91 @@ def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any], dict[str,
                callbacks: list[Any] | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
     """Ray Tune over `trial(config, setup)` on the executor's Ray, with its state under `storage`/tune; per trial
     (name, config, last reported metrics, error or None). The config holds the sampled values only (what Tune's
-    loggers record); `setup` is the same for every trial."""
+    loggers record); `setup` is the same for every trial, with "actors" added: the actor where the trial's Train
+    controllers go (see controller_to), so that an interrupt kills them first."""
+    import ray
     from ray import tune
 
     executor.connect()
+    stopper, trial_actors, stop = stop_switch()
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trial, setup=setup), {"cpu": trial_cpus}),
+        tune.with_resources(tune.with_parameters(_enlisted, trial=trial, setup=setup, trial_actors=trial_actors),
+                            {"cpu": trial_cpus}),
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=num_samples, scheduler=asha(scheduler) if scheduler.name == "asha"
                                     else None, max_concurrent_trials=max_concurrent_trials,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name="tune", storage_path=storage.path, storage_filesystem=storage.filesystem,
-                                  verbose=0, callbacks=callbacks),
+                                  verbose=0, callbacks=callbacks, stop=stopper),
     )
-    results = off_main_thread(tuner.fit)
+    try:
+        with executor.in_ray(stop):  # an interrupt ends the trials, then Tune's loop, before Ray stops
+            results = off_main_thread(tuner.fit, stop=stop)
+    finally:
+        ray.kill(trial_actors)
     return [(Path(r.path).name, r.config, dict(r.metrics or {}), None if r.error is None else str(r.error))
             for r in results]
+
+
+def stop_switch() -> tuple[Any, Any, Callable[[], bool]]:
+    """A Tune stopper, an actor where each trial leaves its own handle (see _enlisted), and the function that
+    stops every trial at once: Tune's own stop waits for a trial's next report and then up to 15 s before it
+    kills the trial, while Ctrl-C should end a sweep in seconds."""
+    import ray
+    from ray import tune
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    stopping = threading.Event()
+
+    class StopSwitch(tune.stopper.Stopper):
+        def __init__(self, stopping: threading.Event) -> None:  # an argument: a closure is pickled with the class
+            self.stopping: threading.Event | None = stopping
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune pickles its run config with its state: not the event
+            return {"stopping": None}
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.stopping is not None and self.stopping.is_set()
+
+    trial_actors = ray.remote(num_cpus=0)(_TrialActors).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)).remote()
+
+    def stop() -> bool:
+        stopping.set()  # first: no trial starts from now on
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # each trial killed is no error to report
+        for actor in reversed(ray.get(trial_actors.all.remote(), timeout=5)):  # a trial's controllers before it
+            ray.kill(actor)
+        return True
+
+    return StopSwitch(stopping), trial_actors, stop
+
+
+class _TrialActors:
+    """An actor holding the handles of the trials' actors and their Train controllers (Tune keeps its own
+    private)."""
+
+    def __init__(self) -> None:
+        self.actors: list[Any] = []
+
+    def started(self, actor: Any) -> None:
+        """A trial, or a Train controller of one, has started in `actor`."""
+        self.actors.append(actor)
+
+    def all(self) -> list[Any]:
+        """Every actor so far, in the order they started."""
+        return self.actors
+
+
+def _enlisted(config: dict[str, Any], trial: Callable[[dict[str, Any], dict[str, Any]], None],
+              setup: dict[str, Any], trial_actors: Any) -> None:
+    """`trial(config, setup)` once its actor is in `trial_actors`, which the trial's fits join (setup["actors"])."""
+    import ray
+
+    ray.get(trial_actors.started.remote(ray.get_runtime_context().current_actor))
+    trial(config, {**setup, "actors": trial_actors})
 
 
 def _trial_name(trial: Any) -> str:
@@ -208,7 +279,8 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     name = tune.get_context().get_trial_name()
     for stream in (sys.stdout, sys.stderr):  # Ray's log monitor labels this trial's output with its name
         print(f":actor_name:{name}", file=stream, flush=True)
-    executor = (RayExecutor(train_callbacks=step_to_tune, label=name) if workflow.spec.executor == RayExecutor.name
+    executor = (RayExecutor(train_callbacks=lambda step: [*step_to_tune(step), controller_to(setup["actors"])],
+                            label=name) if workflow.spec.executor == RayExecutor.name
                 else create_executor(workflow.spec.executor))
     console = RunConsole(live=False, summary=False)  # the trial's lines, and its run.log
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,

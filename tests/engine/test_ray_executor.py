@@ -136,7 +136,7 @@ def test_closing_ends_the_steps_calls_into_ray_before_it_stops_ray(monkeypatch):
     order = []
 
     def step() -> None:
-        with executor._in_ray(lambda: stopped.set() or True):
+        with executor.in_ray(lambda: stopped.set() or True):
             inside.set()
             stopped.wait(10)
             order.append("step left Ray")
@@ -151,5 +151,5 @@ def test_closing_ends_the_steps_calls_into_ray_before_it_stops_ray(monkeypatch):
     thread.join()
     with pytest.raises(RuntimeError, match="Ray was stopped"):
         executor.connect()
-    with pytest.raises(RuntimeError, match="Ray was stopped"), executor._in_ray(lambda: True):
+    with pytest.raises(RuntimeError, match="Ray was stopped"), executor.in_ray(lambda: True):
         pass
