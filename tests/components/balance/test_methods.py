@@ -19,7 +19,9 @@ from mmflow.engine import InlineExecutor, Resources, TrainingJob
 
 METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
-           {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25}]
+           {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
+           {"name": "mmpareto"}]
+REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders"}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +52,8 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         data, model = shards({"a": (1, 8, 8), "b": (3, 8, 8)}, "images"), {"encoder": "cnn", "embedding_dim": 16}
     else:
         data, model = shards({"a": (5,), "b": (3,)}, "vectors"), {"hidden": [8], "embedding_dim": 6}
-    if method["name"] == "gblend" and fusion == "mmtm":
-        with pytest.raises(ValueError, match="mmtm couples the modality streams"):
+    if (method["name"], fusion) in REFUSED:
+        with pytest.raises(ValueError, match=REFUSED[method["name"], fusion]):
             train(data, tmp_path, method=method, fusion=fusion, **model)
         return
     result = train(data, tmp_path, method=method, fusion=fusion, **model)
@@ -65,7 +67,8 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         assert state["prototypes"]["a"].shape[0] == 4 and torch.isfinite(state["prototypes"]["b"]).all()
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
-    if method["name"] in ("aux_loss", "gblend") or (capabilities["splits"] and method["name"] != "unimodal"):
+    own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto")
+    if own_heads or (capabilities["splits"] and method["name"] != "unimodal"):
         assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
 
 
