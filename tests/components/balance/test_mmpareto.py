@@ -13,6 +13,8 @@ from mmflow.components.balance.methods.mmpareto import MMParetoParams, integrate
 from mmflow.components.models.build import build_classifier
 from mmflow.components.tasks.training_params import TrainClassifierParams
 
+from .replicas import replica_gradients
+
 
 def weights(g_mm: list[float], g_u: list[float]) -> tuple[float, float]:
     w_mm, w_u = pareto_weights(torch.tensor(g_mm), torch.tensor(g_u))
@@ -94,42 +96,11 @@ def test_couples_encoders_fusions_are_refused_at_validation():
     TrainClassifierParams.model_validate({"encoder": "cnn", "fusion": "centralnet", "method": "mmpareto"})
 
 
-def _rank(rank: int, port: int, folder: str) -> None:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    model, x, labels = setup()
-    half = slice(8 * rank, 8 * rank + 8)
-    method = build_method(MMParetoParams(), ["a", "b"], "concat", seed=0)
-
-    def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor)
-        return tensor
-
-    method.bind(TrainingContext(model, torch.device("cpu"), all_reduce_sum=all_reduce_sum, rank=rank))
-    replica = DistributedDataParallel(model)  # kept: its backward hooks average the gradients
-    out = replica({m: v[half] for m, v in x.items()})
-    loss, _ = method.loss(out, labels[half])
-    loss.backward()
-    method.after_backward(out, labels[half])
-    torch.save({n: p.grad for n, p in model.named_parameters()}, f"{folder}/rank{rank}.pt")
-    dist.destroy_process_group()
-
-
 def test_two_data_parallel_replicas_get_the_gradients_of_the_whole_batch(tmp_path):
     """Each rank sees half the batch; the choice is made on gradients averaged over ranks, so both replicas get
     what one process gets from the whole batch."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2)
     model, x, labels = setup()
     expected = expected_gradients(model, x, labels, gamma=1.5)
-    for rank in (0, 1):
-        for name, grad in torch.load(tmp_path / f"rank{rank}.pt").items():
+    for rank, grads in enumerate(replica_gradients(setup, MMParetoParams(), "concat", tmp_path)):
+        for name, grad in grads.items():
             torch.testing.assert_close(grad, expected[name], msg=f"rank {rank} {name}")
