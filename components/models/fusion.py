@@ -3,7 +3,8 @@
 Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum_m fc_m(z_m);
 FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
 out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
-block of the weight and 1/k of the bias; sum's are its branches; FiLM and gated don't split.
+block of the weight and 1/k of the bias; sum's are its branches (both give each modality's weight,
+`modality_weights()`); FiLM and gated don't split.
 DMRN (AVEL's dual multimodal residual network) fuses the event-localization model's streams.
 fusions.py and localization_fusions.py register them by name with their params.
 """
@@ -30,6 +31,10 @@ class ConcatFusion(nn.Module):
             start += dim
         return fused, per_modality
 
+    def modality_weights(self) -> dict[str, torch.Tensor]:
+        """Each modality's (classes x embedding) block of the weight."""
+        return dict(zip(self.dims, self.fc.weight.split(list(self.dims.values()), dim=1)))
+
 
 class SumFusion(nn.Module):
     """`sum_m fc_m(z_m)`: each branch is that modality's logits."""
@@ -41,6 +46,10 @@ class SumFusion(nn.Module):
     def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         per_modality = {m: fc(embeddings[m]) for m, fc in self.fcs.items()}
         return torch.stack(list(per_modality.values())).sum(0), per_modality
+
+    def modality_weights(self) -> dict[str, torch.Tensor]:
+        """Each modality's (classes x embedding) weight."""
+        return {m: fc.weight for m, fc in self.fcs.items()}
 
 
 class FiLMFusion(nn.Module):

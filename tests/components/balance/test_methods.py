@@ -20,8 +20,9 @@ from mmflow.engine import InlineExecutor, Resources, TrainingJob
 METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
-           {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}]
-REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders"}
+           {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"}]
+REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
+           **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")}}
 
 
 @pytest.fixture(scope="module")
