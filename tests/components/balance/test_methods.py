@@ -20,7 +20,8 @@ from mmflow.engine import InlineExecutor, Resources, TrainingJob
 METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "pmr", "alpha": 2, "mu": 0.1, "per_epochs": 1},
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
-           {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"}]
+           {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
+           {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
            **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")}}
 
@@ -66,6 +67,9 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         assert {"pmr_rho", "pmr_coef_a", "pmr_coef_b"} <= set(last)
         state = torch.load(result.checkpoint / "method_state.pt", weights_only=True)
         assert state["prototypes"]["a"].shape[0] == 4 and torch.isfinite(state["prototypes"]["b"]).all()
+    if method["name"] == "relearning":  # diagnosed after the second epoch, from the shards
+        assert {"relearning_purity_holdout_a", "relearning_weight_b"} <= set(last)
+        assert 0 < last["relearning_purity_train_a"] <= 1
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
     own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto")
