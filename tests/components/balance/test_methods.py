@@ -21,7 +21,7 @@ METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "p
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
            {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
-           {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}]
+           {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
            **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")}}
 
@@ -72,7 +72,7 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         assert 0 < last["relearning_purity_train_a"] <= 1
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
-    own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto")
+    own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto", "inforeg")
     if own_heads or (capabilities["splits"] and method["name"] != "unimodal"):
         assert {"head_accuracy_a", "head_accuracy_b"} <= set(last)
 
