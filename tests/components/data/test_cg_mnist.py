@@ -177,6 +177,31 @@ def test_the_shipped_workflow_runs_on_the_official_files_with_a_validation_split
     assert json.loads((tmp_path / "run" / "val_pmr" / "metrics.json").read_text())["test_samples"] == 2
 
 
+def test_the_balance_benchmark_runs_every_method_over_seeds_into_one_table(cli, official_root, tmp_path,
+                                                                           monkeypatch):
+    """workflows/balance_benchmark.yaml end to end on tiny data: every method, two seeds, one table."""
+    import json
+
+    import yaml
+
+    from ...conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    workflow = REPO / "workflows" / "balance_benchmark.yaml"
+    trainings = [name for name, step in yaml.safe_load(workflow.read_text())["steps"].items()
+                 if step["component"] == "train.classifier"]
+    assert len(trainings) >= 11
+    quick = [f"steps.{step}.params.epochs=1" for step in trainings]
+    args = [a for s in [f"steps.data.params.root={official_root}", "executor=inline", *quick] for a in ("--set", s)]
+    status, out, err = cli("run", workflow, *args, "--seeds", "0,1", "--run-dir", tmp_path / "run")
+    assert status == 0, err
+    table = (tmp_path / "run" / "compare" / "outputs" / "table").read_text()
+    for step in trainings:  # a mean ± std row per method, then one per seed
+        assert f"| eval_{step} (mean ± std, 2 seeds) |" in table and f"| eval_{step}@1 |" in table, table
+    assert "accuracy_gray_prototype" in table
+    assert json.loads((tmp_path / "run" / "eval_relearning@1" / "status.json").read_text())["state"] == "done"
+
+
 def test_scikit_learn_digits_colored_in_the_same_setting():
     """data.cg_digits: scikit-learn's 1,797 real 8 x 8 digits, split and colored as CG-MNIST."""
     splits = build_cg_digits(CGDigitsParams(val_size=200), seed=0)
