@@ -21,9 +21,11 @@ METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "p
            {"name": "ogm_ge", "alpha": 0.5}, {"name": "modality_dropout", "p": 0.5}, {"name": "aux_loss", "weights": {"a": 0.5}},
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
            {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
-           {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"}]
+           {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"},
+           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
-           **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")}}
+           **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")},
+           **{("opm", f): f"{f} does not split" for f in ("film", "gated", "mmtm", "centralnet")}}
 
 
 @pytest.fixture(scope="module")
