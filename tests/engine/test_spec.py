@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mmflow.components.balance.base import METHODS
 from mmflow.engine import WorkflowError, load_workflow
 
 GOOD = """
@@ -193,14 +194,15 @@ def test_method_blocks_are_checked_by_kind(write_workflow):
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, alpah: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method.alpah: unknown parameter 'alpah' (did you mean 'alpha'?)"]
+    every = ", ".join(sorted(c.name for c in METHODS.choices()))  # the built-in methods, and only those
+    assert every.startswith("agm, aux_loss, gblend, inforeg, mmcosine, mmpareto, modality_dropout, naive, ")
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method:\n        name: pmrr"))
     assert problems_of(path) == [
-        f"{path}:18: steps.train.params.method.name: unknown method 'pmrr' (did you mean 'pmr'?); "
-        "one of: aux_loss, gblend, modality_dropout, naive, ogm_ge, pmr, unimodal"]
+        f"{path}:18: steps.train.params.method.name: unknown method 'pmrr' (did you mean 'pmr'?); one of: {every}"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {alpha: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method: missing required parameter 'name' (it selects the method; one of: "
-        "aux_loss, gblend, modality_dropout, naive, ogm_ge, pmr, unimodal)"]
+        f"{every})"]
     path = write_workflow(GOOD.replace("lr: 0.1", "lr: 0.1\n      method: {name: pmr, start_epoch: 5, end_epoch: 2}"))
     assert problems_of(path) == [
         f"{path}:17: steps.train.params.method: end_epoch 2 is before start_epoch 5"]
