@@ -43,6 +43,7 @@ def _replica(rank: int, port: int, folder: str, setup: Setup, params: Any, fusio
     part = slice(rank * batch // 2, (rank + 1) * batch // 2)
     torch.save(step_gradients(setup, params, fusion, part, all_reduce_sum, DistributedDataParallel),
                f"{folder}/rank{rank}.pt")
+    dist.barrier()  # a rank that tears gloo down while the other still talks to it aborts
     dist.destroy_process_group()
 
 
