@@ -80,7 +80,7 @@ def plan_graph(
                 if edge:
                     wiring[name][input_name] = edge
         for missing in comp.inputs.keys() - step_inputs[name].keys():
-            if isinstance(comp.inputs[missing], Maybe):
+            if isinstance(comp.inputs[missing], Maybe) or getattr(comp.inputs[missing], "optional", False):
                 continue
             problems.append(doc.problem(
                 ("steps", name), f"missing input '{missing}' (expects {_kind(comp.inputs[missing])} "

@@ -41,12 +41,14 @@ SelfCheck = Callable[[], str]
 
 @dataclass(frozen=True)
 class Many:
-    """An input that takes a list of outputs of one kind, e.g. `inputs={"results": Many("metrics")}`."""
+    """An input that takes a list of outputs of one kind, e.g. `inputs={"results": Many("metrics")}`;
+    `optional`: the step may leave it unwired."""
 
     kind: str
+    optional: bool = False
 
     def __str__(self) -> str:
-        return f"list of {self.kind}"
+        return f"{'optional ' if self.optional else ''}list of {self.kind}"
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,8 @@ def component(
     """Register `fn(ctx, params) -> metrics` as component `name`.
 
     `inputs`/`outputs` map names to artifact kinds (e.g. `{"train": "shards"}`); wiring an
-    output into an input of another kind is a validation error. `Many(kind)` takes a list,
-    `Maybe(kind)` may stay unwired. Bump `version` when the component's results change, so
+    output into an input of another kind is a validation error. `Many(kind)` takes a list (with
+    `optional=True`, maybe none), `Maybe(kind)` may stay unwired. Bump `version` when the component's results change, so
     cached runs are not reused. `distributed=True` marks a step that trains on workers, so
     resources and executor become part of its cache key. `check` reports rules that span
     params and wiring (e.g. "this method needs that input") as validation problems. `reads` names

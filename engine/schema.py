@@ -63,6 +63,8 @@ def _step_model(registry: Registry, name: str) -> type:
 def _input_field(kind: str | Many | Maybe, reference: Any) -> tuple[Any, Any]:
     description = f"{kind} produced by other steps"
     if isinstance(kind, Many):
+        if kind.optional:
+            return list[reference] | None, Field(None, description=description)
         return list[reference], Field(description=description)
     if isinstance(kind, Maybe):
         return reference | None, Field(None, description=description)

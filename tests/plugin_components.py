@@ -61,10 +61,11 @@ def passthrough(ctx: StepContext, params: PassthroughParams) -> dict:
     return {"chars": len(out.read_text())}
 
 
-@component("test.join", inputs={"parts": Many("text")}, outputs={"joined": "text"})
+@component("test.join", inputs={"parts": Many("text"), "extra": Many("text", optional=True)}, outputs={"joined": "text"})
 def join(ctx: StepContext, params: Params) -> dict:
-    """Join the texts of several steps, labelled by step name."""
-    parts = [f"{step}={path.read_text()}" for step, path in zip(ctx.sources["parts"], ctx.inputs["parts"], strict=True)]
+    """Join the texts of several steps, labelled by step name, then any extra ones."""
+    parts = [f"{step}={path.read_text()}" for name in ("parts", "extra") if name in ctx.inputs
+             for step, path in zip(ctx.sources[name], ctx.inputs[name], strict=True)]
     ctx.output("joined").write_text(",".join(parts))
     return {"parts": len(parts)}
 

@@ -11,9 +11,10 @@ loss on the fused logits. Method modules stay light (torch is imported inside fu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -68,6 +69,8 @@ class Needs:
     modalities: tuple[str, ...] | None = None
     #: side tasks the method runs at once (`TrainingContext.start_tasks`), so the executor can reserve them
     parallel_tasks: int = 0
+    #: some optimizer steps leave parts of the model without a gradient (data-parallel training must expect it)
+    partial_steps: bool = False
 
 
 @dataclass
@@ -92,6 +95,8 @@ class TrainingContext:
     device: torch.device
     epochs: int = 1
     epoch: int = -1  # the epoch being trained, kept current by the loop
+    batch: int = -1  # this rank's training batch being stepped, of `batches` this epoch, kept current by the loop
+    batches: int = 0
     #: the problem's loss on fused logits (cross-entropy; localization may use AVEL's original one)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _cross_entropy
     #: localization trains on segments: the background class, which prototype penalties leave out
@@ -106,6 +111,7 @@ class TrainingContext:
     train_keys: list[str] | None = None  # the samples training reads (None: all)
     holdout_keys: list[str] = field(default_factory=list)  # the samples kept out for the method (Needs.holdout)
     architecture: dict[str, Any] = field(default_factory=dict)  # the model's, for rebuilding it in side tasks
+    teachers: list[Path] = field(default_factory=list)  # trained models wired as the step's `teachers` input
     params: Any = None  # the training step's params
     seed: int = 0
 
@@ -116,6 +122,8 @@ class BalanceMethod:
     params: Any
     #: what the loop provides; a property where it depends on the params or the fusion
     needs: Needs = Needs()
+    #: the method learns from trained models, which the training step takes as its `teachers` input
+    takes_teachers: ClassVar[bool] = False
 
     def __init__(self, params: Any, modalities: list[str], fusion: Choice, seed: int) -> None:
         self.params = params
@@ -142,6 +150,11 @@ class BalanceMethod:
 
     def after_epoch(self) -> None:
         """Called on every rank after each epoch's training steps, before its metrics and checkpoint."""
+
+    def substeps(self) -> Iterator[None]:
+        """Yield once per optimizer step the loop takes on each training batch (one by default); between yields
+        the method may change what its hooks do, e.g. which modality the next step trains."""
+        yield
 
     def prepare_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Transform a training batch's inputs before the forward pass."""

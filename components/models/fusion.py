@@ -4,7 +4,8 @@ Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum
 FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
 out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
 block of the weight and 1/k of the bias; sum's are its branches (both give each modality's weight,
-`modality_weights()`); FiLM and gated don't split.
+`modality_weights()`); FiLM and gated don't split. Shared (MLA's): one linear head fc over every
+modality's embedding, fused per sample as sum_m softmax(-entropy)_m fc(z_m).
 DMRN (AVEL's dual multimodal residual network) fuses the event-localization model's streams.
 fusions.py and localization_fusions.py register them by name with their params.
 """
@@ -50,6 +51,34 @@ class SumFusion(nn.Module):
     def modality_weights(self) -> dict[str, torch.Tensor]:
         """Each modality's (classes x embedding) weight."""
         return {m: fc.weight for m, fc in self.fcs.items()}
+
+
+class SharedHeadFusion(nn.Module):
+    """One linear head for every modality (one embedding size); the fused logits weigh each modality's by
+    exp(max entropy - its entropy), normalised over modalities per sample (MLA's test-time fusion)."""
+
+    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"fusion 'shared' applies one head to every modality's embedding, so they need one "
+                             f"size: got {dims} (set embedding_dim)")
+        self.modalities = list(dims)
+        self.fc = nn.Linear(next(iter(dims.values())), num_classes)
+
+    def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        per_modality = {m: self.fc(embeddings[m]) for m in self.modalities}
+        logits = torch.stack(list(per_modality.values()))  # modality x sample x class
+        entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+        return (entropy_weights(entropy).unsqueeze(-1) * logits).sum(0), per_modality
+
+    def modality_weights(self) -> dict[str, torch.Tensor]:
+        """The one (classes x embedding) weight, for each modality."""
+        return {m: self.fc.weight for m in self.modalities}
+
+
+def entropy_weights(entropy: torch.Tensor) -> torch.Tensor:
+    """exp(max_m e_m - e_m) / sum_k exp(max_m e_m - e_k) over the first dimension: softmax(-e)."""
+    return torch.softmax(-entropy, dim=0)
 
 
 class FiLMFusion(nn.Module):

@@ -74,6 +74,21 @@ def sum_(params: SumParams, encoders: dict[str, nn.Module], num_classes: int,
     return late(SumFusion(_dims(encoders), num_classes), encoders, heads)
 
 
+class SharedParams(Params):
+    """MLA's: one linear head for every modality; fused per sample by softmax(-entropy) of each modality's logits."""
+
+    name: Literal["shared"] = "shared"
+
+
+@fusion("shared", SharedParams, splits=True)
+def shared(params: SharedParams, encoders: dict[str, nn.Module], num_classes: int,
+           heads: dict[str, nn.Module] | None) -> MultimodalClassifier:
+    """Shared-head fusion."""
+    from .fusion import SharedHeadFusion
+
+    return late(SharedHeadFusion(_dims(encoders), num_classes), encoders, heads)
+
+
 class FiLMParams(Params):
     """FiLM: the first modality produces (gamma, beta) that modulate the second: fc_out(gamma * z_1 + beta)."""
 

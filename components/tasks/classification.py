@@ -6,9 +6,26 @@ from typing import Literal
 
 from pydantic import Field
 
-from mmflow.engine import Maybe, Params, StepContext, component
+from mmflow.engine import Many, Maybe, Params, StepContext, component
 
 from .training_params import TrainClassifierParams
+
+
+def _check_inputs(params: TrainClassifierParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    """The method's inputs: blend weights for offline G-Blend, teachers for a method that learns from them."""
+    return _check_teachers(params, wired) + _check_blend_weights(params, wired)
+
+
+def _check_teachers(params: TrainClassifierParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    from ..balance.base import METHODS
+
+    takes = METHODS.of(params.method).target.takes_teachers
+    if "teachers" in wired and not takes:
+        return [(("inputs", "teachers"), f"method {params.method.name} takes no teachers")]
+    if takes and "teachers" not in wired:
+        return [(("params", "method"), f"method {params.method.name} learns from a uni-modal model per modality: "
+                 "wire inputs.teachers to train.classifier steps with method unimodal")]
+    return []
 
 
 def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list[tuple[tuple[str, ...], str]]:
@@ -26,8 +43,8 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
 
 
 @component("train.classifier", params=TrainClassifierParams, version="6",
-           inputs={"train": "shards", "weights": Maybe("gblend_weights")},
-           outputs={"model": "model"}, distributed=True, check=_check_blend_weights,
+           inputs={"train": "shards", "weights": Maybe("gblend_weights"), "teachers": Many("model", optional=True)},
+           outputs={"model": "model"}, distributed=True, check=_check_inputs,
            headline=("loss", "train_accuracy"), seeds="each")
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
@@ -49,7 +66,8 @@ def train_model(ctx: StepContext, params: TrainClassifierParams, problem: str) -
 
     modalities = list(load_manifest(ctx.inputs["train"])["modalities"])
     method = build_method(params.method, modalities, PROBLEMS[problem].fusion(params), ctx.seed)
-    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "problem": problem}
+    config = {"params": params.model_dump(), "train": str(ctx.inputs["train"].resolve()), "problem": problem,
+              "teachers": [str(path.resolve()) for path in ctx.inputs.get("teachers", [])]}
     result = ctx.train(train_worker, config, parallel_tasks=method.needs.parallel_tasks)  # a checkpoint every epoch
     copy_model(result.checkpoint, ctx.output("model"))
     final = result.history[-1]

@@ -70,7 +70,8 @@ class Training:
         self.restored = restorable(session, config)
         if self.restored is not None:  # a worker or the driver died: continue from the last checkpoint
             built.load_state_dict(torch.load(self.restored / WEIGHTS, weights_only=True, map_location="cpu"))
-        self.model = session.prepare_model(built, find_unused_parameters=built.may_leave_parameters_unused)
+        self.model = session.prepare_model(
+            built, find_unused_parameters=built.may_leave_parameters_unused or needs.partial_steps)
         self.core = getattr(self.model, "module", self.model)
         self.optimizer = make_optimizer(params, self.model.parameters())
         self.schedule = make_schedule(params, self.optimizer)
@@ -81,7 +82,7 @@ class Training:
             self.core, device, epochs=params.epochs, loss=problem.loss(params), background=problem.background(manifest),
             all_reduce_sum=session.all_reduce_sum, rank=session.rank, start_tasks=session.start_tasks, shards=shards,
             manifest=manifest, train_keys=train_keys, holdout_keys=holdout_keys, architecture=self.architecture,
-            params=params, seed=session.seed)
+            params=params, seed=session.seed, teachers=[Path(p) for p in config.get("teachers", [])])
         method.bind(self.context)
         self.diagnostics = PrototypeTracker() if params.diagnostics else None  # plain class means
         # the diagnostics look at every `every`-th training batch; where the method computes no prototypes, the class
@@ -145,7 +146,7 @@ class Training:
         prototypes = self.diagnostics.prototypes if self.diagnostics is not None else {}
         self.model.train()
         totals, trained = EpochTotals(), 0  # samples (clips, in localization) this rank trained on
-        batches = math.ceil(self.plan.num_samples / params.batch_size)
+        batches = self.context.batches = math.ceil(self.plan.num_samples / params.batch_size)
         self.kept = KeptBatches(self.keep_every) if self.keep_every else None
         for step, (features, labels) in enumerate(self.reader.batches(epoch, params.batch_size)):
             self.session.progress(epoch + 1, params.epochs, step + 1, batches)
@@ -154,25 +155,28 @@ class Training:
             trained += len(next(iter(features.values())))
             features = {m: x.to(device, non_blocking=True) for m, x in features.items()}
             labels = self.problem.labels(labels.to(device, non_blocking=True))
-            out = self.model(method.prepare_inputs(features))
-            loss, stats = method.loss(out, labels)
-            if params.diagnostics and step < params.angle_batches:
-                for m, angle in gradient_angles(self.core, out, labels, prototypes).items():
-                    totals.add(f"grad_angle_{m}", angle)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            stats.update(method.after_backward(out, labels))
-            if params.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), params.grad_clip_norm)
-            self.optimizer.step()
-            batch_results(totals, out, labels, loss)
+            self.context.batch, losses = step, []
+            for substep, _ in enumerate(method.substeps()):  # one optimizer step, unless the method takes several
+                out = self.model(method.prepare_inputs(features))
+                loss, stats = method.loss(out, labels)
+                if params.diagnostics and step < params.angle_batches and substep == 0:
+                    for m, angle in gradient_angles(self.core, out, labels, prototypes).items():
+                        totals.add(f"grad_angle_{m}", angle)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                stats.update(method.after_backward(out, labels))
+                if params.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), params.grad_clip_norm)
+                self.optimizer.step()
+                losses.append(loss.detach())
+                for key, value in stats.items():
+                    totals.add(f"{params.method.name}_{key}", value)
+            batch_results(totals, out, labels, torch.stack(losses).mean())
             if params.diagnostics and step % self.every == 0:
                 batch_diagnostics(totals, out, labels, prototypes)
                 if self.needs.prototype_fraction == 0:
                     self.sampled_sums = add_class_sums(self.sampled_sums, out.embeddings, labels,
                                                        self.reader.manifest["num_classes"])
-            for key, value in stats.items():
-                totals.add(f"{params.method.name}_{key}", value)
         return totals, trained
 
     def metrics(self, epoch: int, totals: EpochTotals, trained: int, seconds: float) -> dict[str, float]:

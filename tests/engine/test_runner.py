@@ -200,13 +200,18 @@ def test_a_list_input_takes_several_outputs_in_order(write_workflow, cli, tmp_pa
           both:
             component: test.join
             inputs: {parts: ["${steps.y.outputs.copy}", "${steps.x.outputs.copy}"]}
+          more:
+            component: test.join
+            inputs: {parts: ["${steps.x.outputs.copy}"], extra: ["${steps.y.outputs.copy}"]}
     """)
     run_dir = tmp_path / "runs" / "fan-in" / "r"
     status, _, err = cli("run", path, "--run-dir", run_dir)
     assert status == 0, err
-    assert (run_dir / "both" / "outputs" / "joined").read_text() == "y=2,x=1"
+    assert (run_dir / "both" / "outputs" / "joined").read_text() == "y=2,x=1"  # the optional list left unwired
+    assert (run_dir / "more" / "outputs" / "joined").read_text() == "x=1,y=2"
     status, out, _ = cli("run", path, "--set", "steps.x.params.text=three", "--dry-run")
-    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["run", "x"], ["reuse", "y"], ["run", "both"]]
+    assert [line.split()[:2] for line in out.splitlines()[1:]] == [["run", "x"], ["reuse", "y"], ["run", "both"],
+                                                                   ["run", "more"]]
 
 
 def test_list_inputs_are_validated(write_workflow):
@@ -223,6 +228,9 @@ def test_list_inputs_are_validated(write_workflow):
           single:
             component: test.join
             inputs: {parts: "${steps.x.outputs.copy}"}
+          none:
+            component: test.join
+            inputs: {extra: ["${steps.x.outputs.copy}"]}
     """)
     with pytest.raises(WorkflowError) as info:
         load_workflow(path)
@@ -230,6 +238,8 @@ def test_list_inputs_are_validated(write_workflow):
         f"{path}:7: steps.both.inputs.parts[1]: unknown step 'z'",
         f"{path}:10: steps.single.inputs.parts: expected a list of references (list of text), "
         "got '${steps.x.outputs.copy}'",
+        f"{path}:11: steps.none: missing input 'parts' (expects list of text from another step, e.g. inputs: "
+        "{parts: ${steps.<step>.outputs.<output>}})",
     ]
 
 

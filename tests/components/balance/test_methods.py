@@ -22,10 +22,11 @@ METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "p
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
            {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
            {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"},
-           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}]
+           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}, {"name": "mla"}, {"name": "umt"}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
            **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")},
-           **{("opm", f): f"{f} does not split" for f in ("film", "gated", "mmtm", "centralnet")}}
+           **{("opm", f): f"{f} does not split" for f in ("film", "gated", "mmtm", "centralnet")},
+           **{("mla", f): "use fusion: shared" for f in ("concat", "sum", "film", "gated", "mmtm", "centralnet")}}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +43,28 @@ def shards(tmp_path_factory):
     return make
 
 
-def train(shards_dir, tmp_path, **params):
+def train(shards_dir, tmp_path, teachers=(), **params):
     config = {"params": TrainClassifierParams.model_validate({"epochs": 2, "batch_size": 16, **params}).model_dump(),
-              "train": str(shards_dir)}
+              "train": str(shards_dir), "teachers": [str(t) for t in teachers]}
     return InlineExecutor().train(train_worker, config, TrainingJob(Resources(), tmp_path, log=lambda _: None))
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Uni-modal models of a and b trained on the data with the student's encoder settings (for umt)."""
+    made = {}
+
+    def make(data, model: dict):
+        if str(data) not in made:
+            made[str(data)] = [train(data, tmp_path_factory.mktemp("teacher"), method={"name": "unimodal", "modality": m},
+                                     **model).checkpoint for m in "ab"]
+        return made[str(data)]
+    return make
 
 
 @pytest.mark.parametrize("fusion", [c.name for c in FUSIONS.choices()])
 @pytest.mark.parametrize("method", METHODS, ids=[m["name"] for m in METHODS])
-def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion):
+def test_every_method_trains_with_every_fusion(shards, teachers, tmp_path, method, fusion):
     capabilities = FUSIONS.get(fusion).capabilities
     if capabilities["stage"] == "intermediate":  # they reach inside staged encoders: small images
         data, model = shards({"a": (1, 8, 8), "b": (3, 8, 8)}, "images"), {"encoder": "cnn", "embedding_dim": 16}
@@ -60,7 +74,8 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
         with pytest.raises(ValueError, match=REFUSED[method["name"], fusion]):
             train(data, tmp_path, method=method, fusion=fusion, **model)
         return
-    result = train(data, tmp_path, method=method, fusion=fusion, **model)
+    taught = teachers(data, model) if method["name"] == "umt" else ()
+    result = train(data, tmp_path, taught, method=method, fusion=fusion, **model)
     assert len(result.history) == 2 and all(math.isfinite(h["loss"]) for h in result.history)
     last = result.history[-1]
     if method["name"] != "unimodal":
@@ -72,6 +87,10 @@ def test_every_method_trains_with_every_fusion(shards, tmp_path, method, fusion)
     if method["name"] == "relearning":  # diagnosed after the second epoch, from the shards
         assert {"relearning_purity_holdout_a", "relearning_weight_b"} <= set(last)
         assert 0 < last["relearning_purity_train_a"] <= 1
+    if method["name"] == "mla":  # one step per modality on each batch, each on its own loss
+        assert {"mla_loss_a", "mla_loss_b"} <= set(last)
+    if method["name"] == "umt":  # each encoder distilled from its teacher
+        assert {"umt_distill_a", "umt_distill_b"} <= set(last)
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
     own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto", "inforeg")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from mmflow.components.models.build import build_classifier
-from mmflow.components.models.fusion import ConcatFusion, FiLMFusion, GatedFusion, SumFusion
+from mmflow.components.models.fusion import (ConcatFusion, FiLMFusion, GatedFusion, SharedHeadFusion, SumFusion,
+                                             entropy_weights)
 from mmflow.components.models.fusions import FUSIONS
 
 torch.manual_seed(0)
@@ -34,6 +37,24 @@ def test_sum_adds_each_modalitys_own_linear_logits():
     for m in DIMS:
         torch.testing.assert_close(per[m], linear(fusion.fcs[m], Z[m]))
     torch.testing.assert_close(fused, per["audio"] + per["visual"])
+
+
+def test_shared_applies_one_head_to_every_modality_and_weighs_each_by_its_entropy():
+    # 2 classes: entropy ln 2 (uniform) against 0 weighs exp(0) : exp(ln 2) = 1 : 2
+    torch.testing.assert_close(entropy_weights(torch.tensor([[math.log(2)], [0.0]])), torch.tensor([[1 / 3], [2 / 3]]))
+    z = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 4)}
+    fusion = SharedHeadFusion({"audio": 4, "visual": 4}, 5)
+    fused, per = fusion(z)
+    entropy = {}
+    for m in z:
+        torch.testing.assert_close(per[m], linear(fusion.fc, z[m]))
+        p = per[m].softmax(1)
+        entropy[m] = -(p * p.log()).sum(1, keepdim=True)
+    top = torch.maximum(entropy["audio"], entropy["visual"])
+    gate = {m: torch.exp(top - e) for m, e in entropy.items()}
+    torch.testing.assert_close(fused, sum(gate[m] * per[m] for m in z) / sum(gate.values()))
+    with pytest.raises(ValueError, match="one size"):
+        SharedHeadFusion(DIMS, 5)
 
 
 def test_film_scales_and_shifts_the_second_modality_by_the_first():
@@ -72,6 +93,6 @@ def test_fusions_build_by_name_with_their_params_and_one_modality_gets_its_own_h
     assert classifier({"name": "gated", "hidden": 7}, {"a": [2], "b": [3]}).fusion.fc_value.out_features == 7
     alone = classifier("film", {"audio": [4]}).fusion
     assert type(alone) is SumFusion and list(alone.fcs) == ["audio"]
-    assert [c.name for c in FUSIONS.choices(lambda c: c.capabilities["splits"])] == ["concat", "mmtm", "sum"]
+    assert [c.name for c in FUSIONS.choices(lambda c: c.capabilities["splits"])] == ["concat", "mmtm", "shared", "sum"]
     assert [c.name for c in FUSIONS.choices(lambda c: c.capabilities["stage"] == "intermediate")] == \
         ["centralnet", "mmtm"]
