@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, did_you_mean
-from .registry import Many, Maybe
+from .registry import Many, Maybe, is_optional
 
 if TYPE_CHECKING:
     from .registry import ComponentSpec
@@ -80,7 +80,7 @@ def plan_graph(
                 if edge:
                     wiring[name][input_name] = edge
         for missing in comp.inputs.keys() - step_inputs[name].keys():
-            if isinstance(comp.inputs[missing], Maybe) or getattr(comp.inputs[missing], "optional", False):
+            if is_optional(comp.inputs[missing]):
                 continue
             problems.append(doc.problem(
                 ("steps", name), f"missing input '{missing}' (expects {_kind(comp.inputs[missing])} "

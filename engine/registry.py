@@ -62,6 +62,11 @@ class Maybe:
 
 
 InputKind = str | Many | Maybe
+
+
+def is_optional(kind: InputKind) -> bool:
+    """Whether a step may leave an input of this kind unwired."""
+    return isinstance(kind, Maybe) or (isinstance(kind, Many) and kind.optional)
 SeedUse = Literal["each", "together", "follow"]  # how a component's steps take a workflow's `seeds:`
 #: `check(params, wired_inputs) -> [(path under the step, message)]`: rules across params and wiring
 WiringCheck = Callable[[Any, set[str]], list[tuple[tuple[str, ...], str]]]
@@ -165,8 +170,8 @@ def component(
 
     `inputs`/`outputs` map names to artifact kinds (e.g. `{"train": "shards"}`); wiring an
     output into an input of another kind is a validation error. `Many(kind)` takes a list (with
-    `optional=True`, maybe none), `Maybe(kind)` may stay unwired. Bump `version` when the component's results change, so
-    cached runs are not reused. `distributed=True` marks a step that trains on workers, so
+    `optional=True`, maybe none), `Maybe(kind)` may stay unwired. Bump `version` when the
+    component's results change, so cached runs are not reused. `distributed=True` marks a step that trains on workers, so
     resources and executor become part of its cache key. `check` reports rules that span
     params and wiring (e.g. "this method needs that input") as validation problems. `reads` names
     the files and folders outside the run the step reads (e.g. a dataset's root): what they hold

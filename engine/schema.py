@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, create_model
 from .executor import executor_names
 from .graph import REFERENCE
 from .hooks import hook_names
-from .registry import REGISTRY, Many, Maybe, Registry
+from .registry import REGISTRY, Many, Maybe, Registry, is_optional
 from .spec import StepSpec, WorkflowSpec
 
 
@@ -48,7 +48,7 @@ def _step_model(registry: Registry, name: str) -> type:
             input_name: _input_field(kind, reference) for input_name, kind in comp.inputs.items()
         },
     )
-    wired = any(not isinstance(kind, Maybe) for kind in comp.inputs.values())
+    wired = any(not is_optional(kind) for kind in comp.inputs.values())
     required = any(f.is_required() for f in comp.params.model_fields.values())
     return create_model(
         f"Step_{_ident(name)}",

@@ -59,6 +59,15 @@ def test_schema_discriminates_params_by_component():
     assert {"data.synthetic", "train.classifier"} <= set(mapping)
 
 
+def test_schema_leaves_optional_inputs_out_and_requires_the_rest():
+    schema = workflow_schema()
+    inputs = schema["$defs"]["Inputs_test_join"]
+    assert inputs["required"] == ["parts"] and set(inputs["properties"]) == {"parts", "extra"}
+    greet = schema["$defs"]["Step_test_greet"]  # every input optional: the inputs block may be left out
+    assert "inputs" not in greet.get("required", [])
+    assert "inputs" in schema["$defs"]["Step_test_join"]["required"]
+
+
 def test_validate_schema_and_components_never_import_torch_or_ray():
     probe = (
         "import sys; from mmflow.engine.cli import main; "

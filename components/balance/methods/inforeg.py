@@ -80,15 +80,14 @@ class InfoReg(BalanceMethod):
         self.fisher = {m: [torch.zeros_like(w) for w in self._weights(m)] for m in self.modalities}
 
     def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        import torch
         import torch.nn.functional as F
+
+        from ..prototypes import true_class_scores
 
         loss = self.context.loss(out.logits, labels)
         for m in self.modalities:
             loss = loss + F.cross_entropy(out.modality_logits[m], labels)
-        with torch.no_grad():
-            self.scores = torch.stack([out.modality_logits[m].softmax(1).gather(1, labels[:, None]).sum()
-                                       for m in self.modalities])
+        self.scores = true_class_scores({m: out.modality_logits[m] for m in self.modalities}, labels)
         return loss, {}
 
     def after_backward(self, out: MultimodalOutput, labels: torch.Tensor) -> Stats:

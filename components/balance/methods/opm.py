@@ -67,16 +67,16 @@ class OPM(BalanceMethod):
     def loss(self, out: MultimodalOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         import torch
 
+        from ..prototypes import true_class_scores
+
         context, params = self.context, self.params
         if self.generator is None:
             self.generator = torch.Generator(device=out.logits.device).manual_seed(self.seed)
         if context.epoch < params.warmup_epochs or torch.rand(
                 (), generator=self.generator, device=self.generator.device) >= params.p_exe:
             return context.loss(out.logits, labels), {}
-        with torch.no_grad():
-            scores = torch.stack([out.modality_logits[m].softmax(1).gather(1, labels[:, None]).sum()
-                                  for m in self.modalities])
-            q = drop_probabilities(context.all_reduce_sum(scores), params.q_base, params.lam)
+        scores = true_class_scores({m: out.modality_logits[m] for m in self.modalities}, labels)
+        q = drop_probabilities(context.all_reduce_sum(scores), params.q_base, params.lam)
         dims = torch.tensor([out.embeddings[m].shape[1] for m in self.modalities], device=q.device, dtype=q.dtype)
         theta = float((dims * q).sum() / dims.sum())
         keep = torch.rand(len(labels), len(self.modalities), generator=self.generator,
