@@ -22,11 +22,12 @@ METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "p
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
            {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
            {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"},
-           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}, {"name": "mla"}, {"name": "umt"}]
+           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}, {"name": "mla"}, {"name": "umt"}, {"name": "cml"}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
            **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")},
            **{("opm", f): f"{f} does not split" for f in ("film", "gated", "mmtm", "centralnet")},
-           **{("mla", f): "use fusion: shared" for f in ("concat", "sum", "film", "gated", "mmtm", "centralnet")}}
+           **{("mla", f): "use fusion: shared" for f in ("concat", "sum", "film", "gated", "mmtm", "centralnet")},
+           **{("cml", f): "use a late fusion" for f in ("mmtm", "centralnet")}}
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,8 @@ def test_every_method_trains_with_every_fusion(shards, teachers, tmp_path, metho
         assert {"mla_loss_a", "mla_loss_b"} <= set(last)
     if method["name"] == "umt":  # each encoder distilled from its teacher
         assert {"umt_distill_a", "umt_distill_b"} <= set(last)
+    if method["name"] == "cml":  # the penalty on confidence gained without a modality
+        assert "cml_penalty" in last
     if method["name"] == "gblend":  # estimated at both epochs: 3 weights and the G of each head
         assert all({"gblend_weight/a", "gblend_weight/fused", "gblend_G/b"} <= set(h) for h in result.history)
     own_heads = method["name"] in ("aux_loss", "gblend", "mmpareto", "inforeg")
