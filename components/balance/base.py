@@ -113,6 +113,7 @@ class TrainingContext:
     architecture: dict[str, Any] = field(default_factory=dict)  # the model's, for rebuilding it in side tasks
     teachers: list[Path] = field(default_factory=list)  # trained models wired as the step's `teachers` input
     params: Any = None  # the training step's params
+    optimizer: torch.optim.Optimizer | None = None  # the loop's, e.g. to start a phase without momentum
     seed: int = 0
 
 

@@ -4,8 +4,9 @@ Definitions follow the PMR/OGM-GE reference code: concat = fc(cat(z)); sum = sum
 FiLM: gamma, beta = split(fc(z_0)), out = fc_out(gamma * z_1 + beta); gated:
 out = fc_out(sigmoid(fc_0(z_0)) * fc_1(z_1)). Concat's per-modality logits use that modality's
 block of the weight and 1/k of the bias; sum's are its branches (both give each modality's weight,
-`modality_weights()`); FiLM and gated don't split. Shared (MLA's): one linear head fc over every
-modality's embedding, fused per sample as sum_m softmax(-entropy)_m fc(z_m).
+`modality_weights()`); FiLM and gated don't split. Shared: one linear head fc over every modality's
+embedding, fused per sample as sum_m softmax(-entropy)_m fc(z_m) (MLA's) or as boost_rate * sum_m fc(z_m)
+with a learnt boost rate (ReconBoost's ensemble).
 DMRN (AVEL's dual multimodal residual network) fuses the event-localization model's streams.
 fusions.py and localization_fusions.py register them by name with their params.
 """
@@ -54,20 +55,26 @@ class SumFusion(nn.Module):
 
 
 class SharedHeadFusion(nn.Module):
-    """One linear head for every modality (one embedding size); the fused logits weigh each modality's by
-    exp(max entropy - its entropy), normalised over modalities per sample (MLA's test-time fusion)."""
+    """One linear head for every modality (one embedding size). `combine="entropy"`: the fused logits weigh each
+    modality's by exp(max entropy - its entropy), normalised over modalities per sample (MLA's test-time fusion);
+    `"sum"`: boost_rate * the sum of every modality's, the boost rate a learnt scalar (ReconBoost's ensemble)."""
 
-    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+    def __init__(self, dims: dict[str, int], num_classes: int, combine: str = "entropy",
+                 boost_rate: float = 1.0) -> None:
         super().__init__()
         if len(set(dims.values())) > 1:
             raise ValueError(f"fusion 'shared' applies one head to every modality's embedding, so they need one "
                              f"size: got {dims} (set embedding_dim)")
-        self.modalities = list(dims)
+        self.modalities, self.combine = list(dims), combine
         self.fc = nn.Linear(next(iter(dims.values())), num_classes)
+        if combine == "sum":
+            self.boost_rate = nn.Parameter(torch.tensor(float(boost_rate)))
 
     def forward(self, embeddings: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         per_modality = {m: self.fc(embeddings[m]) for m in self.modalities}
         logits = torch.stack(list(per_modality.values()))  # modality x sample x class
+        if self.combine == "sum":
+            return self.boost_rate * logits.sum(0), per_modality
         entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
         return (entropy_weights(entropy).unsqueeze(-1) * logits).sum(0), per_modality
 

@@ -75,9 +75,14 @@ def sum_(params: SumParams, encoders: dict[str, nn.Module], num_classes: int,
 
 
 class SharedParams(Params):
-    """MLA's: one linear head for every modality; fused per sample by softmax(-entropy) of each modality's logits."""
+    """One linear head for every modality; fused by entropy weights (MLA's) or as a boosted sum (ReconBoost's)."""
 
     name: Literal["shared"] = "shared"
+    combine: Literal["entropy", "sum"] = Field(
+        "entropy", description="entropy: weigh each modality's logits per sample by softmax(-entropy) (MLA); sum: "
+        "boost_rate * their sum, the boost rate learnt (ReconBoost)")
+    boost_rate: float = Field(1.0, description="combine sum: the boost rate's starting value (ReconBoost's code: "
+                              "1.0; BalanceBenchmark: 0.01)")
 
 
 @fusion("shared", SharedParams, splits=True)
@@ -86,7 +91,7 @@ def shared(params: SharedParams, encoders: dict[str, nn.Module], num_classes: in
     """Shared-head fusion."""
     from .fusion import SharedHeadFusion
 
-    return late(SharedHeadFusion(_dims(encoders), num_classes), encoders, heads)
+    return late(SharedHeadFusion(_dims(encoders), num_classes, params.combine, params.boost_rate), encoders, heads)
 
 
 class FiLMParams(Params):

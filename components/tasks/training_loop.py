@@ -82,7 +82,8 @@ class Training:
             self.core, device, epochs=params.epochs, loss=problem.loss(params), background=problem.background(manifest),
             all_reduce_sum=session.all_reduce_sum, rank=session.rank, start_tasks=session.start_tasks, shards=shards,
             manifest=manifest, train_keys=train_keys, holdout_keys=holdout_keys, architecture=self.architecture,
-            params=params, seed=session.seed, teachers=[Path(p) for p in config.get("teachers", [])])
+            params=params, seed=session.seed, teachers=[Path(p) for p in config.get("teachers", [])],
+            optimizer=self.optimizer)
         method.bind(self.context)
         self.diagnostics = PrototypeTracker() if params.diagnostics else None  # plain class means
         # the diagnostics look at every `every`-th training batch; where the method computes no prototypes, the class

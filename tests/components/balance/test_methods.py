@@ -22,12 +22,15 @@ METHODS = [{"name": "naive"}, {"name": "unimodal", "modality": "b"}, {"name": "p
            {"name": "gblend", "mode": "online", "warmup_super_epoch": 1, "super_epoch": 1, "holdout": 0.25},
            {"name": "mmpareto"}, {"name": "agm", "alpha": 2.0}, {"name": "mmcosine"},
            {"name": "relearning", "reinit_epoch": 1, "holdout": 0.25}, {"name": "inforeg"},
-           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}, {"name": "mla"}, {"name": "umt"}, {"name": "cml"}]
+           {"name": "opm", "warmup_epochs": 1, "p_exe": 1.0}, {"name": "mla"}, {"name": "umt"}, {"name": "cml"},
+           {"name": "reconboost", "boost_epochs": 1, "correction_epochs": 1}]
 REFUSED = {("gblend", "mmtm"): "mmtm couples the modality streams", ("mmpareto", "mmtm"): "mmtm couples the encoders",
            **{("mmcosine", f): f"{f} are no linear layer" for f in ("film", "gated", "centralnet")},
            **{("opm", f): f"{f} does not split" for f in ("film", "gated", "mmtm", "centralnet")},
            **{("mla", f): "use fusion: shared" for f in ("concat", "sum", "film", "gated", "mmtm", "centralnet")},
-           **{("cml", f): "use a late fusion" for f in ("mmtm", "centralnet")}}
+           **{("cml", f): "use a late fusion" for f in ("mmtm", "centralnet")},
+           **{("reconboost", f): "use fusion shared \\(combine: sum\\), sum or concat"
+              for f in ("shared", "film", "gated", "mmtm", "centralnet")}}
 
 
 @pytest.fixture(scope="module")

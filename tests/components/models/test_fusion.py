@@ -57,6 +57,16 @@ def test_shared_applies_one_head_to_every_modality_and_weighs_each_by_its_entrop
         SharedHeadFusion(DIMS, 5)
 
 
+def test_shared_with_combine_sum_scales_the_sum_of_every_modality_by_a_learnt_boost_rate():
+    z = {"audio": torch.randn(3, 4), "visual": torch.randn(3, 4)}
+    fusion = SharedHeadFusion({"audio": 4, "visual": 4}, 5, combine="sum", boost_rate=0.5)
+    fused, per = fusion(z)
+    torch.testing.assert_close(fused, 0.5 * (linear(fusion.fc, z["audio"]) + linear(fusion.fc, z["visual"])))
+    assert per.keys() == z.keys()
+    fused.sum().backward()  # the boost rate is a parameter the optimizer trains
+    assert any(p is fusion.boost_rate for p in fusion.parameters()) and fusion.boost_rate.grad is not None
+
+
 def test_film_scales_and_shifts_the_second_modality_by_the_first():
     fusion = FiLMFusion(DIMS, 5)
     fused, per = fusion(Z)
