@@ -17,6 +17,8 @@ seed and prints fused and visual accuracies, mean ± std:
 
     apt-get install espeak-ng      # Debian's package; the set is synthesised, not downloaded
     python benchmarks/av_digits.py [--seeds 0 1 2] [--sets dominant saturating] [--root DIR]
+
+`--build-only` builds the sets and stops (workflows/balance_benchmark_av.yaml reads `root/dominant`).
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--silent-share", type=float, default=0.4)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="workflow override")
     parser.add_argument("--ray", action="store_true", help="train on Ray Train workers instead of inline")
+    parser.add_argument("--build-only", action="store_true", help="build the sets under --root and stop")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "av_digits.json")
     args = parser.parse_args()
 
@@ -142,6 +145,9 @@ def main() -> None:
             raise SystemExit("benchmarks/av_digits.py synthesises its audio with espeak-ng: apt-get install espeak-ng")
         print(f"building the sets under {args.root}", flush=True)
         build(args.root, args.train_per_class, args.test_per_class, args.silent_share, seed=0)
+    if args.build_only:
+        print(f"the sets are under {args.root}")
+        return
     built = json.loads((args.root / "build.json").read_text())
     results = {"build": built, "overrides": args.overrides, "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -63,3 +63,20 @@ def test_cpu_companions_run_all_four_methods_on_the_same_shards(cli, tmp_path, w
         assert json.loads((run / f"eval_{method}" / "metrics.json").read_text())["test_samples"] > 0
     table = (run / "compare" / "outputs" / "table").read_text()
     assert all(f"| eval_{method} |" in table for method in methods)
+
+
+def test_the_av_balance_benchmark_runs_every_method_on_a_cremad_tree(cli, tmp_path):
+    """workflows/balance_benchmark_av.yaml end to end on a tiny CREMA-D tree: every method, one table."""
+    import yaml
+
+    workflow = REPO / "workflows" / "balance_benchmark_av.yaml"
+    trainings = [name for name, step in yaml.safe_load(workflow.read_text())["steps"].items()
+                 if step["component"] == "train.classifier"]
+    assert len(trainings) >= 16
+    run = run_shipped(cli, tmp_path, "balance_benchmark_av.yaml", cremad_tree(tmp_path / "CREMA-D"), trainings,
+                      ["steps.gblend.params.method={name: gblend, mode: online, warmup_super_epoch: 1, "
+                       "super_epoch: 1, refit_fused_head: true}", "seeds=[0]"])
+    table = (run / "compare" / "outputs" / "table").read_text()
+    for step in trainings:  # the workflow's seeds narrowed to one: a row per method for seed 0
+        assert f"| eval_{step}@0 |" in table, table
+    assert "accuracy_visual_prototype" in table and "accuracy_audio_head" in table
