@@ -82,19 +82,25 @@ class EvalClassifierParams(Params):
     on_error: Literal["fail", "skip"] = Field(
         "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
         "(corrupt_shard_reads); each readable sample is scored once (test_samples, unreadable_test_samples)")
+    contribution: bool = Field(
+        True, description="score every subset of modalities, the others' inputs zeroed (subset_accuracy_<a+b>), and "
+        "each modality's exact Shapley contribution to accuracy, overall and per class (contribution_<m>, "
+        "contribution_<m>_class_<c>): 2^k forward passes per test batch")
 
 
-@component("eval.classifier", params=EvalClassifierParams, version="2",
+@component("eval.classifier", params=EvalClassifierParams, version="3",
            inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
            headline=("accuracy", "accuracy_*_head"))
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
-    """Test accuracy of the fused output, of each modality's head and of each modality's train-set prototypes."""
+    """Test accuracy of the fused output, of each modality's head and train-set prototypes, and each modality's
+    Shapley contribution."""
     import json
 
     from .classifier_eval import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
-                       params.on_error)
+                       params.on_error, params.contribution)
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
-    ctx.log(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("accuracy")))
+    shown = [k for k in metrics if k.startswith("accuracy") or (k.startswith("contribution_") and "_class_" not in k)]
+    ctx.log(", ".join(f"{k}={metrics[k]:.4f}" for k in shown))
     return metrics

@@ -1,4 +1,5 @@
-"""eval.classifier's measures: fused, per-modality head and per-modality prototype accuracy on the test split."""
+"""eval.classifier's measures on the test split: fused, per-modality head and per-modality prototype accuracy, and
+each modality's Shapley contribution."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from ..balance.prototypes import update_prototypes
 from ..data.shards import ShardReader
 from ..models.build import load_classifier
 from .class_sums import class_sums
+from .modality_contribution import SubsetAccuracy
 
 
 @torch.no_grad()
 def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
-             on_error: str = "fail") -> dict[str, float]:
-    """Fused, per-modality head and per-modality prototype accuracy over every test sample.
+             on_error: str = "fail", contribution: bool = True) -> dict[str, float]:
+    """Fused, per-modality head and per-modality prototype accuracy over every test sample, and with `contribution`
+    the accuracy of every subset of modalities and each modality's Shapley contribution.
 
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
     """
@@ -26,8 +29,11 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
     reader = ShardReader(test_dir, shuffle=False, on_error=on_error, pad=False)
     correct: dict[str, int] = {}
     total = 0
+    subset_accuracy = SubsetAccuracy(list(architecture["modalities"]), architecture["num_classes"])
     for features, labels in reader.batches(0, batch_size):
         out = model(features)
+        if contribution:
+            subset_accuracy.add(model, features, labels, out.logits)
         hits = {"accuracy": out.logits.argmax(1) == labels}
         for m, logits in out.modality_logits.items():
             hits[f"accuracy_{m}_head"] = logits.argmax(1) == labels
@@ -38,6 +44,8 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
         total += labels.numel()
     metrics = {name: c / total for name, c in correct.items()}
     metrics["chance"] = 1 / architecture["num_classes"]
+    if contribution:
+        metrics.update(subset_accuracy.metrics())
     if on_error == "skip":
         metrics["corrupt_shard_reads"] = train.corrupt_reads + reader.corrupt_reads
         metrics["unreadable_test_samples"] = reader.manifest["num_samples"] - total

@@ -79,4 +79,4 @@ def test_the_av_balance_benchmark_runs_every_method_on_a_cremad_tree(cli, tmp_pa
     table = (run / "compare" / "outputs" / "table").read_text()
     for step in trainings:  # the workflow's seeds narrowed to one: a row per method for seed 0
         assert f"| eval_{step}@0 |" in table, table
-    assert "accuracy_visual_prototype" in table and "accuracy_audio_head" in table
+    assert "accuracy_visual_prototype" in table and "| contribution_audio | contribution_visual |" in table
