@@ -1,5 +1,5 @@
-"""eval.classifier's measures on the test split: fused, per-modality head and per-modality prototype accuracy, and
-each modality's Shapley contribution."""
+"""eval.classifier's measures on the test split: fused, per-modality head and per-modality prototype accuracy,
+each modality's Shapley contribution, and the model's cost."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from ..data.shards import ShardReader
 from ..models.build import load_classifier
 from .class_sums import class_sums
 from .modality_contribution import SubsetAccuracy
+from .model_cost import flops_per_sample, parameter_count
 
 
 @torch.no_grad()
 def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
              on_error: str = "fail", contribution: bool = True) -> dict[str, float]:
     """Fused, per-modality head and per-modality prototype accuracy over every test sample, and with `contribution`
-    the accuracy of every subset of modalities and each modality's Shapley contribution.
+    the accuracy of every subset of modalities and each modality's Shapley contribution; the model's parameters and
+    forward FLOPs per sample.
 
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
     """
@@ -30,7 +32,10 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
     correct: dict[str, int] = {}
     total = 0
     subset_accuracy = SubsetAccuracy(list(architecture["modalities"]), architecture["num_classes"])
+    flops = None
     for features, labels in reader.batches(0, batch_size):
+        if flops is None:
+            flops = flops_per_sample(model, features)
         out = model(features)
         if contribution:
             subset_accuracy.add(model, features, labels, out.logits)
@@ -44,6 +49,7 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
         total += labels.numel()
     metrics = {name: c / total for name, c in correct.items()}
     metrics["chance"] = 1 / architecture["num_classes"]
+    metrics.update(parameters=parameter_count(model), flops_per_sample=flops)
     if contribution:
         metrics.update(subset_accuracy.metrics())
     if on_error == "skip":

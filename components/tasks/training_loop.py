@@ -25,6 +25,7 @@ from ..models.build import WEIGHTS, save_classifier
 from .checkpoint import METHOD_STATE, TRAINING_STATE, config_digest, restorable
 from .class_sums import KeptBatches, add_class_sums, kept_batches, pass_class_sums, subset_class_sums
 from .diagnostics import EpochTotals, batch_diagnostics, batch_results, gradient_angles
+from .model_cost import peak_memory_mb
 from .optim import make_optimizer, make_schedule
 from .problems import problem_of
 
@@ -193,7 +194,8 @@ class Training:
                    **{f"{name}_{k}": v for k, v in self.method.epoch_metrics().items()}}
         trained = int(session.all_reduce_sum(torch.tensor(float(trained), device=device)).item())
         metrics.update(epoch_seconds=seconds, samples_per_s=trained / seconds, train_samples=trained,
-                       padded_samples=self.plan.padded, dropped_samples=self.plan.dropped)
+                       padded_samples=self.plan.padded, dropped_samples=self.plan.dropped,
+                       peak_memory_mb=peak_memory_mb(device))
         if self.params.on_error == "skip":  # shard reads cut short this epoch, over all ranks
             reads = session.all_reduce_sum(torch.tensor(float(self.reader.corrupt_reads), device=device))
             metrics["corrupt_shard_reads"], self.reader.corrupt_reads = int(reads.item()), 0

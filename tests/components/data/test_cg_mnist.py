@@ -198,7 +198,7 @@ def test_the_balance_benchmark_runs_every_method_over_seeds_into_one_table(cli, 
     table = (tmp_path / "run" / "compare" / "outputs" / "table").read_text()
     for step in trainings:  # a mean ± std row per method, then one per seed
         assert f"| eval_{step} (mean ± std, 2 seeds) |" in table and f"| eval_{step}@1 |" in table, table
-    assert "accuracy_gray_prototype" in table and "| contribution_gray | contribution_color |" in table
+    assert "accuracy_gray_prototype" in table and "| contribution_gray | contribution_color | parameters | flops_per_sample |" in table
     assert json.loads((tmp_path / "run" / "eval_relearning@1" / "status.json").read_text())["state"] == "done"
 
 

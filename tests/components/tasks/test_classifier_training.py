@@ -137,6 +137,9 @@ def test_the_loop_reads_its_shards_as_the_params_say_and_counts_skipped_reads(sh
     (epoch,) = result.history
     assert epoch["corrupt_shard_reads"] == 0 and epoch["padded_samples"] == epoch["dropped_samples"] == 0
     assert epoch["samples_per_s"] == pytest.approx(SAMPLES / epoch["epoch_seconds"])
+    import resource  # on CPU, the peak memory is the process's peak resident set, which only grows
+
+    assert 0 < epoch["peak_memory_mb"] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert epoch["lr"] == params.lr and set(epoch) >= {"loss", "train_accuracy", "epoch_seconds"}
     assert logged == [training_loop._progress(0, 1, epoch)]
 

@@ -56,30 +56,16 @@ def test_subsets_are_scored_with_the_absent_modalities_inputs_zeroed_per_class()
     assert metrics["contribution_b_class_1"] == pytest.approx(((0.5 - 0) + (0.5 - 1)) / 2)
 
 
-def test_eval_classifier_reports_every_subset_and_contributions_that_add_up(tmp_path):
-    from mmflow.components.data.datasets import iter_samples, save_tensor_dataset
-    from mmflow.components.data.shards import write_shards
-    from mmflow.components.models.build import build_classifier, save_classifier
+def test_eval_classifier_reports_every_subset_and_contributions_that_add_up(evaluated):
     from mmflow.components.tasks.classifier_eval import evaluate
 
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.arange(40) % 4
-    data = {"label": labels, "a": torch.randn(40, 5, generator=gen) + labels[:, None],
-            "b": torch.randn(40, 3, generator=gen)}
-    save_tensor_dataset(tmp_path / "ds", {"train": data, "test": data}, num_classes=4)
-    for split in ("train", "test"):
-        write_shards(iter_samples(tmp_path / "ds", split), tmp_path / split, 16, num_classes=4)
-    architecture = {"modalities": {"a": [5], "b": [3]}, "num_classes": 4, "hidden": [8], "embedding_dim": 6,
-                    "fusion": "concat"}
-    torch.manual_seed(0)
-    save_classifier(tmp_path / "model", build_classifier(architecture), architecture)
-    metrics = evaluate(tmp_path / "model", tmp_path / "train", tmp_path / "test", batch_size=16)
+    metrics = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16)
     assert metrics["subset_accuracy_a+b"] == metrics["accuracy"]
     gain = metrics["accuracy"] - metrics["subset_accuracy_none"]
     assert metrics["contribution_a"] + metrics["contribution_b"] == pytest.approx(gain)
     for m in "ab":  # Shapley is linear and the classes are equally large: the overall value is their mean
         per_class = [metrics[f"contribution_{m}_class_{c}"] for c in range(4)]
         assert metrics[f"contribution_{m}"] == pytest.approx(sum(per_class) / 4)
-    without = evaluate(tmp_path / "model", tmp_path / "train", tmp_path / "test", batch_size=16, contribution=False)
+    without = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16, contribution=False)
     assert not any(k.startswith(("contribution_", "subset_accuracy_")) for k in without)
     assert without["accuracy"] == metrics["accuracy"]

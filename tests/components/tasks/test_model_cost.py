@@ -1,0 +1,45 @@
+"""The model's cost against hand counts: parameters and forward FLOPs per sample."""
+
+from __future__ import annotations
+
+import torch
+
+from mmflow.components.models.build import build_classifier
+from mmflow.components.tasks.model_cost import flops_per_sample, parameter_count
+
+ARCHITECTURE = {"modalities": {"a": [5], "b": [3]}, "num_classes": 4, "hidden": [8], "embedding_dim": 6,
+                "fusion": "concat"}  # the `evaluated` fixture's model
+
+
+def test_parameters_and_flops_of_a_small_concat_classifier():
+    model = build_classifier(ARCHITECTURE).eval()
+    # encoders 5-8-6 and 3-8-6, the fusion 12-4: weights and biases
+    assert parameter_count(model) == (5 * 8 + 8 + 8 * 6 + 6) + (3 * 8 + 8 + 8 * 6 + 6) + (12 * 4 + 4)
+    features = {"a": torch.randn(7, 5), "b": torch.randn(7, 3)}
+    # 2 per multiply-add: the encoders' layers, the fused layer and each modality's block of it (its logits)
+    expected = 2 * ((5 * 8 + 8 * 6) + (3 * 8 + 8 * 6) + 12 * 4 + 2 * (6 * 4))
+    assert flops_per_sample(model, features) == expected
+
+
+def test_eval_classifier_reports_the_models_cost(evaluated):
+    from mmflow.components.tasks.classifier_eval import evaluate
+
+    metrics = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16)
+    model = build_classifier(ARCHITECTURE)
+    assert metrics["parameters"] == parameter_count(model)
+    one = {"a": torch.zeros(1, 5), "b": torch.zeros(1, 3)}
+    assert metrics["flops_per_sample"] == flops_per_sample(model.eval(), one)
+
+
+def test_peak_memory_on_a_gpu_is_the_largest_allocation_since_the_last_call():
+    import pytest
+
+    from mmflow.components.tasks.model_cost import peak_memory_mb
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    device = torch.device("cuda")
+    peak_memory_mb(device)  # reset
+    block = torch.empty(64 * 2**20, dtype=torch.uint8, device=device)  # 64 MiB
+    del block
+    assert peak_memory_mb(device) >= 64 and peak_memory_mb(device) < 64
