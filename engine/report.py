@@ -182,10 +182,10 @@ def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
         images[path.name] = base64.b64encode(buffer.getvalue()).decode()
         plt.close(fig)
         written.append(path)
-    results = results_table(series)
+    results, matrices = results_table(series), matrix_tables(series)
     why = "" if figures else "no step of these runs has per-epoch metrics (a `history` in its metrics.json)"
-    (out_dir / "report.md").write_text(_markdown(results, constant, [p.name for p in written], why))
-    (out_dir / "report.html").write_text(_html(results, constant, images, workflows, why))
+    (out_dir / "report.md").write_text(_markdown(results, matrices, constant, [p.name for p in written], why))
+    (out_dir / "report.html").write_text(_html(results, matrices, constant, images, workflows, why))
     return [*written, out_dir / "report.md", out_dir / "report.html"], why
 
 
@@ -201,8 +201,28 @@ def results_table(series: list[Series]) -> list[list[str]]:
     return rows
 
 
-def _markdown(results: list[list[str]], constant: dict[str, dict[str, Any]], figures: list[str], why: str) -> str:
+def matrix_tables(series: list[Series]) -> dict[str, list[list[str]]]:
+    """Each step's matrix metrics (lists of equally long rows of numbers, e.g. a confusion matrix: rows the true
+    class, columns the predicted one) as tables, titled `step: metric`."""
+    tables = {}
+    for s in series:
+        for key, value in s.metrics.items():
+            if (isinstance(value, list) and value and all(isinstance(row, list) and len(row) == len(value[0])
+                                                          for row in value)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in value for v in row)):
+                header = ["row / column", *(str(j) for j in range(len(value[0])))]
+                body = [[str(i), *map(format_number, row)] for i, row in enumerate(value)]
+                tables[f"{s.label}: {key}"] = [header, *body]
+    return tables
+
+
+def _markdown(results: list[list[str]], matrices: dict[str, list[list[str]]], constant: dict[str, dict[str, Any]],
+              figures: list[str], why: str) -> str:
     lines = ["# Run report", "", "## Results", "", *_markdown_table(results), ""]
+    if matrices:
+        lines += ["## Matrices", ""]
+        for title, rows in matrices.items():
+            lines += [f"### {title}", "", *_markdown_table(rows), ""]
     if constant:
         lines += ["## Constant over training (not drawn)", "", *_markdown_table(_constant_rows(constant)), ""]
     lines += ["## Per-epoch curves", ""] + ([f"![{f[:-4]}]({f})" for f in figures] or [why])
@@ -219,8 +239,8 @@ def _constant_rows(constant: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [["metric", "value (per step)"], *rows]
 
 
-def _html(results: list[list[str]], constant: dict[str, dict[str, Any]], images: dict[str, str],
-          workflows: dict[str, str], why: str) -> str:
+def _html(results: list[list[str]], matrices: dict[str, list[list[str]]], constant: dict[str, dict[str, Any]],
+          images: dict[str, str], workflows: dict[str, str], why: str) -> str:
     """One file that opens offline: the tables, the figures as data URIs, the workflow text of each run."""
     def table(rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
@@ -231,6 +251,9 @@ def _html(results: list[list[str]], constant: dict[str, dict[str, Any]], images:
              "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:2px 8px;text-align:right}pre{background:#f6f6f6;padding:1em}</style></head><body>",
              "<h1>Run report</h1><h2>Results</h2>", table(results)]
+    if matrices:
+        parts.append("<h2>Matrices</h2>")
+        parts += [f"<h3>{html.escape(title)}</h3>{table(rows)}" for title, rows in matrices.items()]
     if constant:
         parts += ["<h2>Constant over training (not drawn)</h2>", table(_constant_rows(constant))]
     parts.append("<h2>Per-epoch curves</h2>")

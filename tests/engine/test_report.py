@@ -109,3 +109,17 @@ def test_runs_without_per_epoch_metrics_say_why_there_is_no_figure(tmp_path, cli
     assert status == 0 and "wrote 0 figure(s)" in out and "no step of these runs has per-epoch metrics" in out
     status, _, err = cli("report", tmp_path)
     assert status == 2 and "not a run directory" in err
+
+
+def test_matrix_metrics_get_a_table_each_in_both_files(tmp_path, cli):
+    confusion = [[3, 1], [0, 4]]  # e.g. rows: true class, columns: predicted
+    write_run(tmp_path / "run", {"eval": {"accuracy": 0.875, "confusion_matrix": confusion, "ragged": [[1], [1, 2]],
+                                          "names": [["a", "b"]]}})
+    status, _, err = cli("report", tmp_path / "run")
+    assert status == 0, err
+    markdown = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Matrices\n\n### eval: confusion_matrix\n\n| row / column | 0 | 1 |\n| --- | --- | --- |\n" \
+           "| 0 | 3 | 1 |\n| 1 | 0 | 4 |\n" in markdown
+    assert "ragged" not in markdown and "names" not in markdown  # not matrices of numbers
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "<h3>eval: confusion_matrix</h3><table><tr><th>row / column</th><th>0</th><th>1</th></tr>" in page
