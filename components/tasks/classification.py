@@ -86,20 +86,22 @@ class EvalClassifierParams(Params):
         True, description="score every subset of modalities, the others' inputs zeroed (subset_accuracy_<a+b>), and "
         "each modality's exact Shapley contribution to accuracy, overall and per class (contribution_<m>, "
         "contribution_<m>_class_<c>): 2^k forward passes per test batch")
+    probe_steps: int = Field(300, ge=0, description="full-batch Adam steps of each modality's linear probe on its "
+                             "frozen train embeddings, scored on test (accuracy_<m>_probe; 0: no probes)")
 
 
 @component("eval.classifier", params=EvalClassifierParams, version="3",
            inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
            headline=("accuracy", "accuracy_*_head"))
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
-    """Test accuracy of the fused output, of each modality's head and train-set prototypes, and each modality's
-    Shapley contribution."""
+    """Test accuracy, macro-F1 and confusion of the fused output and of each modality's head, train-set prototypes
+    and linear probe; each modality's Shapley contribution; the model's cost."""
     import json
 
     from .classifier_eval import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
-                       params.on_error, params.contribution)
+                       params.on_error, params.contribution, params.probe_steps, ctx.seed)
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     shown = [k for k in metrics if k.startswith("accuracy") or (k.startswith("contribution_") and "_class_" not in k)]
     ctx.log(", ".join(f"{k}={metrics[k]:.4f}" for k in shown))

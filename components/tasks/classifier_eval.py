@@ -3,6 +3,7 @@ each modality's Shapley contribution, and the model's cost."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,34 +12,43 @@ import torch
 from ..balance.prototypes import update_prototypes
 from ..data.shards import ShardReader
 from ..models.build import load_classifier
-from .class_sums import class_sums
 from .modality_contribution import SubsetAccuracy
 from .model_cost import flops_per_sample, parameter_count
+from .probes import probe_predictions
 
 
 @torch.no_grad()
-def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
-             on_error: str = "fail", contribution: bool = True) -> dict[str, Any]:
-    """Accuracy, macro-F1 and the confusion matrix (rows: true class) of the fused output, of each modality's head and
-    of each modality's prototypes over every test sample; with `contribution` the accuracy of every subset of
-    modalities and each modality's Shapley contribution; the model's parameters and forward FLOPs per sample.
+def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, on_error: str = "fail",
+             contribution: bool = True, probe_steps: int = 300, seed: int = 0) -> dict[str, Any]:
+    """Accuracy, macro-F1 and the confusion matrix (rows: true class) of the fused output and, per modality, of its
+    head, its prototypes and a linear probe on its frozen embeddings (`probe_steps` > 0) over every test sample;
+    with `contribution` the accuracy of every subset of modalities and each modality's Shapley contribution; the
+    model's parameters and forward FLOPs per sample.
 
-    Prototypes are the class-mean training embeddings of the trained model (nearest-centroid).
+    Prototypes are the class-mean training embeddings of the trained model (nearest-centroid); the probes learn from
+    the same embeddings.
     """
     model, architecture = load_classifier(model_dir)
     classes = architecture["num_classes"]
     train = ShardReader(train_dir, shuffle=False, on_error=on_error, pad=False)  # every sample once
-    sums, counts = class_sums(model, train.batches(0, batch_size), classes, torch.device("cpu"))
-    prototypes = {m: update_prototypes(None, s, counts) for m, s in sums.items()}
+    train_embeddings, train_labels = embeddings_of(model, train.batches(0, batch_size))
+    counts = torch.bincount(train_labels, minlength=classes).float()
+    prototypes = {m: update_prototypes(None, torch.zeros(classes, z.shape[1]).index_add_(0, train_labels, z), counts)
+                  for m, z in train_embeddings.items()}
     reader = ShardReader(test_dir, shuffle=False, on_error=on_error, pad=False)
     scores: dict[str, ClassificationScores] = {}  # by metric suffix: "" fused, "_<m>_head", "_<m>_prototype"
     total = 0
     subset_accuracy = SubsetAccuracy(list(architecture["modalities"]), classes)
     flops = None
+    test_embeddings: dict[str, list[torch.Tensor]] = {}
+    test_labels = []
     for features, labels in reader.batches(0, batch_size):
         if flops is None:
             flops = flops_per_sample(model, features)
         out = model(features)
+        for m, z in out.embeddings.items():
+            test_embeddings.setdefault(m, []).append(z)
+        test_labels.append(labels)
         if contribution:
             subset_accuracy.add(model, features, labels, out.logits)
         predicted = {"": out.logits.argmax(1)}
@@ -49,6 +59,11 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
         for suffix, prediction in predicted.items():
             scores.setdefault(suffix, ClassificationScores(classes)).update(prediction, labels)
         total += labels.numel()
+    if probe_steps > 0 and total:
+        labels = torch.cat(test_labels)
+        for m, z in train_embeddings.items():
+            predicted = probe_predictions(z, train_labels, torch.cat(test_embeddings[m]), classes, probe_steps, seed)
+            scores.setdefault(f"_{m}_probe", ClassificationScores(classes)).update(predicted, labels)
     metrics: dict[str, Any] = {}
     for suffix, score in scores.items():
         metrics.update({f"{name}{suffix}": value for name, value in score.compute().items()})
@@ -61,6 +76,18 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int,
         metrics["unreadable_test_samples"] = reader.manifest["num_samples"] - total
     metrics["test_samples"] = total  # scored, each once
     return metrics
+
+
+def embeddings_of(model: torch.nn.Module, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every sample's embedding by modality, and the labels, over `batches`."""
+    embeddings: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    for features, batch_labels in batches:
+        for m, z in model(features).embeddings.items():
+            embeddings.setdefault(m, []).append(z)
+        labels.append(batch_labels.reshape(-1))
+    return {m: torch.cat(z) for m, z in embeddings.items()}, torch.cat(labels)
 
 
 class ClassificationScores:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data.shards import ShardReader
 from ..models.build import load_classifier
+from .probes import probe_predictions
 
 
 @torch.no_grad()
@@ -35,21 +35,6 @@ def segment_accuracy(predictions: torch.Tensor, labels: torch.Tensor, background
     return int((predictions[keep] == labels[keep]).sum()) / int(keep.sum()) if keep.any() else float("nan")
 
 
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps: int, seed: int) -> torch.nn.Linear:
-    """A linear classifier on frozen features: full-batch Adam on cross-entropy, standardised inputs."""
-    generator = torch.Generator().manual_seed(seed)
-    probe = torch.nn.Linear(train_x.shape[1], num_classes)
-    with torch.no_grad():
-        probe.weight.copy_(torch.randn(probe.weight.shape, generator=generator) * 0.01)
-        probe.bias.zero_()
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        F.cross_entropy(probe(train_x), train_y).backward()
-        optimizer.step()
-    return probe
-
-
 def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, probe_steps: int,
                           seed: int) -> dict:
     """Segment accuracy (all, events only, per class), confusion matrix, head and probe accuracy per modality."""
@@ -70,11 +55,8 @@ def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batc
             metrics[f"accuracy_{m}_head"] = segment_accuracy(value.argmax(1), labels)
     _, train_embeddings, train_labels = segment_outputs(model, train_dir, batch_size)
     for m, train_x in train_embeddings.items():
-        mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-        with torch.enable_grad():
-            probe = linear_probe((train_x - mean) / std, train_labels, classes, probe_steps, seed)
-        with torch.no_grad():
-            metrics[f"accuracy_{m}_probe"] = segment_accuracy(probe((embeddings[m] - mean) / std).argmax(1), labels)
+        predicted = probe_predictions(train_x, train_labels, embeddings[m], classes, probe_steps, seed)
+        metrics[f"accuracy_{m}_probe"] = segment_accuracy(predicted, labels)
     metrics.update(test_segments=int(labels.numel()), event_segments=int((labels != background).sum()),
                    chance=float(torch.bincount(labels, minlength=classes).max() / labels.numel()),
                    confusion_matrix=confusion.tolist())
