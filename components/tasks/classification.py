@@ -83,9 +83,9 @@ class EvalClassifierParams(Params):
         "fail", description="a truncated or corrupt shard stops the step naming it, or is skipped and counted "
         "(corrupt_shard_reads); each readable sample is scored once (test_samples, unreadable_test_samples)")
     contribution: bool = Field(
-        True, description="score every subset of modalities, the others' inputs zeroed (subset_accuracy_<a+b>), and "
-        "each modality's exact Shapley contribution to accuracy, overall and per class (contribution_<m>, "
-        "contribution_<m>_class_<c>): 2^k forward passes per test batch")
+        True, description="score every subset of modalities, the others' inputs zeroed "
+        "(subset_accuracy_<a>_and_<b>), and each modality's exact Shapley contribution to accuracy, overall and per "
+        "class (contribution_<m>, contribution_<m>_class_<c>): 2^k forward passes per test batch")
     probe_steps: int = Field(300, ge=0, description="full-batch Adam steps of each modality's linear probe on its "
                              "frozen train embeddings, scored on test (accuracy_<m>_probe; 0: no probes)")
 

@@ -33,8 +33,9 @@ def shapley_values(values: dict[Subset, torch.Tensor], modalities: list[str]) ->
 
 
 def subset_name(subset: Subset, modalities: list[str]) -> str:
-    """The subset's modalities joined by '+', in the model's order ('none' for the empty set)."""
-    return "+".join(m for m in modalities if m in subset) or "none"
+    """The subset's modalities joined by '_and_' (tracking servers such as MLflow refuse '+'), in the model's order
+    ('none' for the empty set)."""
+    return "_and_".join(m for m in modalities if m in subset) or "none"
 
 
 class SubsetAccuracy:
@@ -57,8 +58,8 @@ class SubsetAccuracy:
         self.counts += torch.bincount(labels, minlength=self.num_classes)
 
     def metrics(self) -> dict[str, float]:
-        """`subset_accuracy_<a+b>` for every subset, `contribution_<m>` overall and `contribution_<m>_class_<c>` for
-        each class with test samples."""
+        """`subset_accuracy_<a>_and_<b>` for every subset, `contribution_<m>` overall and `contribution_<m>_class_<c>`
+        for each class with test samples."""
         present = self.counts > 0
         overall = {s: hits.sum() / self.counts.sum() for s, hits in self.hits.items()}
         per_class = {s: hits[present] / self.counts[present] for s, hits in self.hits.items()}

@@ -20,7 +20,11 @@ def test_scores_count_rows_by_true_class_and_average_f1_over_the_classes_that_oc
 
 
 def test_every_predictor_gets_accuracy_f1_and_a_confusion_matrix(evaluated):
+    import re
+
     metrics = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16)
+    # names a tracking server takes (MLflow: alphanumerics, _ - . space : /)
+    assert all(re.fullmatch(r"[\w\-. :/]+", name) for name in metrics), sorted(metrics)
     for suffix in ("", "_a_head", "_b_head", "_a_prototype", "_b_prototype", "_a_probe", "_b_probe"):
         matrix = torch.tensor(metrics[f"confusion_matrix{suffix}"])
         assert matrix.shape == (4, 4) and matrix.sum() == metrics["test_samples"] == 40

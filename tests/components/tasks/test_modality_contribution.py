@@ -48,7 +48,7 @@ def test_subsets_are_scored_with_the_absent_modalities_inputs_zeroed_per_class()
     metrics = accuracy.metrics()
     # none: all-zero logits predict class 0, right on samples 0 and 1
     assert metrics["subset_accuracy_none"] == 0.5 and metrics["subset_accuracy_a"] == 0.75
-    assert metrics["subset_accuracy_b"] == 0.5 and metrics["subset_accuracy_a+b"] == 0.5
+    assert metrics["subset_accuracy_b"] == 0.5 and metrics["subset_accuracy_a_and_b"] == 0.5
     assert metrics["contribution_a"] == pytest.approx(((0.75 - 0.5) + (0.5 - 0.5)) / 2)
     assert metrics["contribution_b"] == pytest.approx(((0.5 - 0.5) + (0.5 - 0.75)) / 2)
     # class 1 (samples 2, 3): none 0, a 1, b 0.5, both 0.5
@@ -60,7 +60,7 @@ def test_eval_classifier_reports_every_subset_and_contributions_that_add_up(eval
     from mmflow.components.tasks.classifier_eval import evaluate
 
     metrics = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16)
-    assert metrics["subset_accuracy_a+b"] == metrics["accuracy"]
+    assert metrics["subset_accuracy_a_and_b"] == metrics["accuracy"]
     gain = metrics["accuracy"] - metrics["subset_accuracy_none"]
     assert metrics["contribution_a"] + metrics["contribution_b"] == pytest.approx(gain)
     for m in "ab":  # Shapley is linear and the classes are equally large: the overall value is their mean
