@@ -3,7 +3,6 @@ each modality's Shapley contribution, and the model's cost."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from ..data.shards import ShardReader
 from ..models.build import load_classifier
 from .modality_contribution import SubsetAccuracy
 from .model_cost import flops_per_sample, parameter_count
+from .model_outputs import model_outputs
 from .probes import probe_predictions
 
 
@@ -31,12 +31,12 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
     model, architecture = load_classifier(model_dir)
     classes = architecture["num_classes"]
     train = ShardReader(train_dir, shuffle=False, on_error=on_error, pad=False)  # every sample once
-    train_embeddings, train_labels = embeddings_of(model, train.batches(0, batch_size))
+    _, train_embeddings, train_labels = model_outputs(model, train.batches(0, batch_size))
     counts = torch.bincount(train_labels, minlength=classes).float()
     prototypes = {m: update_prototypes(None, torch.zeros(classes, z.shape[1]).index_add_(0, train_labels, z), counts)
                   for m, z in train_embeddings.items()}
     reader = ShardReader(test_dir, shuffle=False, on_error=on_error, pad=False)
-    scores: dict[str, ClassificationScores] = {}  # by metric suffix: "" fused, "_<m>_head", "_<m>_prototype"
+    scores: dict[str, ClassificationScores] = {}  # by metric suffix: "" fused, "_<m>_head", "_<m>_prototype", ...
     total = 0
     subset_accuracy = SubsetAccuracy(list(architecture["modalities"]), classes)
     flops = None
@@ -46,9 +46,10 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
         if flops is None:
             flops = flops_per_sample(model, features)
         out = model(features)
-        for m, z in out.embeddings.items():
-            test_embeddings.setdefault(m, []).append(z)
-        test_labels.append(labels)
+        if probe_steps > 0:  # the probes score every test sample at once, after the pass
+            for m, z in out.embeddings.items():
+                test_embeddings.setdefault(m, []).append(z)
+            test_labels.append(labels)
         if contribution:
             subset_accuracy.add(model, features, labels, out.logits)
         predicted = {"": out.logits.argmax(1)}
@@ -76,18 +77,6 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
         metrics["unreadable_test_samples"] = reader.manifest["num_samples"] - total
     metrics["test_samples"] = total  # scored, each once
     return metrics
-
-
-def embeddings_of(model: torch.nn.Module, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
-                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Every sample's embedding by modality, and the labels, over `batches`."""
-    embeddings: dict[str, list[torch.Tensor]] = {}
-    labels = []
-    for features, batch_labels in batches:
-        for m, z in model(features).embeddings.items():
-            embeddings.setdefault(m, []).append(z)
-        labels.append(batch_labels.reshape(-1))
-    return {m: torch.cat(z) for m, z in embeddings.items()}, torch.cat(labels)
 
 
 class ClassificationScores:

@@ -8,25 +8,13 @@ import torch
 
 from ..data.shards import ShardReader
 from ..models.build import load_classifier
+from .model_outputs import model_outputs
 from .probes import probe_predictions
 
 
-@torch.no_grad()
 def segment_outputs(model: torch.nn.Module, shards: Path, batch_size: int) -> tuple[dict, dict, torch.Tensor]:
     """(fused logits + per-modality logits, embeddings by modality, labels) of every segment, in eval mode."""
-    logits: dict[str, list[torch.Tensor]] = {}
-    embeddings: dict[str, list[torch.Tensor]] = {}
-    labels = []
-    for features, segment_labels in ShardReader(shards, shuffle=False, pad=False).batches(0, batch_size):
-        out = model(features)
-        logits.setdefault("fused", []).append(out.logits)
-        for m, value in out.modality_logits.items():
-            logits.setdefault(m, []).append(value)
-        for m, value in out.embeddings.items():
-            embeddings.setdefault(m, []).append(value)
-        labels.append(segment_labels.reshape(-1))
-    return ({k: torch.cat(v) for k, v in logits.items()}, {k: torch.cat(v) for k, v in embeddings.items()},
-            torch.cat(labels))
+    return model_outputs(model, ShardReader(shards, shuffle=False, pad=False).batches(0, batch_size))
 
 
 def segment_accuracy(predictions: torch.Tensor, labels: torch.Tensor, background: int | None = None) -> float:

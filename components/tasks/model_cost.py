@@ -2,8 +2,7 @@
 of training it.
 
 FLOPs are counted by torch's own `FlopCounterMode`: 2 per multiply-add of the matrix products and convolutions
-(the convention of fvcore's and BalanceBenchmark's counts x 2); element-wise operations (biases, activations,
-normalisation) are not counted.
+(fvcore counts 1); element-wise operations (biases, activations, normalisation) are not counted.
 """
 
 from __future__ import annotations

@@ -36,15 +36,15 @@ def test_every_predictor_gets_accuracy_f1_and_a_confusion_matrix(evaluated):
 def test_each_modalitys_probe_learns_from_its_frozen_train_embeddings(evaluated):
     from mmflow.components.data.shards import ShardReader
     from mmflow.components.models.build import load_classifier
-    from mmflow.components.tasks.classifier_eval import embeddings_of
+    from mmflow.components.tasks.model_outputs import model_outputs
     from mmflow.components.tasks.probes import probe_predictions
 
     metrics = evaluate(evaluated / "model", evaluated / "train", evaluated / "test", batch_size=16, probe_steps=50,
                        seed=3)
     model, _ = load_classifier(evaluated / "model")
     with torch.no_grad():
-        (train_z, train_y), (test_z, test_y) = (
-            embeddings_of(model, ShardReader(evaluated / split, shuffle=False, pad=False).batches(0, 16))
+        (_, train_z, train_y), (_, test_z, test_y) = (
+            model_outputs(model, ShardReader(evaluated / split, shuffle=False, pad=False).batches(0, 16))
             for split in ("train", "test"))
     for m in "ab":
         predicted = probe_predictions(train_z[m], train_y, test_z[m], 4, steps=50, seed=3)
