@@ -7,7 +7,8 @@ prefixes over the same set {audio, visual}), or are named `family/member` (`gble
 figure per family with every member on the same axes. Each step keeps one colour in every figure; members
 differ by line style. Epochs count from 1, as the console does. Series that never change (a constant
 learning rate, zero padded samples) are listed in a table instead of drawn. A sweep folder stands for its
-trials, each labelled by its sampled values.
+trials, each labelled by its sampled values. A final metric that is a curve (`{"x": axis name, "points": [[x, y],
+...]}`, e.g. accuracy over noise level) is drawn over its own axis, its family (`family/member`) on one figure.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .runs import format_number, plus_minus
 from .seeds import base_name, over_seeds
 
 LINE_STYLES = ["-", "--", ":", "-."]
+CURVES = "## Curves of the final metrics"
 UNITS = [("angle", "degrees"), ("seconds", "s"), ("per_s", "samples/s"), ("accuracy", "fraction correct"),
          ("loss", "cross-entropy")]  # a y-axis label's unit, by what the metric's name contains
 
@@ -51,6 +53,7 @@ class Figure:
     metrics: list[str]
     members: dict[str, str]  # metric -> its member (modality) in a family figure, '' alone
     ylabel: str
+    xlabel: str = "epoch"  # else the figure draws final curve metrics over their own axis
 
 
 def load_series(paths: list[Path]) -> tuple[list[Series], dict[str, str]]:
@@ -107,6 +110,20 @@ def figures_for(series: list[Series]) -> tuple[list[Figure], dict[str, dict[str,
     return figures, constant
 
 
+def curve_figures(series: list[Series]) -> list[Figure]:
+    """The figures of the final metrics that are curves, one per family."""
+    axes = {k: v["x"] for s in series for k, v in s.metrics.items() if is_curve(v)}
+    return [Figure(title, metrics, members, _ylabel(title), xlabel=axes[metrics[0]])
+            for title, (metrics, members) in _families(list(axes)).items()]
+
+
+def is_curve(value: Any) -> bool:
+    """Whether a metric's value is a curve: {"x": axis name, "points": [[x, y], ...]}."""
+    return (isinstance(value, dict) and isinstance(value.get("x"), str) and isinstance(value.get("points"), list)
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+                    for p in value["points"]))
+
+
 def _families(names: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Figure title -> (its metrics, metric -> member): `family/member` names, and prefixes whose members are a set
     that some other prefix has too (the modalities); every other metric alone."""
@@ -140,17 +157,20 @@ def draw(figure: Figure, series: list[Series], colours: dict[str, Any]) -> Any:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     styles = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(dict.fromkeys(figure.members.values()))}
+    epochs = figure.xlabel == "epoch"
     for s in series:
         for metric in figure.metrics:
-            points = [(row.get("epoch", i) + 1, row[metric]) for i, row in enumerate(s.history)
-                      if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+            points = ([(row.get("epoch", i) + 1, row[metric]) for i, row in enumerate(s.history)
+                       if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])] if epochs
+                      else [tuple(p) for p in s.metrics[metric]["points"]] if is_curve(s.metrics.get(metric)) else [])
             if points:
                 member = figure.members[metric]
                 ax.plot(*zip(*points), color=colours[s.label], linestyle=styles[member], marker="o", markersize=3,
                         label=f"step {s.label}" + (f" · {member}" if member else ""))
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(figure.xlabel)
     ax.set_ylabel(figure.ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(figure.title.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -168,12 +188,13 @@ def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
 
     series, workflows = load_series(paths)
     figures, constant = figures_for(series)
+    curves = curve_figures(series)
     palette = plt.get_cmap("tab10").colors
-    drawn = [s for s in series if s.history]
+    drawn = [s for s in series if s.history or any(is_curve(v) for v in s.metrics.values())]
     colours = {s.label: palette[i % len(palette)] for i, s in enumerate(drawn)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written, images = [], {}
-    for figure in figures:
+    for figure in [*figures, *curves]:
         fig = draw(figure, series, colours)
         path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', figure.title)}.png"
         fig.savefig(path, dpi=100)
@@ -184,8 +205,10 @@ def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
         written.append(path)
     results, matrices = results_table(series), matrix_tables(series)
     why = "" if figures else "no step of these runs has per-epoch metrics (a `history` in its metrics.json)"
-    (out_dir / "report.md").write_text(_markdown(results, matrices, constant, [p.name for p in written], why))
-    (out_dir / "report.html").write_text(_html(results, matrices, constant, images, workflows, why))
+    names = [p.name for p in written]
+    drawn_by = {"epochs": names[:len(figures)], "curves": names[len(figures):]}
+    (out_dir / "report.md").write_text(_markdown(results, matrices, constant, drawn_by, why))
+    (out_dir / "report.html").write_text(_html(results, matrices, constant, images, drawn_by, workflows, why))
     return [*written, out_dir / "report.md", out_dir / "report.html"], why
 
 
@@ -217,7 +240,7 @@ def matrix_tables(series: list[Series]) -> dict[str, list[list[str]]]:
 
 
 def _markdown(results: list[list[str]], matrices: dict[str, list[list[str]]], constant: dict[str, dict[str, Any]],
-              figures: list[str], why: str) -> str:
+              figures: dict[str, list[str]], why: str) -> str:
     lines = ["# Run report", "", "## Results", "", *_markdown_table(results), ""]
     if matrices:
         lines += ["## Matrices", ""]
@@ -225,7 +248,9 @@ def _markdown(results: list[list[str]], matrices: dict[str, list[list[str]]], co
             lines += [f"### {title}", "", *_markdown_table(rows), ""]
     if constant:
         lines += ["## Constant over training (not drawn)", "", *_markdown_table(_constant_rows(constant)), ""]
-    lines += ["## Per-epoch curves", ""] + ([f"![{f[:-4]}]({f})" for f in figures] or [why])
+    lines += ["## Per-epoch curves", ""] + ([f"![{f[:-4]}]({f})" for f in figures["epochs"]] or [why])
+    if figures["curves"]:
+        lines += ["", CURVES, "", *(f"![{f[:-4]}]({f})" for f in figures["curves"])]
     return "\n".join(lines) + "\n"
 
 
@@ -240,7 +265,7 @@ def _constant_rows(constant: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def _html(results: list[list[str]], matrices: dict[str, list[list[str]]], constant: dict[str, dict[str, Any]],
-          images: dict[str, str], workflows: dict[str, str], why: str) -> str:
+          images: dict[str, str], figures: dict[str, list[str]], workflows: dict[str, str], why: str) -> str:
     """One file that opens offline: the tables, the figures as data URIs, the workflow text of each run."""
     def table(rows: list[list[str]]) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
@@ -256,11 +281,15 @@ def _html(results: list[list[str]], matrices: dict[str, list[list[str]]], consta
         parts += [f"<h3>{html.escape(title)}</h3>{table(rows)}" for title, rows in matrices.items()]
     if constant:
         parts += ["<h2>Constant over training (not drawn)</h2>", table(_constant_rows(constant))]
+    def img(name: str) -> str:
+        return f"<img alt='{html.escape(name[:-4])}' src='data:image/png;base64,{images[name]}'>"
+
     parts.append("<h2>Per-epoch curves</h2>")
-    parts += [f"<img alt='{html.escape(name[:-4])}' src='data:image/png;base64,{data}'>"
-              for name, data in images.items()]
+    parts += [img(name) for name in figures["epochs"]]
     if why:
         parts.append(f"<p>{html.escape(why)}</p>")
+    if figures["curves"]:
+        parts += [f"<h2>{CURVES[3:]}</h2>", *(img(name) for name in figures["curves"])]
     for name, text in workflows.items():
         parts.append(f"<h2>Workflow: {html.escape(name)}</h2><pre>{html.escape(text)}</pre>")
     return "\n".join(parts) + "\n</body></html>\n"

@@ -7,7 +7,9 @@ import json
 
 from pydantic import Field
 
-from mmflow.engine import Many, Params, StepContext, base_name, component, over_seeds
+from mmflow.engine import Many, Params, StepContext, UsageError, base_name, component, over_seeds
+
+NOISE_CURVE = "accuracy_under_noise/"  # eval.classifier's curves, one per modality
 
 
 class CompareParams(Params):
@@ -15,6 +17,11 @@ class CompareParams(Params):
 
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"],
                                description="metric names or glob patterns, e.g. accuracy_*_head")
+    robustness_reference: str | None = Field(
+        None, description="the step among the results whose noise curves (accuracy_under_noise/<m>) are the "
+        "reference of MultiBench's effective robustness (its late fusion; e.g. the naive model's evaluation): every "
+        "step gains effective_robustness_<m> (tabulate it with a pattern in metrics); over seeds, against the "
+        "reference's run of the same seed")
 
 
 @component("report.compare", params=CompareParams, inputs={"results": Many("metrics")},
@@ -24,6 +31,8 @@ def compare(ctx: StepContext, params: CompareParams) -> dict:
     `seeds:`, each step's mean ± std (sample standard deviation) first, then a row per seed (its metrics: the mean
     and `<metric>_std`)."""
     rows = {step: json.loads(path.read_text()) for step, path in zip(ctx.sources["results"], ctx.inputs["results"], strict=True)}
+    if params.robustness_reference is not None:
+        add_effective_robustness(rows, params.robustness_reference)
     columns: list[str] = []
     for wanted in params.metrics:
         for row in rows.values():
@@ -50,3 +59,22 @@ def compare(ctx: StepContext, params: CompareParams) -> dict:
     for line in lines:
         ctx.log(line)
     return metrics
+
+
+def add_effective_robustness(rows: dict[str, dict], reference: str) -> None:
+    """`effective_robustness_<m>` in every row with a noise curve on <m> taken at the reference's levels."""
+    from ..tasks.noise_robustness import effective_robustness
+
+    if reference not in {base_name(step) for step in rows}:
+        raise UsageError(f"report.compare: robustness_reference {reference!r} is not one of its results' steps "
+                         f"({', '.join(dict.fromkeys(base_name(step) for step in rows))})")
+    for step, row in rows.items():
+        seed = step[len(base_name(step)):]  # '@1' for a step run once per seed
+        curves = rows.get(reference + seed, rows.get(reference, {}))
+        for key, curve in list(row.items()):
+            if key.startswith(NOISE_CURVE) and key in curves:
+                levels, accuracies = zip(*curve["points"])
+                reference_levels, reference_accuracies = zip(*curves[key]["points"])
+                if levels == reference_levels:
+                    row[f"effective_robustness_{key[len(NOISE_CURVE):]}"] = effective_robustness(
+                        list(accuracies), list(reference_accuracies))

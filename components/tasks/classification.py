@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mmflow.engine import Many, Maybe, Params, StepContext, component
 
@@ -88,21 +88,35 @@ class EvalClassifierParams(Params):
         "class (contribution_<m>, contribution_<m>_class_<c>): 2^k forward passes per test batch")
     probe_steps: int = Field(300, ge=0, description="full-batch Adam steps of each modality's linear probe on its "
                              "frozen train embeddings, scored on test (accuracy_<m>_probe; 0: no probes)")
+    noise_levels: list[float] = Field(
+        default_factory=lambda: [i / 10 for i in range(11)],
+        description="levels of MultiBench's test-time noise on one modality at a time (Gaussian at the level times "
+        "each sample's spread, then that share of entries dropped; 0 to 1 by 0.1 as MultiBench): the fused accuracy "
+        "at each (the curve accuracy_under_noise/<m>) and its area (relative_robustness_<m>); a forward pass per "
+        "level and modality per test batch; []: none")
+
+    @field_validator("noise_levels")
+    @classmethod
+    def _levels_from_clean(cls, levels: list[float]) -> list[float]:
+        if levels and (levels[0] != 0 or any(b <= a for a, b in zip(levels, levels[1:])) or levels[-1] > 1):
+            raise ValueError("noise levels rise from 0 (the clean accuracy) to at most 1, e.g. [0, 0.5, 1]")
+        return levels
 
 
-@component("eval.classifier", params=EvalClassifierParams, version="3",
+@component("eval.classifier", params=EvalClassifierParams, version="4",
            inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
            headline=("accuracy", "accuracy_*_head"))
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy, macro-F1 and confusion of the fused output and of each modality's head, train-set prototypes
-    and linear probe; each modality's Shapley contribution; the model's cost."""
+    and linear probe; each modality's Shapley contribution and robustness to noise; the model's cost."""
     import json
 
     from .classifier_eval import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
-                       params.on_error, params.contribution, params.probe_steps, ctx.seed)
+                       params.on_error, params.contribution, params.probe_steps, params.noise_levels, ctx.seed)
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
-    shown = [k for k in metrics if k.startswith("accuracy") or (k.startswith("contribution_") and "_class_" not in k)]
+    shown = [k for k, v in metrics.items() if isinstance(v, float) and (
+        k.startswith(("accuracy", "relative_robustness")) or (k.startswith("contribution_") and "_class_" not in k))]
     ctx.log(", ".join(f"{k}={metrics[k]:.4f}" for k in shown))
     return metrics

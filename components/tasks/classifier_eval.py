@@ -1,5 +1,5 @@
 """eval.classifier's measures on the test split: fused, per-modality head and per-modality prototype accuracy,
-each modality's Shapley contribution, and the model's cost."""
+each modality's Shapley contribution and robustness to noise, and the model's cost."""
 
 from __future__ import annotations
 
@@ -14,16 +14,19 @@ from ..models.build import load_classifier
 from .modality_contribution import SubsetAccuracy
 from .model_cost import flops_per_sample, parameter_count
 from .model_outputs import model_outputs
+from .noise_robustness import NoiseRobustness
 from .probes import probe_predictions
 
 
 @torch.no_grad()
 def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, on_error: str = "fail",
-             contribution: bool = True, probe_steps: int = 300, seed: int = 0) -> dict[str, Any]:
+             contribution: bool = True, probe_steps: int = 300, noise_levels: list[float] | None = None,
+             seed: int = 0) -> dict[str, Any]:
     """Accuracy, macro-F1 and the confusion matrix (rows: true class) of the fused output and, per modality, of its
     head, its prototypes and a linear probe on its frozen embeddings (`probe_steps` > 0) over every test sample;
-    with `contribution` the accuracy of every subset of modalities and each modality's Shapley contribution; the
-    model's parameters and forward FLOPs per sample.
+    with `contribution` the accuracy of every subset of modalities and each modality's Shapley contribution; with
+    `noise_levels` the fused accuracy at each level of noise on each modality; the model's parameters and forward
+    FLOPs per sample.
 
     Prototypes are the class-mean training embeddings of the trained model (nearest-centroid); the probes learn from
     the same embeddings.
@@ -39,6 +42,7 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
     scores: dict[str, ClassificationScores] = {}  # by metric suffix: "" fused, "_<m>_head", "_<m>_prototype", ...
     total = 0
     subset_accuracy = SubsetAccuracy(list(architecture["modalities"]), classes)
+    robustness = NoiseRobustness(list(architecture["modalities"]), noise_levels or [], seed)
     flops = None
     test_embeddings: dict[str, list[torch.Tensor]] = {}
     test_labels = []
@@ -52,6 +56,8 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
             test_labels.append(labels)
         if contribution:
             subset_accuracy.add(model, features, labels, out.logits)
+        if noise_levels:
+            robustness.add(model, features, labels, out.logits)
         predicted = {"": out.logits.argmax(1)}
         for m, logits in out.modality_logits.items():
             predicted[f"_{m}_head"] = logits.argmax(1)
@@ -72,6 +78,8 @@ def evaluate(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, 
     metrics.update(parameters=parameter_count(model), flops_per_sample=flops)
     if contribution:
         metrics.update(subset_accuracy.metrics())
+    if noise_levels and total:
+        metrics.update(robustness.metrics())
     if on_error == "skip":
         metrics["corrupt_shard_reads"] = train.corrupt_reads + reader.corrupt_reads
         metrics["unreadable_test_samples"] = reader.manifest["num_samples"] - total

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from mmflow.engine.report import draw, figures_for, load_series
+from mmflow.engine.report import curve_figures, draw, figures_for, load_series
 
 
 def write_run(run, steps: dict[str, dict], workflow: str = "name: wf\n") -> None:
@@ -123,3 +123,34 @@ def test_matrix_metrics_get_a_table_each_in_both_files(tmp_path, cli):
     assert "ragged" not in markdown and "names" not in markdown  # not matrices of numbers
     page = (tmp_path / "run" / "report" / "report.html").read_text()
     assert "<h3>eval: confusion_matrix</h3><table><tr><th>row / column</th><th>0</th><th>1</th></tr>" in page
+
+
+def test_curve_metrics_are_drawn_over_their_own_axis_a_family_per_figure_in_both_files(tmp_path, cli):
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def curves(clean: float) -> dict:
+        return {f"accuracy_under_noise/{m}": {"x": "noise level", "points": [[0, clean], [0.5, clean - drop],
+                                                                              [1, 0.1]]}
+                for m, drop in (("audio", 0.2), ("visual", 0.4))}
+
+    write_run(tmp_path / "run", {"eval_naive": {"accuracy": 0.8, **curves(0.8)}, "eval_pmr": {**curves(0.9),
+                                 "not_a_curve": {"x": "level", "points": [[0, "a"]]}}})
+    series, _ = load_series([tmp_path / "run"])
+    figures = curve_figures(series)
+    assert [(f.title, f.metrics, f.xlabel) for f in figures] == [
+        ("accuracy_under_noise", ["accuracy_under_noise/audio", "accuracy_under_noise/visual"], "noise level")]
+    ax = draw(figures[0], series, {"eval_naive": "tab:blue", "eval_pmr": "tab:orange"}).axes[0]
+    assert ax.get_xlabel() == "noise level" and ax.get_ylabel() == "accuracy under noise (fraction correct)"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {f"step {s} · {m}" for s in ("eval_naive", "eval_pmr") for m in ("audio", "visual")}
+    assert list(lines["step eval_pmr · visual"].get_xdata()) == [0, 0.5, 1]
+    assert list(lines["step eval_pmr · visual"].get_ydata()) == pytest.approx([0.9, 0.5, 0.1])
+    status, out, err = cli("report", tmp_path / "run")
+    assert status == 0 and "wrote 1 figure(s)" in out, err
+    markdown = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Curves of the final metrics\n\n![accuracy_under_noise](accuracy_under_noise.png)" in markdown
+    assert "no step of these runs has per-epoch metrics" in markdown  # curves are not per-epoch
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "<h2>Curves of the final metrics</h2>\n<img alt='accuracy_under_noise' src='data:image/png;base64," in page

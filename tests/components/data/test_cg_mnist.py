@@ -198,7 +198,11 @@ def test_the_balance_benchmark_runs_every_method_over_seeds_into_one_table(cli, 
     table = (tmp_path / "run" / "compare" / "outputs" / "table").read_text()
     for step in trainings:  # a mean ± std row per method, then one per seed
         assert f"| eval_{step} (mean ± std, 2 seeds) |" in table and f"| eval_{step}@1 |" in table, table
-    assert "accuracy_gray_prototype" in table and "| contribution_gray | contribution_color | parameters | flops_per_sample |" in table
+    assert "accuracy_gray_prototype" in table
+    assert ("| contribution_gray | contribution_color | relative_robustness_gray | relative_robustness_color | "
+            "effective_robustness_gray | effective_robustness_color | parameters | flops_per_sample |") in table
+    naive = next(line for line in table.splitlines() if line.startswith("| eval_naive@1 |"))
+    assert naive.split(" | ")[-4:-2] == ["0.0000", "0.0000"]  # the reference's effective robustness: itself
     assert json.loads((tmp_path / "run" / "eval_relearning@1" / "status.json").read_text())["state"] == "done"
 
 
