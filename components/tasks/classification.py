@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -42,14 +43,12 @@ def _check_blend_weights(params: TrainClassifierParams, wired: set[str]) -> list
     return []
 
 
-@component("train.classifier", params=TrainClassifierParams, version="6",
+@component("train.classifier", params=TrainClassifierParams, version="7",
            inputs={"train": "shards", "weights": Maybe("gblend_weights"), "teachers": Many("model", optional=True)},
-           outputs={"model": "model"}, distributed=True, check=_check_inputs,
+           outputs={"model": "model", "cost": "metrics"}, distributed=True, check=_check_inputs,
            headline=("loss", "train_accuracy"), seeds="each")
 def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
     """Train a multimodal classifier (encoders, fusion, balancing method) on Ray Train workers."""
-    import json
-
     if "weights" in ctx.inputs:  # offline G-Blend: the estimate step's weights
         estimate = json.loads(ctx.inputs["weights"].read_text())
         params = params.model_copy(update={"method": params.method.model_copy(update={"weights": estimate["weights"]})})
@@ -57,10 +56,12 @@ def train_classifier(ctx: StepContext, params: TrainClassifierParams) -> dict:
 
 
 def train_model(ctx: StepContext, params: TrainClassifierParams, problem: str) -> dict:
-    """Run the shared training loop for `problem` on the step's `train` shards; keep the model; return metrics."""
+    """Run the shared training loop for `problem` on the step's `train` shards; keep the model, and apart from it
+    (its bytes stay the same from one training to the next) what training it cost; return metrics."""
     from ..balance.base import build_method
     from ..data.shards import load_manifest
     from ..models.build import copy_model
+    from .model_cost import training_cost
     from .problems import PROBLEMS
     from .training_loop import train_worker
 
@@ -70,6 +71,7 @@ def train_model(ctx: StepContext, params: TrainClassifierParams, problem: str) -
               "teachers": [str(path.resolve()) for path in ctx.inputs.get("teachers", [])]}
     result = ctx.train(train_worker, config, parallel_tasks=method.needs.parallel_tasks)  # a checkpoint every epoch
     copy_model(result.checkpoint, ctx.output("model"))
+    ctx.output("cost").write_text(json.dumps(training_cost(result.history)))
     final = result.history[-1]
     return {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(result.history),
             "history": result.history}
@@ -104,17 +106,19 @@ class EvalClassifierParams(Params):
 
 
 @component("eval.classifier", params=EvalClassifierParams, version="4",
-           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
+           inputs={"model": "model", "train": "shards", "test": "shards", "cost": Maybe("metrics")},
+           outputs={"metrics": "metrics"},
            headline=("accuracy", "accuracy_*_head"))
 def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     """Test accuracy, macro-F1 and confusion of the fused output and of each modality's head, train-set prototypes
-    and linear probe; each modality's Shapley contribution and robustness to noise; the model's cost."""
-    import json
-
+    and linear probe; each modality's Shapley contribution and robustness to noise; the model's cost, and with
+    `cost` wired to its training step's, what training it cost (for the comparison table)."""
     from .classifier_eval import evaluate
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
                        params.on_error, params.contribution, params.probe_steps, params.noise_levels, ctx.seed)
+    if "cost" in ctx.inputs:
+        metrics.update(json.loads(ctx.inputs["cost"].read_text()))
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     shown = [k for k, v in metrics.items() if isinstance(v, float) and (
         k.startswith(("accuracy", "relative_robustness")) or (k.startswith("contribution_") and "_class_" not in k))]

@@ -16,8 +16,9 @@ from mmflow.engine import Params, StepContext, component
 from .training_params import TrainLocalizationParams
 
 
-@component("train.localization", params=TrainLocalizationParams, version="6", inputs={"train": "shards"},
-           outputs={"model": "model"}, distributed=True, headline=("loss", "train_accuracy"), seeds="each")
+@component("train.localization", params=TrainLocalizationParams, version="7", inputs={"train": "shards"},
+           outputs={"model": "model", "cost": "metrics"}, distributed=True, headline=("loss", "train_accuracy"),
+           seeds="each")
 def train_localization(ctx: StepContext, params: TrainLocalizationParams) -> dict:
     """Train an AVEL event-localization model (per-segment labels) on Ray Train workers."""
     from mmflow.engine import InputDataError

@@ -1,5 +1,5 @@
-"""What a model costs: its parameters, its forward pass's floating-point operations per sample, and the peak memory
-of training it.
+"""What a model costs: its parameters, its forward pass's floating-point operations per sample, and the time,
+speed and peak memory of training it.
 
 FLOPs are counted by torch's own `FlopCounterMode`: 2 per multiply-add of the matrix products and convolutions
 (fvcore counts 1); element-wise operations (biases, activations, normalisation) are not counted.
@@ -35,3 +35,12 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def training_cost(history: list[dict[str, float]]) -> dict[str, float]:
+    """A training's cost from its per-epoch metrics: `training_seconds` (the epochs' time), `training_samples_per_s`
+    (the samples trained over that time) and `training_peak_memory_mb` (the largest epoch's)."""
+    seconds = sum(row["epoch_seconds"] for row in history)
+    return {"training_seconds": seconds,
+            "training_samples_per_s": sum(row["train_samples"] for row in history) / seconds,
+            "training_peak_memory_mb": max(row["peak_memory_mb"] for row in history)}

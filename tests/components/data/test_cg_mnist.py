@@ -200,9 +200,11 @@ def test_the_balance_benchmark_runs_every_method_over_seeds_into_one_table(cli, 
         assert f"| eval_{step} (mean ± std, 2 seeds) |" in table and f"| eval_{step}@1 |" in table, table
     assert "accuracy_gray_prototype" in table
     assert ("| contribution_gray | contribution_color | relative_robustness_gray | relative_robustness_color | "
-            "effective_robustness_gray | effective_robustness_color | parameters | flops_per_sample |") in table
-    naive = next(line for line in table.splitlines() if line.startswith("| eval_naive@1 |"))
-    assert naive.split(" | ")[-4:-2] == ["0.0000", "0.0000"]  # the reference's effective robustness: itself
+            "effective_robustness_gray | effective_robustness_color | parameters | flops_per_sample | "
+            "training_samples_per_s | training_peak_memory_mb |") in table
+    naive = next(line for line in table.splitlines() if line.startswith("| eval_naive@1 |")).split(" | ")
+    assert naive[-6:-4] == ["0.0000", "0.0000"]  # the reference's effective robustness: itself
+    assert float(naive[-2]) > 0 and float(naive[-1].rstrip(" |")) > 0  # its training's speed and memory
     assert json.loads((tmp_path / "run" / "eval_relearning@1" / "status.json").read_text())["state"] == "done"
 
 

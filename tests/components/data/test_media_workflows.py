@@ -81,3 +81,4 @@ def test_the_av_balance_benchmark_runs_every_method_on_a_cremad_tree(cli, tmp_pa
         assert f"| eval_{step}@0 |" in table, table
     assert "accuracy_visual_prototype" in table and "| contribution_audio | contribution_visual |" in table
     assert "| effective_robustness_audio | effective_robustness_visual |" in table
+    assert "| training_samples_per_s | training_peak_memory_mb |" in table

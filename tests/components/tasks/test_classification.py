@@ -89,7 +89,9 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     (checkpoint / PLACEMENT_FILE).write_text("[]")  # where the ranks ran: kept with the model
     for training_state in (HISTORY_FILE, TRAINING_STATE, METHOD_STATE):  # what resuming needs, not a model
         (checkpoint / training_state).write_text("state")
-    history = [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0, "train_accuracy": 0.75}]
+    cost = {"train_samples": 100, "padded_samples": 0}
+    history = [{"epoch": 0, "loss": 2.0, **cost, "epoch_seconds": 2.0, "peak_memory_mb": 300.0},
+               {"epoch": 1, "loss": 1.0, "train_accuracy": 0.75, **cost, "epoch_seconds": 3.0, "peak_memory_mb": 250.0}]
     asked = []
 
     def train(fn, config, parallel_tasks):
@@ -99,9 +101,13 @@ def test_the_training_step_keeps_the_model_and_reports_its_last_epoch(tmp_path):
     ctx = SimpleNamespace(inputs={"train": tmp_path / "shards"}, output=lambda name: tmp_path / "out" / name, seed=0,
                           train=train)
     metrics = train_classifier(ctx, TrainClassifierParams())
-    assert metrics == {"loss": 1.0, "train_accuracy": 0.75, "epochs": 2, "history": history}
+    assert metrics == {"loss": 1.0, "train_accuracy": 0.75, **cost, "epoch_seconds": 3.0, "peak_memory_mb": 250.0,
+                       "epochs": 2, "history": history}
     assert sorted(p.name for p in (tmp_path / "out" / "model").iterdir()) == ["architecture.json", "model.pt",
                                                                              PLACEMENT_FILE]
+    # beside the model, what training cost: 200 samples in 5 s, the larger epoch's peak
+    assert json.loads((tmp_path / "out" / "cost").read_text()) == {
+        "training_seconds": 5.0, "training_samples_per_s": 40.0, "training_peak_memory_mb": 300.0}
     assert (tmp_path / "out" / "model" / "model.pt").read_text() == "weights"
     online = TrainClassifierParams.model_validate({"method": {"name": "gblend", "mode": "online"}})
     (tmp_path / "out" / "model").rename(tmp_path / "first")
@@ -123,8 +129,8 @@ def test_a_zeroed_model_is_retrained_not_evaluated(cli, tmp_path, monkeypatch):
     # the model trained again is the same bytes (no timings in it), so the evaluation of it is reused
     assert [line.split()[:2] for line in out.splitlines()[1:5]] == [["data", "reused"], ["shard", "reused"],
                                                                      ["train", "ran"], ["eval", "reused"]]
-    recorded = json.loads((r1 / "train" / "status.json").read_text())["outputs"]
-    assert json.loads((r2 / "train" / "status.json").read_text())["outputs"] == recorded
+    recorded = json.loads((r1 / "train" / "status.json").read_text())["outputs"]["model"]
+    assert json.loads((r2 / "train" / "status.json").read_text())["outputs"]["model"] == recorded  # the cost: timings
 
 
 def test_the_same_training_twice_gives_the_same_model_bytes(tmp_path):

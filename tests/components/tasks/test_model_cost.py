@@ -43,3 +43,22 @@ def test_peak_memory_on_a_gpu_is_the_largest_allocation_since_the_last_call():
     block = torch.empty(64 * 2**20, dtype=torch.uint8, device=device)  # 64 MiB
     del block
     assert peak_memory_mb(device) >= 64 and peak_memory_mb(device) < 64
+
+
+def test_eval_classifier_adds_what_training_cost_when_its_cost_input_is_wired(evaluated, tmp_path):
+    import json
+
+    from mmflow.components.tasks.classification import EvalClassifierParams, eval_classifier
+    from mmflow.engine import REGISTRY, StepContext
+
+    cost = {"training_seconds": 5.0, "training_samples_per_s": 40.0, "training_peak_memory_mb": 300.0}
+    (tmp_path / "cost.json").write_text(json.dumps(cost))  # a train.classifier step's `cost` output
+    inputs = {"model": evaluated / "model", "train": evaluated / "train", "test": evaluated / "test"}
+    params = EvalClassifierParams(contribution=False, probe_steps=0, noise_levels=[])
+    spec = REGISTRY.get("eval.classifier")
+    plain = eval_classifier(StepContext.standalone(spec, inputs, tmp_path / "plain", log=lambda _: None), params)
+    assert not any(k.startswith("training_") for k in plain)
+    costed = eval_classifier(StepContext.standalone(spec, {**inputs, "cost": tmp_path / "cost.json"},
+                                                    tmp_path / "costed", log=lambda _: None), params)
+    assert costed == {**plain, **cost}
+    assert json.loads((tmp_path / "costed" / "metrics").read_text()) == costed
