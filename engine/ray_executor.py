@@ -573,9 +573,9 @@ def _end_fit(channel: Any) -> bool:
     return controller is not None
 
 
-def controller_to(channel: Any, *key: Any) -> Any:
-    """A Ray Train callback that hands the fit's controller to `channel` (an actor: `started(*key, controller)`)
-    as the controller starts."""
+def controller_to(channel: Any) -> Any:
+    """A Ray Train callback that hands the fit's controller to `channel` (an actor: `started(controller)`) as the
+    controller starts."""
     # a DeveloperAPI of Ray Train's internals: no public hook runs in the controller before the workers start
     from ray.train.v2._internal.execution.callback import ControllerCallback
 
@@ -583,7 +583,7 @@ def controller_to(channel: Any, *key: Any) -> Any:
         def after_controller_start(self, train_run_context: Any) -> None:
             import ray
 
-            channel.started.remote(*key, ray.get_runtime_context().current_actor)
+            channel.started.remote(ray.get_runtime_context().current_actor)
 
     return ControllerToChannel()
 

@@ -114,7 +114,6 @@ def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any], dict[str,
 
     executor.connect()
     stopper, trial_actors, stop = stop_switch()
-    callbacks = [*(callbacks or []), trial_ends(trial_actors)]
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_enlisted, trial=trial, setup=setup, trial_actors=trial_actors),
                             {"cpu": trial_cpus}),
@@ -163,76 +162,35 @@ def stop_switch() -> tuple[Any, Any, Callable[[], bool]]:
     def stop() -> bool:
         stopping.set()  # first: no trial starts from now on
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # each trial killed is no error to report
-        _kill_newest_first(ray.get(trial_actors.all.remote(), timeout=5))
+        for actor in reversed(ray.get(trial_actors.all.remote(), timeout=5)):  # a trial's controllers before it
+            ray.kill(actor)
         return True
 
     return StopSwitch(stopping), trial_actors, stop
 
 
-def trial_ends(trial_actors: Any) -> Any:
-    """A Tune callback that kills an ended trial's actors, newest first, before Tune stops the trial's own.
-    Left to Tune, the trial's actor exits first and Ray ends the actors it started as their owner died: an
-    asynchronous one (Tune's report queue) can be mid-exit when Ray's SIGTERM comes, and prints a traceback."""
-    import ray
-    from ray import tune
-
-    class TrialEnds(tune.Callback):
-        def __init__(self, trial_actors: Any) -> None:  # an argument: a closure is pickled with the class
-            self.trial_actors = trial_actors
-
-        def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks with its state: not the handle
-            return {"trial_actors": None}
-
-        def end(self, trial: Any) -> None:
-            if self.trial_actors is not None:
-                _kill_newest_first(ray.get(self.trial_actors.ended.remote(_trial_name(trial)), timeout=5))
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.end(trial)  # done, or stopped by the scheduler
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.end(trial)
-
-    return TrialEnds(trial_actors)
-
-
-def _kill_newest_first(actors: list[Any]) -> None:
-    """Kill actors in the reverse order of their start: a trial's Train controllers (their workers die with
-    them), its report queue, then the trial itself, so that no actor outlives the one it reports to."""
-    import ray
-
-    for actor in reversed(actors):
-        ray.kill(actor)
-
-
 class _TrialActors:
-    """An actor holding, per trial, the handles of the actors it started: its own, Tune's report queue and its
-    Train controllers (Tune and Ray Train keep theirs private)."""
+    """An actor holding the handles of the trials' actors and their Train controllers (Tune keeps its own
+    private)."""
 
     def __init__(self) -> None:
-        self.actors: dict[str, list[Any]] = {}
+        self.actors: list[Any] = []
 
-    def started(self, trial: str, actor: Any) -> None:
-        """The trial, its report queue or a Train controller of it has started in `actor`."""
-        self.actors.setdefault(trial, []).append(actor)
-
-    def ended(self, trial: str) -> list[Any]:
-        """The actors of a trial that has ended, in the order they started; forgotten here."""
-        return self.actors.pop(trial, [])
+    def started(self, actor: Any) -> None:
+        """A trial, or a Train controller of one, has started in `actor`."""
+        self.actors.append(actor)
 
     def all(self) -> list[Any]:
-        """Every running trial's actors, each trial's in the order they started."""
-        return [actor for actors in self.actors.values() for actor in actors]
+        """Every actor so far, in the order they started."""
+        return self.actors
 
 
 def _enlisted(config: dict[str, Any], trial: Callable[[dict[str, Any], dict[str, Any]], None],
               setup: dict[str, Any], trial_actors: Any) -> None:
     """`trial(config, setup)` once its actor is in `trial_actors`, which the trial's fits join (setup["actors"])."""
     import ray
-    from ray import tune
 
-    name = tune.get_context().get_trial_name()
-    ray.get(trial_actors.started.remote(name, ray.get_runtime_context().current_actor))
+    ray.get(trial_actors.started.remote(ray.get_runtime_context().current_actor))
     trial(config, {**setup, "actors": trial_actors})
 
 
@@ -240,10 +198,9 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
-def step_to_tune(step: str, trial_actors: Any, trial: str) -> list[Any]:
+def step_to_tune(step: str) -> list[Any]:
     """Ray Tune's TuneReportCallback for a training step's fit, with the step's name before every metric
-    ('train.loss'); the queue it reports through is in `trial_actors` under the trial's name."""
-    import ray
+    ('train.loss')."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class StepToTune(TuneReportCallback):
@@ -251,10 +208,7 @@ def step_to_tune(step: str, trial_actors: Any, trial: str) -> list[Any]:
             named = [{f"{step}.{k}": v for k, v in m.items()} for m in metrics]
             super().after_report(run_context, named, checkpoint)
 
-    callback = StepToTune()
-    # the queue, an actor this trial started, is private to Tune's callback: no public handle to end it with
-    ray.get(trial_actors.started.remote(trial, callback._training_actor_item_queue.actor))  # before its controller
-    return [callback]
+    return [StepToTune()]
 
 
 def fetch_shared_steps(stored: str, sweep_dir: Path) -> None:
@@ -325,9 +279,9 @@ def _trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     name = tune.get_context().get_trial_name()
     for stream in (sys.stdout, sys.stderr):  # Ray's log monitor labels this trial's output with its name
         print(f":actor_name:{name}", file=stream, flush=True)
-    executor = (RayExecutor(train_callbacks=lambda step: [*step_to_tune(step, setup["actors"], name),
-                                                          controller_to(setup["actors"], name)], label=name)
-                if workflow.spec.executor == RayExecutor.name else create_executor(workflow.spec.executor))
+    executor = (RayExecutor(train_callbacks=lambda step: [*step_to_tune(step), controller_to(setup["actors"])],
+                            label=name) if workflow.spec.executor == RayExecutor.name
+                else create_executor(workflow.spec.executor))
     console = RunConsole(live=False, summary=False)  # the trial's lines, and its run.log
     outcomes = Runner(workflow, Path(setup["trials"]) / name, Path(setup["runs_root"]), executor=executor,
                       echo=console.line, hooks=[console], track=False, max_parallel_steps=1).run()

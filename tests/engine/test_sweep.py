@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 import threading
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -185,24 +184,3 @@ steps:
     other = Storage.open(tmp_path / "store" / "shared" / "other")
     assert other.joinpath("shard", "outputs", "train", "manifest.json").exists()
     assert "outputs_at" not in json.loads(other.joinpath("shard", "status.json").read_text())
-
-
-def test_an_ended_trial_has_its_actors_killed_newest_first_and_no_others(monkeypatch):
-    """Left to Tune, a trial's actor exits first and Ray ends the actors it started as their owner died; Tune's
-    report queue, mid-exit at Ray's SIGTERM, printed a traceback into a sweep ASHA had stopped a trial of."""
-    import ray
-
-    registry = tune._TrialActors()
-    for trial, actor in [("trial_00001", "trial 1"), ("trial_00002", "trial 2"), ("trial_00001", "queue 1"),
-                         ("trial_00001", "controller 1")]:
-        registry.started(trial, actor)
-    killed: list[str] = []
-    monkeypatch.setattr(ray, "get", lambda value, timeout=None: value)
-    monkeypatch.setattr(ray, "kill", killed.append)
-    ends = tune.trial_ends(SimpleNamespace(ended=SimpleNamespace(remote=registry.ended)))
-    ends.on_trial_complete(0, [], SimpleNamespace(trial_id="0a1b_00001"))  # done, or stopped by ASHA
-    assert killed == ["controller 1", "queue 1", "trial 1"]
-    assert registry.all() == ["trial 2"]
-    ends.on_trial_error(0, [], SimpleNamespace(trial_id="0a1b_00002"))
-    assert killed[3:] == ["trial 2"] and registry.all() == []
-    assert ends.__getstate__() == {"trial_actors": None}  # Tune pickles its callbacks with its state
