@@ -234,7 +234,8 @@ class RayExecutor(Executor):
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         logging.getLogger("ray._private.worker").addFilter(_not_sigterm_notice)
         options: dict[str, Any] = {"logging_level": logging.INFO if self.settings.verbose else logging.WARNING,
-                                   "runtime_env": {"env_vars": env}}
+                                   "runtime_env": {"env_vars": env,
+                                                   "worker_process_setup_hook": f"{__name__}.set_up_worker"}}
         if self.address:
             context = ray.init(address=self.address, **options)
         else:
@@ -678,7 +679,7 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
     options["_system_config"] = {k: v for k, v in system.items() if f"RAY_{k}" not in os.environ}  # the user's wins
     port = os.environ.get("RAY_GCS_SERVER_PORT") or str(_free_port())
     options["runtime_env"]["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # Ray resolves it to the node's IP
-    options["runtime_env"]["worker_process_setup_hook"] = "mmflow.engine.ray_executor.quiet_local_worker"
+    options["runtime_env"]["worker_process_setup_hook"] = f"{__name__}.set_up_local_worker"
     saved = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = port
     try:
@@ -688,9 +689,27 @@ def _start_private_ray(num_cpus: int, options: dict[str, Any]) -> Any:
             del os.environ["RAY_GCS_SERVER_PORT"]
 
 
-def quiet_local_worker() -> None:
-    """Set up every worker process of a private local Ray: it has no autoscaler, so Train's resource requests
-    to one serve nothing, and on a busy machine each timed-out request printed a traceback."""
+def set_up_worker() -> None:
+    """Set up every worker process of a run's Ray: one told to stop while it is already exiting exits without a
+    traceback. (The raylet's SIGTERM can come while Python shuts a process down: Tune's report queue as its trial
+    ended, a trial's actor as Tune let it go. Ray's handler then raised SystemExit inside threading's shutdown, an
+    atexit function or a finaliser, and Python printed it as an ignored exception.)"""
+    sys.unraisablehook = _exit_is_no_error(sys.unraisablehook)
+
+
+def _exit_is_no_error(report: Callable[[Any], None]) -> Callable[[Any], None]:
+    def unraisable(error: Any) -> None:  # sys.UnraisableHookArgs
+        if not isinstance(error.exc_value, SystemExit):
+            report(error)
+
+    return unraisable
+
+
+def set_up_local_worker() -> None:
+    """Set up every worker process of a private local Ray as any other (set_up_worker); it has no autoscaler,
+    so Train's resource requests to one serve nothing, and on a busy machine each timed-out request printed a
+    traceback."""
+    set_up_worker()
     # by name: importing Ray's internal module is not needed. A filter, not a level: the Train controller configures
     # its logging after this (dictConfig), which resets the levels of loggers under ray.train but keeps their filters
     logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").addFilter(

@@ -114,11 +114,11 @@ def eval_classifier(ctx: StepContext, params: EvalClassifierParams) -> dict:
     and linear probe; each modality's Shapley contribution and robustness to noise; the model's cost, and with
     `cost` wired to its training step's, what training it cost (for the comparison table)."""
     from .classifier_eval import evaluate
+    from .model_cost import wired_training_cost
 
     metrics = evaluate(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"], params.batch_size,
                        params.on_error, params.contribution, params.probe_steps, params.noise_levels, ctx.seed)
-    if "cost" in ctx.inputs:
-        metrics.update(json.loads(ctx.inputs["cost"].read_text()))
+    metrics.update(wired_training_cost(ctx.inputs))
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     shown = [k for k, v in metrics.items() if isinstance(v, float) and (
         k.startswith(("accuracy", "relative_robustness")) or (k.startswith("contribution_") and "_class_" not in k))]

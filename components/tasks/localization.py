@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mmflow.engine import Params, StepContext, component
+from mmflow.engine import Maybe, Params, StepContext, component
 
 from .training_params import TrainLocalizationParams
 
@@ -39,18 +39,21 @@ class EvalLocalizationParams(Params):
     probe_steps: int = Field(300, ge=1, description="full-batch Adam steps of each modality's linear probe")
 
 
-@component("eval.localization", params=EvalLocalizationParams,
-           inputs={"model": "model", "train": "shards", "test": "shards"}, outputs={"metrics": "metrics"},
-           headline=("accuracy", "event_accuracy", "accuracy_*_probe"))
+@component("eval.localization", params=EvalLocalizationParams, version="2",
+           inputs={"model": "model", "train": "shards", "test": "shards", "cost": Maybe("metrics")},
+           outputs={"metrics": "metrics"}, headline=("accuracy", "event_accuracy", "accuracy_*_probe"))
 def eval_localization(ctx: StepContext, params: EvalLocalizationParams) -> dict:
     """Per-segment test accuracy (background included, the published metric), event-only and per-class
-    accuracy, the confusion matrix, and each modality's accuracy from a linear probe on its embeddings."""
+    accuracy, the confusion matrix, each modality's accuracy from a linear probe on its embeddings, the model's
+    cost, and with `cost` wired to its training step's, what training it cost (for the comparison table)."""
     import json
 
     from .localization_eval import evaluate_localization
+    from .model_cost import wired_training_cost
 
     metrics = evaluate_localization(ctx.inputs["model"], ctx.inputs["train"], ctx.inputs["test"],
                                     params.batch_size, params.probe_steps, ctx.seed)
+    metrics.update(wired_training_cost(ctx.inputs))
     ctx.output("metrics").write_text(json.dumps(metrics, indent=2))
     ctx.log(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("accuracy", "event_accuracy"))))
     return metrics

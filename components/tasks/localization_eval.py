@@ -8,6 +8,7 @@ import torch
 
 from ..data.shards import ShardReader
 from ..models.build import load_classifier
+from .model_cost import flops_per_sample, parameter_count
 from .model_outputs import model_outputs
 from .probes import probe_predictions
 
@@ -25,7 +26,8 @@ def segment_accuracy(predictions: torch.Tensor, labels: torch.Tensor, background
 
 def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batch_size: int, probe_steps: int,
                           seed: int) -> dict:
-    """Segment accuracy (all, events only, per class), confusion matrix, head and probe accuracy per modality."""
+    """Segment accuracy (all, events only, per class), confusion matrix, head and probe accuracy per modality, and
+    the model's parameters and FLOPs per video."""
     model, architecture = load_classifier(model_dir)
     classes = architecture["num_classes"]
     background = ShardReader(test_dir).manifest["background"]
@@ -48,4 +50,11 @@ def evaluate_localization(model_dir: Path, train_dir: Path, test_dir: Path, batc
     metrics.update(test_segments=int(labels.numel()), event_segments=int((labels != background).sum()),
                    chance=float(torch.bincount(labels, minlength=classes).max() / labels.numel()),
                    confusion_matrix=confusion.tolist())
+    metrics.update(model_cost(model, test_dir))
     return metrics
+
+
+def model_cost(model: torch.nn.Module, shards: Path) -> dict[str, float]:
+    """The model's parameters and forward FLOPs per video (counted on the first video of `shards`)."""
+    videos, _ = next(ShardReader(shards, shuffle=False, pad=False).batches(0, 1))
+    return {"parameters": parameter_count(model), "flops_per_sample": flops_per_sample(model, videos)}

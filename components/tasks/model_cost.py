@@ -2,12 +2,19 @@
 speed and peak memory of training it.
 
 FLOPs are counted by torch's own `FlopCounterMode`: 2 per multiply-add of the matrix products and convolutions
-(fvcore counts 1); element-wise operations (biases, activations, normalisation) are not counted.
+(fvcore counts 1); element-wise operations (biases, activations, normalisation) are not counted. Recurrent layers
+(LSTM, GRU) run as fused kernels that the counter does not see (mkldnn on CPU, cuDNN on GPU): theirs are counted
+from their weight matrices, 2 per weight per time step, in place of whatever the counter saw of them.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -20,9 +27,33 @@ def flops_per_sample(model: torch.nn.Module, features: dict[str, torch.Tensor]) 
     """The forward pass's FLOPs on one batch of `features`, divided by its size."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        model(features)
-    return counter.get_total_flops() / len(next(iter(features.values())))
+    counter = FlopCounterMode(display=False)
+    seen_before: dict[torch.nn.Module, int] = {}
+    corrections: list[int] = []
+
+    def before(layer: torch.nn.Module, inputs: tuple) -> None:
+        seen_before[layer] = counter.get_total_flops()
+
+    def after(layer: torch.nn.Module, inputs: tuple, output: Any) -> None:
+        corrections.append(recurrent_flops(layer, inputs[0]) - (counter.get_total_flops() - seen_before.pop(layer)))
+
+    recurrent = [layer for layer in model.modules() if isinstance(layer, torch.nn.RNNBase)]
+    hooks = [hook for layer in recurrent
+             for hook in (layer.register_forward_pre_hook(before), layer.register_forward_hook(after))]
+    try:
+        with counter:
+            model(features)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return (counter.get_total_flops() + sum(corrections)) / len(next(iter(features.values())))
+
+
+def recurrent_flops(layer: torch.nn.RNNBase, sequence: torch.Tensor | PackedSequence) -> int:
+    """A recurrent layer's matrix products over `sequence`: 2 per weight (input, hidden and projection matrices of
+    every layer and direction) per time step of every sequence."""
+    steps = sequence.data.shape[0] if isinstance(sequence, PackedSequence) else sequence.shape[:-1].numel()
+    return 2 * steps * sum(w.numel() for name, w in layer.named_parameters() if name.startswith("weight_"))
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -44,3 +75,9 @@ def training_cost(history: list[dict[str, float]]) -> dict[str, float]:
     return {"training_seconds": seconds,
             "training_samples_per_s": sum(row["train_samples"] for row in history) / seconds,
             "training_peak_memory_mb": max(row["peak_memory_mb"] for row in history)}
+
+
+def wired_training_cost(inputs: Mapping[str, Path]) -> dict[str, float]:
+    """What training cost, from an evaluation's optional `cost` input (its training step's `cost` output); nothing
+    when that input is not wired."""
+    return json.loads(inputs["cost"].read_text()) if "cost" in inputs else {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mmflow.engine import Resources
@@ -46,6 +49,7 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
     assert started["runtime_env"]["env_vars"]["RAY_ADDRESS"] == f"127.0.0.1:{started['gcs_port']}"
     assert "RAY_GCS_SERVER_PORT" not in os.environ  # only for the start; a later Ray picks its own
     module, _, name = started["runtime_env"]["worker_process_setup_hook"].rpartition(".")
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # the hook sets it: put back after the test
     getattr(importlib.import_module(module), name)()  # what each worker process runs first
     from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
 
@@ -56,6 +60,34 @@ def test_a_private_local_ray_tells_its_processes_which_ray_is_theirs(monkeypatch
                       for level in (logging.WARNING, logging.ERROR))
     assert not logger.filter(warning) and logger.filter(error)
     logger.filters.clear()
+
+
+@pytest.mark.parametrize("hook", ["set_up_worker", "set_up_local_worker"])
+def test_a_worker_stopped_while_it_exits_prints_no_traceback(hook):
+    """CI saw Tune's report queue, and a trial's actor, print Ray's SystemExit when the raylet's SIGTERM came while
+    Python was already shutting them down; here the SIGTERM comes while shutdown waits for a thread."""
+    script = f"""
+import os, signal, sys, threading, time
+from mmflow.engine.ray_executor import {hook}
+{hook}()
+
+def ray_handler(signum, frame):  # what Ray's worker main loop installs
+    raise SystemExit(1)
+
+signal.signal(signal.SIGTERM, ray_handler)
+
+class Broken:
+    def __del__(self):
+        raise ValueError("an error of the worker's own")
+
+Broken()
+threading.Thread(target=lambda: (time.sleep(0.5), os.kill(os.getpid(), signal.SIGTERM))).start()
+sys.exit(0)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "ValueError: an error of the worker's own" in done.stderr  # any other error is still reported
+    assert "SystemExit" not in done.stderr, done.stderr
+    assert done.stderr.count("Traceback") == 1, done.stderr
 
 
 def test_an_address_where_no_ray_answers_fails_in_seconds(cli, write_workflow, tmp_path):

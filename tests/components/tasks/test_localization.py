@@ -65,6 +65,14 @@ def test_the_localization_workflow_runs_on_synthetic_events(cli, tmp_path):
     assert {"accuracy_audio_probe", "accuracy_visual_probe", "event_accuracy", "class_accuracy/background"} <= set(metrics)
     history = json.loads((run / "concat_pmr" / "metrics.json").read_text())["history"]
     assert "pmr_rho" in history[-1] and len(history) == 2
+    assert "| parameters | flops_per_sample | training_samples_per_s | training_peak_memory_mb |" in table
+    from mmflow.components.models.build import load_classifier
+    from mmflow.components.tasks.model_cost import parameter_count
+
+    model, _ = load_classifier(run / "dmrn_pmr" / "outputs" / "model")
+    assert metrics["parameters"] == parameter_count(model) and metrics["flops_per_sample"] > 0
+    cost = json.loads((run / "dmrn_pmr" / "outputs" / "cost").read_text())
+    assert {k: metrics[k] for k in cost} == cost  # what training cost, from the training step
 
 
 def test_the_localization_workflow_runs_on_ave_format_feature_files(cli, tmp_path):
@@ -144,6 +152,7 @@ def test_localization_metrics_from_known_segment_outputs(monkeypatch):
     monkeypatch.setattr(localization_eval, "load_classifier", lambda folder: (None, {"num_classes": 3}))
     monkeypatch.setattr(localization_eval, "ShardReader", lambda folder: SimpleNamespace(manifest={"background": 2}))
     monkeypatch.setattr(localization_eval, "segment_outputs", segment_outputs)
+    monkeypatch.setattr(localization_eval, "model_cost", lambda model, shards: {"parameters": 7})
     metrics = localization_eval.evaluate_localization("model", "train", "test", batch_size=4, probe_steps=200, seed=0)
     assert asked == [("test", 4), ("train", 4)]
     assert metrics.pop("accuracy_audio_probe") == 1.0 and metrics.pop("accuracy_visual_probe") < 0.9
@@ -151,7 +160,7 @@ def test_localization_metrics_from_known_segment_outputs(monkeypatch):
     assert metrics == pytest.approx({
         "accuracy": 4 / 6, "event_accuracy": 2 / 3,  # events: segments 0, 1, 4
         "class_accuracy/0": 1.0, "class_accuracy/1": 0.5, "class_accuracy/background": 2 / 3,
-        "accuracy_audio_head": 4 / 6, "test_segments": 6, "event_segments": 3, "chance": 0.5})
+        "accuracy_audio_head": 4 / 6, "test_segments": 6, "event_segments": 3, "chance": 0.5, "parameters": 7})
 
 
 def test_a_class_the_test_split_lacks_gets_no_accuracy_and_no_event_accuracy_is_nan():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmflow.components.models.build import build_classifier
@@ -32,8 +33,6 @@ def test_eval_classifier_reports_the_models_cost(evaluated):
 
 
 def test_peak_memory_on_a_gpu_is_the_largest_allocation_since_the_last_call():
-    import pytest
-
     from mmflow.components.tasks.model_cost import peak_memory_mb
 
     if not torch.cuda.is_available():
@@ -62,3 +61,26 @@ def test_eval_classifier_adds_what_training_cost_when_its_cost_input_is_wired(ev
                                                     tmp_path / "costed", log=lambda _: None), params)
     assert costed == {**plain, **cost}
     assert json.loads((tmp_path / "costed" / "metrics").read_text()) == costed
+
+
+
+class Recurrent(torch.nn.Module):
+    """A 2-layer bidirectional LSTM of 8 units over 4 features per step, then a 3-class head on every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 8, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.lstm(features["a"])[0])
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused kernel", "matrix products"])
+def test_a_recurrent_layer_counts_its_matrix_products_whichever_kernel_runs_it(fused):
+    """On CPU, torch's counter sees no FLOPs in mkldnn's fused LSTM kernel, and all of them without it."""
+    # per time step, both directions: 4 gates x 8 units from the input (4 features, then the 16 of layer 1) and from
+    # the hidden state (8); then the head
+    per_step = 2 * (32 * 4 + 32 * 8) + 2 * (32 * 16 + 32 * 8) + 16 * 3
+    with torch.backends.mkldnn.flags(enabled=fused):
+        assert flops_per_sample(Recurrent().eval(), {"a": torch.randn(2, 10, 4)}) == 2 * 10 * per_step
