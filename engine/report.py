@@ -5,7 +5,8 @@ Generic: any step whose metrics.json holds a `history` list of per-epoch dicts i
 their members (`head_accuracy_audio`, `head_accuracy_visual`, `grad_angle_audio`, `grad_angle_visual`: two
 prefixes over the same set {audio, visual}), or are named `family/member` (`gblend_weight/audio`), are one
 figure per family with every member on the same axes. Each step keeps one colour in every figure; members
-differ by line style. Epochs count from 1, as the console does. Series that never change (a constant
+differ by line style. A step run once per seed (`train@0`, `train@1`, ...) is drawn as its mean over the seeds
+in a band of one standard deviation. Epochs count from 1, as the console does. Series that never change (a constant
 learning rate, zero padded samples) are listed in a table instead of drawn. A sweep folder stands for its
 trials, each labelled by its sampled values. A final metric that is a curve (`{"x": axis name, "points": [[x, y],
 ...]}`, e.g. accuracy over noise level) is drawn over its own axis, its family (`family/member`) on one figure.
@@ -20,6 +21,7 @@ import io
 import json
 import math
 import re
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,22 +153,36 @@ def _ylabel(title: str) -> str:
 
 
 def draw(figure: Figure, series: list[Series], colours: dict[str, Any]) -> Any:
-    """A matplotlib figure: each step in its colour, each member in its line style, epochs from 1."""
+    """A matplotlib figure: each step in its colour, each member in its line style, epochs from 1. A step run once per
+    seed is one line, the mean over its seeds, in a band of one standard deviation either side."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     styles = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(dict.fromkeys(figure.members.values()))}
     epochs = figure.xlabel == "epoch"
+    steps: dict[str, list[Series]] = {}
     for s in series:
+        steps.setdefault(base_name(s.label), []).append(s)
+    for step, runs in steps.items():
         for metric in figure.metrics:
-            points = ([(row.get("epoch", i) + 1, row[metric]) for i, row in enumerate(s.history)
-                       if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])] if epochs
-                      else [tuple(p) for p in s.metrics[metric]["points"]] if is_curve(s.metrics.get(metric)) else [])
-            if points:
-                member = figure.members[metric]
-                ax.plot(*zip(*points), color=colours[s.label], linestyle=styles[member], marker="o", markersize=3,
-                        label=f"step {s.label}" + (f" · {member}" if member else ""))
+            lines = [(s.label, points) for s in runs if (points := _points(s, metric, epochs))]
+            if not lines:
+                continue
+            member = figure.members[metric]
+            look = {"color": colours[step], "linestyle": styles[member], "marker": "o", "markersize": 3}
+            xs = [x for x, _ in lines[0][1]]
+            if len(lines) > 1 and all([x for x, _ in points] == xs for _, points in lines):
+                by_x = list(zip(*([y for _, y in points] for _, points in lines)))
+                mean = [statistics.fmean(ys) for ys in by_x]
+                spread = [statistics.stdev(ys) for ys in by_x]
+                ax.plot(xs, mean, label=f"step {step}" + (f" · {member}" if member else "")
+                        + f" (mean ± std of {len(lines)} seeds)", **look)
+                ax.fill_between(xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
+                                color=colours[step], alpha=0.15, linewidth=0)
+                continue
+            for label, points in lines:  # one run, or seeds whose points do not line up
+                ax.plot(*zip(*points), label=f"step {label}" + (f" · {member}" if member else ""), **look)
     ax.set_xlabel(figure.xlabel)
     ax.set_ylabel(figure.ylabel)
     if epochs:
@@ -176,6 +192,14 @@ def draw(figure: Figure, series: list[Series], colours: dict[str, Any]) -> Any:
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _points(s: Series, metric: str, epochs: bool) -> list[tuple[float, float]]:
+    """The (x, y) points of one metric of one series: per epoch from 1, or the final metric's curve."""
+    if epochs:
+        return [(row.get("epoch", i) + 1, row[metric]) for i, row in enumerate(s.history)
+                if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+    return [tuple(p) for p in s.metrics[metric]["points"]] if is_curve(s.metrics.get(metric)) else []
 
 
 def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
@@ -190,8 +214,9 @@ def write_report(paths: list[Path], out_dir: Path) -> tuple[list[Path], str]:
     figures, constant = figures_for(series)
     curves = curve_figures(series)
     palette = plt.get_cmap("tab10").colors
-    drawn = [s for s in series if s.history or any(is_curve(v) for v in s.metrics.values())]
-    colours = {s.label: palette[i % len(palette)] for i, s in enumerate(drawn)}
+    drawn = dict.fromkeys(base_name(s.label) for s in series
+                          if s.history or any(is_curve(v) for v in s.metrics.values()))  # a step's seeds: one
+    colours = {step: palette[i % len(palette)] for i, step in enumerate(drawn)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written, images = [], {}
     for figure in [*figures, *curves]:

@@ -154,3 +154,36 @@ def test_curve_metrics_are_drawn_over_their_own_axis_a_family_per_figure_in_both
     assert "no step of these runs has per-epoch metrics" in markdown  # curves are not per-epoch
     page = (tmp_path / "run" / "report" / "report.html").read_text()
     assert "<h2>Curves of the final metrics</h2>\n<img alt='accuracy_under_noise' src='data:image/png;base64," in page
+
+
+def test_a_step_run_for_several_seeds_is_drawn_as_its_mean_in_a_band_of_one_standard_deviation(tmp_path, cli):
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def noise_curve(clean: float, half: float) -> dict:
+        return {"accuracy_under_noise/audio": {"x": "noise level", "points": [[0, clean], [0.5, half], [1, 0.1]]}}
+
+    write_run(tmp_path / "run", {"train@0": training(1.0), "train@1": training(3.0),
+                                 "eval@0": noise_curve(0.8, 0.6), "eval@1": noise_curve(0.6, 0.2),
+                                 "eval_ref": noise_curve(0.5, 0.3)})
+    series, _ = load_series([tmp_path / "run"])
+    colours = {"train": "tab:green", "eval": "tab:blue", "eval_ref": "tab:orange"}
+    ax = draw(curve_figures(series)[0], series, colours).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"step eval · audio (mean ± std of 2 seeds)", "step eval_ref · audio"}
+    mean = lines["step eval · audio (mean ± std of 2 seeds)"]
+    assert list(mean.get_xdata()) == [0, 0.5, 1] and list(mean.get_ydata()) == pytest.approx([0.7, 0.4, 0.1])
+    assert mean.get_color() == "tab:blue"
+    (band,) = ax.collections  # the seeds' spread: sample std of (0.8, 0.6) at level 0, (0.6, 0.2) at 0.5, none at 1
+    corners = band.get_paths()[0].vertices
+    for x, half_width in ((0, 0.02 ** 0.5), (0.5, 0.08 ** 0.5), (1, 0)):
+        ys = corners[corners[:, 0] == x][:, 1]
+        assert (ys.min(), ys.max()) == pytest.approx((mean.get_ydata()[[0, 0.5, 1].index(x)] - half_width,
+                                                      mean.get_ydata()[[0, 0.5, 1].index(x)] + half_width))
+    figures, _ = figures_for(series)
+    loss = draw(next(f for f in figures if f.title == "loss"), series, colours).axes[0]
+    (line,) = loss.get_lines()  # per epoch too: the mean of losses 1/(e+1) and 3/(e+1)
+    assert list(line.get_ydata()) == pytest.approx([2.0, 1.0, 2 / 3]) and line.get_color() == "tab:green"
+    status, out, err = cli("report", tmp_path / "run")
+    assert status == 0 and "wrote" in out, err
