@@ -253,7 +253,7 @@ def read_clips(dataset: Path, split: str) -> list[Clip]:
 def read_media_dataset(ctx: StepContext, params: MediaReaderParams, parse: Any) -> dict[str, Any]:
     """Read the lists with `parse`, name the classes, locate media, draw validation when no list gives one,
     write the index; return the step's metrics."""
-    root = Path(params.root).expanduser()
+    root = Path(params.root).expanduser().resolve()  # the index records where the media are: from anywhere
     if not root.is_dir():
         raise InputDataError(f"{root}: dataset root folder not found (set params.root)")
     listed = {split: read_list(root / name, parse) for split, name in params.lists.items()}

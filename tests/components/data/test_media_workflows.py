@@ -82,3 +82,15 @@ def test_the_av_balance_benchmark_runs_every_method_on_a_cremad_tree(cli, tmp_pa
     assert "accuracy_visual_prototype" in table and "| contribution_audio | contribution_visual |" in table
     assert "| effective_robustness_audio | effective_robustness_visual |" in table
     assert "| training_samples_per_s | training_peak_memory_mb |" in table
+
+
+def test_a_dataset_root_relative_to_where_mmflow_runs_reaches_the_shard_step(cli, tmp_path, monkeypatch):
+    """As the benchmark workflows' headers say (`--set steps.data.params.root=benchmarks/...`): the shard step
+    looked for the media under the data step's output folder."""
+    cremad_tree(tmp_path / "CREMA-D")
+    monkeypatch.chdir(tmp_path)
+    sets = [*TINY_MEDIA, "steps.data.params.root=CREMA-D"]
+    status, out, err = cli("run", REPO / "workflows" / "cremad_pmr.yaml", "--run-dir", tmp_path / "run", "--to",
+                           "shard", *(arg for item in sets for arg in ("--set", item)))
+    assert status == 0, out + err
+    assert json.loads((tmp_path / "run" / "shard" / "metrics.json").read_text())["train_samples"] > 0
