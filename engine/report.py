@@ -170,19 +170,19 @@ def draw(figure: Figure, series: list[Series], colours: dict[str, Any]) -> Any:
             if not lines:
                 continue
             member = figure.members[metric]
+            named = f" · {member}" if member else ""
             look = {"color": colours[step], "linestyle": styles[member], "marker": "o", "markersize": 3}
             xs = [x for x, _ in lines[0][1]]
             if len(lines) > 1 and all([x for x, _ in points] == xs for _, points in lines):
                 by_x = list(zip(*([y for _, y in points] for _, points in lines)))
                 mean = [statistics.fmean(ys) for ys in by_x]
                 spread = [statistics.stdev(ys) for ys in by_x]
-                ax.plot(xs, mean, label=f"step {step}" + (f" · {member}" if member else "")
-                        + f" (mean ± std of {len(lines)} seeds)", **look)
+                ax.plot(xs, mean, label=f"step {step}{named} (mean ± std of {len(lines)} seeds)", **look)
                 ax.fill_between(xs, [m - d for m, d in zip(mean, spread)], [m + d for m, d in zip(mean, spread)],
                                 color=colours[step], alpha=0.15, linewidth=0)
-                continue
-            for label, points in lines:  # one run, or seeds whose points do not line up
-                ax.plot(*zip(*points), label=f"step {label}" + (f" · {member}" if member else ""), **look)
+            else:  # one run, or seeds whose points do not line up
+                for label, points in lines:
+                    ax.plot(*zip(*points), label=f"step {label}{named}", **look)
     ax.set_xlabel(figure.xlabel)
     ax.set_ylabel(figure.ylabel)
     if epochs:
