@@ -14,6 +14,7 @@ import datetime as dt
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -182,7 +183,8 @@ class RunConsole(_Terminal, RunHook):
         row = self.rows[step]
         row.state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         row.seconds = time.monotonic() - (row.started or time.monotonic())
-        self.log.write(f"{step}: {row.state}: {type(error).__name__}: {error}\n")  # the terminal gets the CLI's line
+        # the terminal gets the CLI's line
+        self.log.write(f"{step}: {row.state}: {type(error).__name__}: {error}\n{interrupt_cause(error)}")
 
     def after_run(self, run: RunInfo, outcomes: list[StepOutcome], error: BaseException | None) -> None:
         """Stop the display and the tee; the summary goes to stdout and run.log."""
@@ -327,6 +329,16 @@ class SweepConsole(_Terminal):
                 cells = [format_number(row.values.get(n)) for n in names]
                 table.add_row(name, *cells, row.state, str(row.reports), latest, style=style)
         return table
+
+
+def interrupt_cause(error: BaseException) -> str:
+    """For run.log: how the call into Ray that an interrupt stopped ended (its traceback), if it ended on an
+    error (see ray_executor.off_main_thread); else nothing. After Ctrl-C nobody raises it, yet it tells whether
+    Ray's loop ended cleanly."""
+    cause = error.__cause__ if isinstance(error, KeyboardInterrupt) else None
+    if cause is None:
+        return ""
+    return "the interrupted call ended on:\n" + "".join(traceback.format_exception(cause))
 
 
 def _values(values: dict[str, Any]) -> str:

@@ -539,9 +539,10 @@ def off_main_thread(fit: Callable[[], Result], poll: Callable[[], None] = lambda
     if main:
         try:
             polling()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if stop is not None:
                 _stop_until(stop, lambda: not helper.is_alive())
+            interrupt.__cause__ = outcome.get("error")  # how fit() ended, for run.log (see console.interrupt_cause)
             raise
     else:
         target()

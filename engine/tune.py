@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .console import RUN_LOG, RunConsole, SweepConsole
+from .console import RUN_LOG, RunConsole, SweepConsole, interrupt_cause
 from .executor import ExecutorSettings, create_executor
 from .ray_executor import RayExecutor, controller_to, off_main_thread
 from .mirror import fetch_run
@@ -68,6 +68,9 @@ def run_sweep(workflow: Workflow, runs_root: Path, console: SweepConsole,
                          storage=sweep_storage or Storage.open(sweep_dir),
                          callbacks=[*tracking_callbacks(workflow, sweep_dir),
                                     trial_events(console.trial, sweep.metric)])
+    except KeyboardInterrupt as interrupt:
+        console.log.write(interrupt_cause(interrupt))
+        raise
     finally:
         ray_executor.close()
     trials = [Trial(name, {p: config.get(p) for p in sweep.parameters}, metrics,

@@ -156,6 +156,37 @@ def test_an_interrupted_wait_for_a_fit_ends_the_fit_before_it_unwinds():
     assert not [t for t in threading.enumerate() if t not in helpers and t.name == "mmflow-fit"]
 
 
+
+def test_how_an_interrupted_fit_ended_goes_with_the_interrupt_to_run_log(tmp_path):
+    """After Ctrl-C nobody raises the fit's own error, yet it tells whether Ray's loop ended cleanly (a sweep's
+    Tune state with a trial still pending, seen once): the interrupt carries it, and run.log gets its traceback."""
+    import threading
+
+    from mmflow.engine.console import RunConsole, StepRow, interrupt_cause
+    from mmflow.engine.ray_executor import off_main_thread
+
+    stopped = threading.Event()
+
+    def fit() -> None:
+        stopped.wait(10)
+        raise RuntimeError("the loop broke while it stopped")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        off_main_thread(fit, interrupt, lambda: stopped.set() or True)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    console = RunConsole(live=False)
+    console.rows["train"] = StepRow(component=None)
+    console.log.open(tmp_path / "run.log")
+    console.on_step_error(None, "train", raised.value)
+    console.close()
+    logged = (tmp_path / "run.log").read_text()
+    assert "train: interrupted: KeyboardInterrupt" in logged and "the interrupted call ended on:" in logged
+    assert "RuntimeError: the loop broke while it stopped" in logged and "in fit" in logged
+    assert interrupt_cause(KeyboardInterrupt()) == "" == interrupt_cause(ValueError("x"))
+
 def test_closing_ends_the_steps_calls_into_ray_before_it_stops_ray(monkeypatch):
     """A thread inside Ray as Ray stops aborts the process: close() stops each step's call into Ray (a fit's
     controller killed, side tasks cancelled), waits until it has left Ray, then stops Ray; none starts after."""
