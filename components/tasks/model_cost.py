@@ -10,6 +10,8 @@ from their weight matrices, 2 per weight per time step, in place of whatever the
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,15 +59,21 @@ def recurrent_flops(layer: torch.nn.RNNBase, sequence: torch.Tensor | PackedSequ
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """On a GPU, the most memory tensors took on `device` since the last call (MiB; the peak is reset); elsewhere the
-    process's peak resident set so far (MiB), which only grows."""
+    """The most memory taken since the last call (MiB), and the peak reset: on a GPU by tensors on `device`,
+    elsewhere the process's resident set (Linux; on other systems its peak so far, which only grows)."""
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         return peak / 2**20
-    import resource
+    try:  # Linux: VmHWM, the peak resident set, which clear_refs "5" sets back to the current one
+        peak_kib = int(re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)[1])
+        Path("/proc/self/clear_refs").write_text("5")
+        return peak_kib / 1024
+    except OSError:  # no /proc
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def training_cost(history: list[dict[str, float]]) -> dict[str, float]:

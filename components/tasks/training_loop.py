@@ -33,6 +33,7 @@ from .problems import problem_of
 def train_worker(session: TrainSession, config: dict[str, Any]) -> None:
     """One worker's loop: set up (or restore), then each epoch the method's preparation, the steps, the report
     and a checkpoint."""
+    peak_memory_mb(session.device)  # each epoch's peak from here on: not what earlier steps of an inline run took
     run = Training(session, config)
     for epoch in range(run.first_epoch, run.params.epochs):
         run.run_epoch(epoch)
