@@ -67,7 +67,7 @@ def run_sweep(workflow: Workflow, runs_root: Path, console: SweepConsole,
                          max_concurrent_trials=sweep.max_concurrent_trials, trial_cpus=sweep.trial_cpus,
                          storage=sweep_storage or Storage.open(sweep_dir),
                          callbacks=[*tracking_callbacks(workflow, sweep_dir),
-                                    trial_events(console.trial, sweep.metric)])
+                                    trial_events(console.trial, sweep.metric)], log=console.log.write)
     except KeyboardInterrupt as interrupt:
         console.log.write(interrupt_cause(interrupt))
         raise
@@ -107,16 +107,18 @@ def asha(scheduler: Scheduler) -> Any:
 def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any], dict[str, Any]], None],
                param_space: dict[str, Any], setup: dict[str, Any], *, num_samples: int, scheduler: Scheduler,
                max_concurrent_trials: int | None, trial_cpus: float, storage: Storage,
-               callbacks: list[Any] | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
+               callbacks: list[Any] | None = None, log: Callable[[str], None] = lambda text: None,
+               ) -> list[tuple[str, dict[str, Any], dict[str, Any], str | None]]:
     """Ray Tune over `trial(config, setup)` on the executor's Ray, with its state under `storage`/tune; per trial
     (name, config, last reported metrics, error or None). The config holds the sampled values only (what Tune's
     loggers record); `setup` is the same for every trial, with "actors" added: the actor where the trial's Train
-    controllers go (see controller_to), so that an interrupt kills them first."""
+    controllers go (see controller_to), so that an interrupt kills them first. After an interrupt, what Tune logs
+    goes to `log` only."""
     import ray
     from ray import tune
 
     executor.connect()
-    stopper, trial_actors, stop = stop_switch()
+    stopper, trial_actors, stop = stop_switch(log)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_enlisted, trial=trial, setup=setup, trial_actors=trial_actors),
                             {"cpu": trial_cpus}),
@@ -136,7 +138,7 @@ def run_trials(executor: RayExecutor, trial: Callable[[dict[str, Any], dict[str,
             for r in results]
 
 
-def stop_switch() -> tuple[Any, Any, Callable[[], bool]]:
+def stop_switch(log: Callable[[str], None]) -> tuple[Any, Any, Callable[[], bool]]:
     """A Tune stopper, an actor where each trial leaves its own handle (see _enlisted), and the function that
     stops every trial at once: Tune's own stop waits for a trial's next report and then up to 15 s before it
     kills the trial, while Ctrl-C should end a sweep in seconds."""
@@ -164,13 +166,26 @@ def stop_switch() -> tuple[Any, Any, Callable[[], bool]]:
 
     def stop() -> bool:
         stopping.set()  # first: no trial starts from now on
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # each trial killed is no error to report
+        log_only_to(logging.getLogger("ray.tune"), log)  # each trial killed is no error to report on the terminal
         for actor in reversed(ray.get(trial_actors.all.remote(), timeout=5)):  # a trial's controllers before it
             ray.kill(actor)
         return True
 
     return StopSwitch(stopping), trial_actors, stop
 
+
+
+def log_only_to(logger: logging.Logger, log: Callable[[str], None]) -> None:
+    """From now on `logger`'s records (tracebacks included) go to `log` alone: not to the terminal, yet kept (was
+    Tune's final state saved?)."""
+
+    class ToLog(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log(self.format(record) + "\n")
+
+    handler = ToLog()
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+    logger.handlers, logger.propagate = [handler], False
 
 class _TrialActors:
     """An actor holding the handles of the trials' actors and their Train controllers (Tune keeps its own

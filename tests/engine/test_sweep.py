@@ -184,3 +184,26 @@ steps:
     other = Storage.open(tmp_path / "store" / "shared" / "other")
     assert other.joinpath("shard", "outputs", "train", "manifest.json").exists()
     assert "outputs_at" not in json.loads(other.joinpath("shard", "status.json").read_text())
+
+
+def test_after_an_interrupt_tunes_lines_go_to_run_log_alone(capsys):
+    """Each trial killed by Ctrl-C is no error to show on the terminal, yet what Tune logs then (did it save its
+    final state?) tells why a sweep's last record still held a pending trial (seen once)."""
+    import logging
+
+    ray, logger = logging.getLogger("mmflow_test_ray"), logging.getLogger("mmflow_test_ray.tune.controller")
+    terminal = logging.StreamHandler()
+    ray.addHandler(terminal)  # as Ray's own logger: its handler writes to the terminal
+    ray.setLevel(logging.INFO)
+    kept: list[str] = []
+    tune.log_only_to(logging.getLogger("mmflow_test_ray.tune"), kept.append)
+    try:
+        raise RuntimeError("snapshot failed")
+    except RuntimeError:
+        logger.error("Experiment state snapshotting failed:", exc_info=True)
+    logger.info("Wrote the latest version of all result files")
+    ray.removeHandler(terminal)
+    assert capsys.readouterr().err == ""
+    assert kept[0].startswith("mmflow_test_ray.tune.controller ERROR: Experiment state snapshotting failed:\nTraceback")
+    assert "RuntimeError: snapshot failed" in kept[0]
+    assert kept[1] == "mmflow_test_ray.tune.controller INFO: Wrote the latest version of all result files\n"
