@@ -174,7 +174,6 @@ def stop_switch(log: Callable[[str], None]) -> tuple[Any, Any, Callable[[], bool
     return StopSwitch(stopping), trial_actors, stop
 
 
-
 def log_only_to(logger: logging.Logger, log: Callable[[str], None]) -> None:
     """From now on `logger`'s records (tracebacks included) go to `log` alone: not to the terminal, yet kept (was
     Tune's final state saved?)."""
@@ -186,6 +185,7 @@ def log_only_to(logger: logging.Logger, log: Callable[[str], None]) -> None:
     handler = ToLog()
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
     logger.handlers, logger.propagate = [handler], False
+
 
 class _TrialActors:
     """An actor holding the handles of the trials' actors and their Train controllers (Tune keeps its own

@@ -156,7 +156,6 @@ def test_an_interrupted_wait_for_a_fit_ends_the_fit_before_it_unwinds():
     assert not [t for t in threading.enumerate() if t not in helpers and t.name == "mmflow-fit"]
 
 
-
 def test_how_an_interrupted_fit_ended_goes_with_the_interrupt_to_run_log(tmp_path):
     """After Ctrl-C nobody raises the fit's own error, yet it tells whether Ray's loop ended cleanly (a sweep's
     Tune state with a trial still pending, seen once): the interrupt carries it, and run.log gets its traceback."""
@@ -186,6 +185,7 @@ def test_how_an_interrupted_fit_ended_goes_with_the_interrupt_to_run_log(tmp_pat
     assert "train: interrupted: KeyboardInterrupt" in logged and "the interrupted call ended on:" in logged
     assert "RuntimeError: the loop broke while it stopped" in logged and "in fit" in logged
     assert interrupt_cause(KeyboardInterrupt()) == "" == interrupt_cause(ValueError("x"))
+
 
 def test_closing_ends_the_steps_calls_into_ray_before_it_stops_ray(monkeypatch):
     """A thread inside Ray as Ray stops aborts the process: close() stops each step's call into Ray (a fit's

@@ -683,9 +683,10 @@ def test_ctrl_c_stops_a_sweep_in_seconds_and_quietly(tmp_path):
     tune_state = next((tmp_path / "runs" / "tiny_sweep").iterdir()) / "tune"
     # Tune's loop ended before Ray stopped: its last record has no trial still running
     trials = ExperimentAnalysis(str(tune_state)).trials
-    # seen once (PENDING in the last record): what each trial and the sweep left, to tell why
+    # seen twice (PENDING in the last record): what each trial and the sweep left (Tune's lines after the
+    # interrupt are in the sweep's run.log), to tell why
     evidence = "\n".join([f"{t.trial_id}: {t.status}" for t in trials]
-                         + [f"{f}:\n{f.read_text()[-1500:]}" for f in sorted(tune_state.parent.rglob("*"))
+                         + [f"{f}:\n{f.read_text()[-6000:]}" for f in sorted(tune_state.parent.rglob("*"))
                             if f.name in ("error.txt", "run.log") and f.is_file()])
     assert {t.status for t in trials} <= {"TERMINATED", "ERROR"}, evidence
     deadline = time.time() + 20

@@ -115,7 +115,6 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
     assert [any(k.startswith("gblend_G/") for k in h) for h in epochs] == [True, True]
 
 
-
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's per-process peak reset")
 def test_an_inline_trainings_peak_memory_leaves_out_what_earlier_steps_took(shards, tmp_path):
     """The inline executor trains every step of a run in one process, whose peak resident set only grows."""
@@ -130,6 +129,7 @@ def test_an_inline_trainings_peak_memory_leaves_out_what_earlier_steps_took(shar
     result = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
                                     TrainingJob(Resources(), tmp_path / "s", seed=3))
     assert 0 < result.history[0]["peak_memory_mb"] < peak_before - 512  # the training itself: ~150 MiB
+
 
 def test_the_progress_line_shows_loss_accuracy_heads_prototypes_rho_and_speed():
     from mmflow.components.tasks.training_loop import _progress

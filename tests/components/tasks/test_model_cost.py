@@ -34,7 +34,6 @@ def test_eval_classifier_reports_the_models_cost(evaluated):
     assert metrics["flops_per_sample"] == flops_per_sample(model.eval(), one)
 
 
-
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's per-process peak reset")
 def test_peak_memory_on_cpu_is_the_largest_resident_set_since_the_last_call():
     """The process's peak resident set only grows: an inline run's later steps reported its earlier ones' peak."""
@@ -46,6 +45,7 @@ def test_peak_memory_on_cpu_is_the_largest_resident_set_since_the_last_call():
     del block
     with_block, since = peak_memory_mb(cpu), peak_memory_mb(cpu)
     assert with_block - since > 100
+
 
 def test_peak_memory_on_a_gpu_is_the_largest_allocation_since_the_last_call():
     from mmflow.components.tasks.model_cost import peak_memory_mb
@@ -76,7 +76,6 @@ def test_eval_classifier_adds_what_training_cost_when_its_cost_input_is_wired(ev
                                                     tmp_path / "costed", log=lambda _: None), params)
     assert costed == {**plain, **cost}
     assert json.loads((tmp_path / "costed" / "metrics").read_text()) == costed
-
 
 
 class Recurrent(torch.nn.Module):
