@@ -1,8 +1,11 @@
-"""A small model folder with train and test shards, for eval.classifier's measures."""
+"""A small model folder with train and test shards, for eval.classifier's measures; a memory spike, for the
+measure of peak memory."""
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -28,3 +31,16 @@ def evaluated(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     save_classifier(tmp_path / "model", build_classifier(architecture), architecture)
     return tmp_path
+
+
+@pytest.fixture
+def memory_spike() -> Callable[[int], None]:
+    """Take `mib` MiB of fresh pages, write every one, and give them back to the system. A mapping of its own:
+    an allocation through malloc can reuse pages the process already holds, which moves no peak."""
+
+    def spike(mib: int) -> None:
+        with mmap.mmap(-1, mib * 2**20) as block:
+            for page in range(0, len(block), mmap.PAGESIZE):
+                block[page] = 1
+
+    return spike

@@ -116,15 +116,14 @@ def test_an_epoch_reports_the_samples_it_trained_on_and_online_gblend_holds_its_
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's per-process peak reset")
-def test_an_inline_trainings_peak_memory_leaves_out_what_earlier_steps_took(shards, tmp_path):
+def test_an_inline_trainings_peak_memory_leaves_out_what_earlier_steps_took(shards, tmp_path, memory_spike):
     """The inline executor trains every step of a run in one process, whose peak resident set only grows."""
     from mmflow.components.tasks.model_cost import peak_memory_mb
 
     params = TrainClassifierParams.model_validate({"epochs": 1, "batch_size": 50, "hidden": [8], "embedding_dim": 4,
                                                    "diagnostics": False})
     peak_memory_mb(torch.device("cpu"))  # an earlier step of the same run takes 1 GiB, then gives it back
-    block = torch.ones(2**30, dtype=torch.uint8)
-    del block
+    memory_spike(1024)
     peak_before = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
     result = InlineExecutor().train(train_worker, {"params": params.model_dump(), "train": str(shards)},
                                     TrainingJob(Resources(), tmp_path / "s", seed=3))

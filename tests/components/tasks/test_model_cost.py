@@ -35,14 +35,13 @@ def test_eval_classifier_reports_the_models_cost(evaluated):
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's per-process peak reset")
-def test_peak_memory_on_cpu_is_the_largest_resident_set_since_the_last_call():
+def test_peak_memory_on_cpu_is_the_largest_resident_set_since_the_last_call(memory_spike):
     """The process's peak resident set only grows: an inline run's later steps reported its earlier ones' peak."""
     from mmflow.components.tasks.model_cost import peak_memory_mb
 
     cpu = torch.device("cpu")
     peak_memory_mb(cpu)  # reset
-    block = torch.ones(128 * 2**20, dtype=torch.uint8)  # 128 MiB, every page written
-    del block
+    memory_spike(128)
     with_block, since = peak_memory_mb(cpu), peak_memory_mb(cpu)
     assert with_block - since > 100
 
